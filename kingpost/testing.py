@@ -51,7 +51,10 @@ class ServerProcess:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="kingpost-", suffix=".log", delete=False)
+        # The log file lives as long as the server object, not a with-block.
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="kingpost-", suffix=".log", delete=False
+        )
 
     def url(self, path: str) -> str:
         return self.base_url + path
