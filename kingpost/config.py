@@ -60,6 +60,8 @@ class ModelConfig(BaseModel):
     requirements_file: str | None = None
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     engine: dict[str, Any] | None = None
+    # A custom server: Kingpost runs this command and forwards to it (kingpost.proxy).
+    docker_server: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The config as the model's ``__init__`` receives it: defaults filled in."""

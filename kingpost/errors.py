@@ -65,5 +65,11 @@ class NotReadyError(RequestError):
     status_code = 503
 
 
+class UpstreamUnavailableError(RequestError):
+    """A custom server could not be reached (it is down or restarting)."""
+
+    status_code = 502
+
+
 class RequestTimeoutError(RequestError):
     status_code = 504

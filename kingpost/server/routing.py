@@ -65,10 +65,15 @@ def split_platform_path(path: str) -> PlatformPath | None:
 
 
 class Router:
-    """Exact-path routing with the platform grammar as a fallback."""
+    """Exact-path routing with the platform grammar as a fallback.
+
+    ``fallback``, when set, answers every path no route matches (a custom
+    server forwards those to its child process).
+    """
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
+        self.fallback: Route | None = None
 
     def add(self, path: str, name: str, methods: tuple[str, ...], handler: Handler) -> None:
         self.routes[path] = Route(name, frozenset(methods), handler)
@@ -83,5 +88,5 @@ class Router:
                 return route
         platform = split_platform_path(path)
         if platform is not None:
-            return self.routes.get(platform.path)
-        return None
+            route = self.routes.get(platform.path)
+        return route or self.fallback
