@@ -1,0 +1,133 @@
+"""One run of a custom server's command: its own process group, its output, its end.
+
+The command runs through ``/bin/sh`` in a new session, so the shell and
+everything it starts share one process group that can be signalled as a whole;
+no grandchild outlives Kingpost on any of its own exit paths. Each line the
+command prints goes to Kingpost's log with a ``[server PID]`` prefix, and the
+last lines are kept for error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+
+logger = logging.getLogger("kingpost.proxy.server")
+
+KEPT_LINES = 40
+_READ_SIZE = 65536
+_PR_SET_PDEATHSIG = 1
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the forked child before exec: get SIGKILL if Kingpost itself is killed.
+
+    Covers the one exit path Kingpost cannot act on (it being SIGKILLed).
+    """
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class ChildProcess:
+    """A started command. Create with ``await ChildProcess.start(...)``."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.recent: deque[str] = deque(maxlen=KEPT_LINES)
+        self._readers = [
+            asyncio.create_task(self._pipe_to_log(stream))
+            for stream in (process.stdout, process.stderr)
+            if stream is not None
+        ]
+        self._exit = asyncio.ensure_future(process.wait())
+
+    @classmethod
+    async def start(cls, command: str, env: Mapping[str, str], cwd: Path) -> ChildProcess:
+        process = await asyncio.create_subprocess_shell(
+            command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        child = cls(process)
+        logger.info("started the custom server (pid %d): %s", child.pid, command)
+        return child
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    @property
+    def exited(self) -> asyncio.Future[int]:
+        """Resolves with the exit code when the command's shell exits."""
+        return self._exit
+
+    def last_lines(self, count: int = 20) -> str:
+        return "\n".join(list(self.recent)[-count:])
+
+    async def stop(self, grace: float) -> int:
+        """SIGTERM the whole group; SIGKILL it after ``grace`` seconds. Returns the exit code."""
+        if self.returncode is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exit), grace)
+            except TimeoutError:
+                logger.warning(
+                    "the custom server (pid %d) did not exit %g s after SIGTERM: killing it",
+                    self.pid,
+                    grace,
+                )
+        await self.reap()
+        return self._exit.result()
+
+    async def reap(self) -> None:
+        """Kill whatever is left of the group and wait for the shell and its output to end."""
+        self._signal_group(signal.SIGKILL)
+        if self.returncode is None:  # the shell left the group (setsid): kill it directly
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        await asyncio.shield(self._exit)
+        # A grandchild that escaped the group may hold the pipes open: do not wait forever.
+        _, pending = await asyncio.wait(self._readers, timeout=2.0)
+        for reader in pending:
+            reader.cancel()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        # The group id is the shell's pid: it stays reserved while any member lives.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    async def _pipe_to_log(self, stream: asyncio.StreamReader) -> None:
+        pending = b""
+        while True:
+            data = await stream.read(_READ_SIZE)
+            if not data:
+                break
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                self._log_line(line)
+            if len(pending) > _READ_SIZE:  # a very long line without a newline
+                self._log_line(pending)
+                pending = b""
+        if pending:
+            self._log_line(pending)
+
+    def _log_line(self, raw: bytes) -> None:
+        line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
+        self.recent.append(line)
+        logger.info("[server %d] %s", self.pid, line)
