@@ -58,10 +58,12 @@ def build_app(options: ServeOptions) -> ModelApp:
     config = load_config(model_dir)
     environment = {"name": options.environment} if options.environment else None
     source = ModelSource(model_dir, config, options.secrets_dir, environment)
-    descriptor = describe_model(source)
-    return ModelApp(
-        source, descriptor, ServerSettings(dev=options.dev, access_log=options.access_log)
-    )
+    settings = ServerSettings(dev=options.dev, access_log=options.access_log)
+    if config.docker_server is not None:
+        from kingpost.proxy import CustomServerApp
+
+        return CustomServerApp(source, settings)
+    return ModelApp(source, describe_model(source), settings)
 
 
 def serve(options: ServeOptions) -> int:
