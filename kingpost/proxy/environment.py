@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -57,7 +58,16 @@ class ChildSecrets:
 def child_environment(
     variables: Mapping[str, str], secrets: ChildSecrets, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """Kingpost's environment, then config's ``environment_variables``, then the secrets."""
+    """Kingpost's environment, then config's ``environment_variables``, then the secrets.
+
+    The directory of the Python running Kingpost goes first on PATH, as if its
+    virtualenv were activated, so that ``python`` in a start command is the
+    interpreter that has the model's packages.
+    """
     env = {**(os.environ if base is None else base), **variables, **secrets.environ}
+    python_bin = os.path.dirname(sys.executable)
+    path = env.get("PATH", "")
+    if python_bin and path.split(os.pathsep)[0] != python_bin:
+        env["PATH"] = python_bin + os.pathsep + path if path else python_bin
     env.setdefault("PYTHONUNBUFFERED", "1")  # a Python server's lines reach the log at once
     return env
