@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
 from kingpost.testing import ServerProcess
 from tests.conftest import EXAMPLES, MODELS
+
+
+def run_to_exit(model_dir: Path) -> ServerProcess:
+    """Start a server that is expected to exit on its own (it may before the first poll)."""
+    server = ServerProcess(model_dir, wait_ready=False)
+    with contextlib.suppress(RuntimeError):
+        server.start()
+    return server
 
 
 def test_readiness_is_503_until_load_finishes(start_server) -> None:
@@ -25,11 +35,7 @@ def test_readiness_is_503_until_load_finishes(start_server) -> None:
 
 
 def test_a_load_failure_exits_non_zero_with_the_error() -> None:
-    server = ServerProcess(MODELS / "load_failure", wait_ready=False)
-    try:
-        server.start()
-    except RuntimeError:
-        pass  # it may exit before the first poll
+    server = run_to_exit(MODELS / "load_failure")
     assert server.wait_exit(30) != 0
     logs = server.logs()
     assert "RuntimeError: weights are corrupt" in logs
@@ -37,21 +43,13 @@ def test_a_load_failure_exits_non_zero_with_the_error() -> None:
 
 
 def test_an_import_failure_exits_non_zero_naming_the_module() -> None:
-    server = ServerProcess(MODELS / "import_failure", wait_ready=False)
-    try:
-        server.start()
-    except RuntimeError:
-        pass
+    server = run_to_exit(MODELS / "import_failure")
     assert server.wait_exit(30) != 0
     assert "a_module_that_does_not_exist" in server.logs()
 
 
 def test_a_signature_error_is_refused_at_start_naming_method_and_rule() -> None:
-    server = ServerProcess(MODELS / "bad_signature", wait_ready=False)
-    try:
-        server.start()
-    except RuntimeError:
-        pass
+    server = run_to_exit(MODELS / "bad_signature")
     assert server.wait_exit(30) != 0
     assert "Model.predict: with two arguments the second must be annotated" in server.logs()
 
