@@ -139,7 +139,9 @@ def serve(options: ServeOptions) -> int:
         options.model_dir,
         time.perf_counter() - started,
     )
-    asyncio.run(server.serve(sockets=[sock]))
+    # asyncio.run would ignore the loop named in the config (uvloop).
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(server.serve(sockets=[sock]))
     return exit_code
 
 
