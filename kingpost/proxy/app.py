@@ -24,7 +24,7 @@ from kingpost.server.exchange import Exchange, Message, Receive, Send
 from kingpost.server.routing import Route, Router, split_platform_path
 
 logger = logging.getLogger("kingpost.proxy")
-# The pool logs every request at INFO; the access log already has one line per request.
+# The readiness probe logs every poll at INFO; its outcome is logged here instead.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -38,7 +38,7 @@ class CustomServerApp(ModelApp):
         self.server: CustomServerConfig = parse_custom_server(source.config.docker_server)
         self.supervisor = ServerSupervisor(self.server, cwd=source.model_dir)
         self.forwarder = Forwarder(
-            self.server.base_url, runtime.max_request_bytes, runtime.request_timeout
+            self.server.server_port, runtime.max_request_bytes, runtime.request_timeout
         )
         self.secrets: ChildSecrets | None = None
         model_cls = custom_server_class(self.supervisor, runtime.max_request_bytes)
@@ -69,7 +69,7 @@ class CustomServerApp(ModelApp):
     async def stop_server(self) -> None:
         """After the last request has drained: stop the command, close the pool."""
         await self.supervisor.stop()
-        await self.forwarder.aclose()
+        self.forwarder.close()
         if self.secrets is not None:
             self.secrets.remove()
 
@@ -95,12 +95,18 @@ class CustomServerApp(ModelApp):
             raise UpstreamUnavailableError("the custom server is not running; it is restarting")
 
     async def handle_forward(self, ex: Exchange) -> None:
-        self._require_server()
-        await self.forwarder.forward(ex, upstream_path(ex.scope))
+        await self._forward(ex, upstream_path(ex.scope))
 
     async def handle_server_predict(self, ex: Exchange) -> None:
+        await self._forward(ex, self.server.predict_endpoint)
+
+    async def _forward(self, ex: Exchange, path: str) -> None:
         self._require_server()
-        await self.forwarder.forward(ex, self.server.predict_endpoint)
+        self.in_flight += 1  # a drain on SIGTERM waits for these
+        try:
+            await self.forwarder.forward(ex, path)
+        finally:
+            self.in_flight -= 1
 
     async def handle_server_liveness(self, ex: Exchange) -> None:
         if ex.scope["method"] not in ("GET", "HEAD"):

@@ -1,4 +1,4 @@
-"""Forwarding one HTTP request to the custom server over a keep-alive pool.
+"""Forwarding one HTTP request to the custom server over a keep-alive pool (``upstream``).
 
 The request goes on as it came (method, path, query, headers minus hop-by-hop
 ones, body) and the reply comes back the same way. Both bodies are streamed: a
@@ -12,15 +12,18 @@ request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
-
-import httpx
+from collections.abc import AsyncIterator, Iterable
 
 from kingpost.errors import (
     ClientDisconnectedError,
     PayloadTooLargeError,
     UpstreamUnavailableError,
+)
+from kingpost.proxy.upstream import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
 )
 from kingpost.server.exchange import Exchange
 
@@ -40,37 +43,24 @@ HOP_BY_HOP = frozenset(
 )
 # Not forwarded either way: the host is the child's; 100-continue was answered
 # here; the date and request id are Kingpost's own (the id is sent on as resolved).
-_NOT_FORWARDED_UP = HOP_BY_HOP | {b"host", b"expect", b"x-request-id"}
+_NOT_FORWARDED_UP = HOP_BY_HOP | {b"host", b"expect", b"x-request-id", b"content-length"}
 _NOT_FORWARDED_DOWN = HOP_BY_HOP | {b"date", b"x-request-id"}
-
-CONNECT_TIMEOUT = 10.0
-KEEPALIVE_EXPIRY = 4.0  # below uvicorn's default keep-alive of 5 s, the most common child
 
 
 class Forwarder:
-    """Sends requests to ``base_url`` and relays the replies to the client.
+    """Sends requests to the server on ``port`` and relays the replies to the client.
 
-        forwarder = Forwarder("http://127.0.0.1:8000", max_body=100 << 20, timeout=1200)
+        forwarder = Forwarder(8000, max_body=100 << 20, timeout=1200)
         await forwarder.forward(ex, "/predict")
     """
 
-    def __init__(self, base_url: str, max_body: int, timeout: float) -> None:
-        self.base_url = base_url
+    def __init__(self, port: int, max_body: int, timeout: float) -> None:
+        self.pool = UpstreamPool("127.0.0.1", port)
         self.max_body = max_body
         self.timeout = timeout
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT),
-            limits=httpx.Limits(
-                max_connections=None,
-                max_keepalive_connections=512,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
-            trust_env=False,
-            follow_redirects=False,
-        )
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    def close(self) -> None:
+        self.pool.close()
 
     async def forward(self, ex: Exchange, path: str) -> None:
         """Forward ``ex`` to ``path`` on the server (its query string goes along)."""
@@ -83,12 +73,11 @@ class Forwarder:
         ex.on_disconnect(cancel)
         try:
             async with asyncio.timeout(self.timeout):
-                request = await self._build_request(ex, path)
-                response = await self._send(request)
+                response = await self._send(ex, path)
                 try:
                     await self._relay(ex, response)
                 finally:
-                    await response.aclose()
+                    response.release()
         except asyncio.CancelledError:
             # The client left: the cancellation closed the upstream request. Say so
             # with an ordinary error so the request ends as a 499, not a crash.
@@ -98,29 +87,25 @@ class Forwarder:
         finally:
             ex.remove_disconnect_callback(cancel)
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return await self.client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise UpstreamUnavailableError(f"the custom server is unavailable: {exc}") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise UpstreamUnavailableError(
-                f"the custom server closed the connection: {exc}"
-            ) from None
-
-    async def _build_request(self, ex: Exchange, path: str) -> httpx.Request:
+    async def _send(self, ex: Exchange, path: str) -> UpstreamResponse:
         scope = ex.scope
-        query = scope["query_string"]
-        url = self.base_url + path + ("?" + query.decode("latin-1") if query else "")
-        headers = [
-            (name, value) for name, value in scope["headers"] if name not in _NOT_FORWARDED_UP
-        ]
+        query: bytes = scope["query_string"]
+        target = path.encode("latin-1")
+        if query:
+            target += b"?" + query
+        headers = _without_hop_headers(scope["headers"], _NOT_FORWARDED_UP)
         headers.append((b"x-request-id", ex.request_id.encode()))
         client = scope.get("client")
         if client:
             headers.append((b"x-forwarded-for", client[0].encode()))
-        content = await self._request_body(ex)
-        return httpx.Request(scope["method"], url, headers=headers, content=content)
+        body = await self._request_body(ex)
+        length = ex.content_length if ex.content_length >= 0 else None
+        try:
+            return await self.pool.request(scope["method"].encode(), target, headers, body, length)
+        except UpstreamConnectError as exc:
+            raise UpstreamUnavailableError(f"the custom server is unavailable: {exc}") from None
+        except UpstreamError as exc:
+            raise UpstreamUnavailableError(f"the custom server failed to answer: {exc}") from None
 
     async def _request_body(self, ex: Exchange) -> bytes | AsyncIterator[bytes] | None:
         """The body: bytes when it came in one message, else a stream of its chunks."""
@@ -163,25 +148,38 @@ class Forwarder:
         # Only now is ``receive`` free to watch for the client leaving.
         ex.watch_disconnect()
 
-    async def _relay(self, ex: Exchange, response: httpx.Response) -> None:
-        headers: list[tuple[bytes, bytes]] = [
-            (name, value)
-            for name, value in response.headers.raw
-            if name.lower() not in _NOT_FORWARDED_DOWN
-        ]
+    async def _relay(self, ex: Exchange, response: UpstreamResponse) -> None:
+        headers = _without_hop_headers(response.headers, _NOT_FORWARDED_DOWN)
         headers.append((b"x-request-id", ex.request_id.encode()))
         send = ex.send
-        ex.status = response.status_code
-        start: dict[str, Any] = {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": headers,
-        }
-        await send(start)
-        async for chunk in response.aiter_raw():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        ex.finished = True
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        ex.status = response.status
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        take = response.take
+        while True:
+            body, end = await take()
+            if end:
+                ex.finished = True
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+def _without_hop_headers(
+    headers: Iterable[tuple[bytes, bytes]], dropped: frozenset[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` less ``dropped`` and less any header the Connection header names."""
+    kept = []
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name in dropped:
+            if name == b"connection":
+                named.update(token.strip().lower() for token in value.split(b","))
+        else:
+            kept.append((name, value))
+    if named:
+        kept = [(name, value) for name, value in kept if name not in named]
+    return kept
 
 
 def _has_header(ex: Exchange, name: bytes) -> bool:
