@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,32 @@ def _die_with_parent() -> None:
     """
     if _libc is not None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def group_is_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` is still running (zombies do not count).
+
+    Orphans whose new parent never reaps them stay zombies, and a zombie still
+    answers signals, so on Linux the group is looked up in /proc.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, group = stat.rsplit(")", 1)[1].split()[:3]
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 class ChildProcess:
@@ -81,17 +108,23 @@ class ChildProcess:
         return "\n".join(list(self.recent)[-count:])
 
     async def stop(self, grace: float) -> int:
-        """SIGTERM the whole group; SIGKILL it after ``grace`` seconds. Returns the exit code."""
-        if self.returncode is None:
-            self._signal_group(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.shield(self._exit), grace)
-            except TimeoutError:
+        """SIGTERM the whole group; SIGKILL what is left after ``grace`` seconds.
+
+        The grace period is for every process of the group, not just the shell:
+        a server started by the shell still gets its time to shut down when the
+        shell itself exits at once.
+        """
+        self._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self.returncode is None or group_is_alive(self.pid):
+            if time.monotonic() >= deadline:
                 logger.warning(
                     "the custom server (pid %d) did not exit %g s after SIGTERM: killing it",
                     self.pid,
                     grace,
                 )
+                break
+            await asyncio.sleep(0.05)
         await self.reap()
         return self._exit.result()
 

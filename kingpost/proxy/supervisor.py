@@ -118,13 +118,16 @@ class ServerSupervisor:
     async def _keep_running(self) -> None:
         failures = 0
         while True:
-            child = self.child = await ChildProcess.start(
-                self.config.start_command, self.env, self.cwd
-            )
+            child = None
             try:
+                await self._check_port_free()
+                child = self.child = await ChildProcess.start(
+                    self.config.start_command, self.env, self.cwd
+                )
                 await self._wait_ready(child)
             except CustomServerExited as exc:
-                await child.reap()
+                if child is not None:
+                    await child.reap()
                 if not self.first_ready.done():
                     self.state = ServerState.FAILED
                     self.first_ready.set_exception(exc)
@@ -154,6 +157,18 @@ class ServerSupervisor:
         logger.info("restarting the custom server in %.1f s", delay)
         await asyncio.sleep(delay)
         self.restarts += 1
+
+    async def _check_port_free(self) -> None:
+        """Refuse to start when something else answers on the port: it would pass for ours."""
+        port = self.config.server_port
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return
+        writer.close()
+        raise CustomServerExited(
+            f"127.0.0.1:{port} (docker_server.server_port) is already in use by another process"
+        )
 
     async def _wait_ready(self, child: ChildProcess) -> None:
         """Poll the readiness endpoint until it answers 2xx, watching for the exit."""
