@@ -4,7 +4,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from custom_servers import FastAPIServer, FastAPIServers
+
+from tests.proxy.custom_servers import FastAPIServer, FastAPIServers
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 import yaml
-from custom_servers import ROOT, server_env
 
 from kingpost.testing import ServerProcess, free_port
+from tests.proxy.custom_servers import ROOT, server_env
 
 EXAMPLE = ROOT / "examples" / "custom-server"
 

@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from custom_servers import FastAPIServer, FastAPIServers
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from tests.proxy.custom_servers import FastAPIServer, FastAPIServers
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from custom_servers import server_env, write_custom_server
 
 from kingpost.testing import ServerProcess, free_port
+from tests.proxy.custom_servers import server_env, write_custom_server
 
 pytestmark = [
     pytest.mark.slow,

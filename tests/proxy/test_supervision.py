@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import shlex
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from custom_servers import FastAPIServer, server_env, write_custom_server
 
 from kingpost.testing import ServerProcess, free_port
+from tests.proxy.custom_servers import FastAPIServer, server_env, write_custom_server
 
 
 def is_running(pid: int) -> bool:
@@ -150,3 +151,15 @@ def test_environment_variables_and_secrets_reach_the_server(
         "variable": "env-value",
         "secret_file": "env-value",
     }
+
+
+def test_a_server_port_already_in_use_is_refused_before_starting(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        model_dir = write_custom_server(tmp_path, "echo started; exec sleep 600", port)
+        kingpost = ServerProcess(model_dir, env=server_env(), wait_ready=False)
+        assert exit_code_of(kingpost) != 0
+    assert f"127.0.0.1:{port} (docker_server.server_port) is already in use" in kingpost.logs()
+    assert "started" not in kingpost.logs()
