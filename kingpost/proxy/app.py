@@ -38,7 +38,10 @@ class CustomServerApp(ModelApp):
         self.server: CustomServerConfig = parse_custom_server(source.config.docker_server)
         self.supervisor = ServerSupervisor(self.server, cwd=source.model_dir)
         self.forwarder = Forwarder(
-            self.server.server_port, runtime.max_request_bytes, runtime.request_timeout
+            self.server.server_port,
+            runtime.max_request_bytes,
+            runtime.request_timeout,
+            runtime.streaming_read_timeout,
         )
         self.secrets: ChildSecrets | None = None
         model_cls = custom_server_class(self.supervisor, runtime.max_request_bytes)

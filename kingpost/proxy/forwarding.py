@@ -5,13 +5,15 @@ ones, body) and the reply comes back the same way. Both bodies are streamed: a
 body that arrives in one piece is sent in one piece, a longer one is passed on
 as it arrives, and each chunk of the reply is sent to the client as soon as the
 server writes it, so event streams stay live. The body limit and the request
-timeout of ``runtime:`` apply, and a client that goes away closes the upstream
-request.
+timeout of ``runtime:`` apply (the timeout until the reply begins, then
+``streaming_read_timeout`` between pieces of it, as for streams of a model),
+and a client that goes away closes the upstream request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable
 
 from kingpost.errors import (
@@ -26,6 +28,8 @@ from kingpost.proxy.upstream import (
     UpstreamResponse,
 )
 from kingpost.server.exchange import Exchange
+
+logger = logging.getLogger("kingpost.proxy")
 
 # RFC 9110 section 7.6.1, plus headers that only describe this hop's framing.
 HOP_BY_HOP = frozenset(
@@ -54,10 +58,11 @@ class Forwarder:
         await forwarder.forward(ex, "/predict")
     """
 
-    def __init__(self, port: int, max_body: int, timeout: float) -> None:
+    def __init__(self, port: int, max_body: int, timeout: float, read_timeout: float) -> None:
         self.pool = UpstreamPool("127.0.0.1", port)
         self.max_body = max_body
         self.timeout = timeout
+        self.read_timeout = read_timeout
 
     def close(self) -> None:
         self.pool.close()
@@ -74,10 +79,10 @@ class Forwarder:
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self._send(ex, path)
-                try:
-                    await self._relay(ex, response)
-                finally:
-                    response.release()
+            try:
+                await self._relay(ex, response)
+            finally:
+                response.release()
         except asyncio.CancelledError:
             # The client left: the cancellation closed the upstream request. Say so
             # with an ordinary error so the request ends as a 499, not a crash.
@@ -156,7 +161,18 @@ class Forwarder:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         take = response.take
         while True:
-            body, end = await take()
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    body, end = await take()
+            except TimeoutError:
+                # Leave the reply unfinished: the client must not take it for complete.
+                logger.warning(
+                    "no data from the custom server for %g s (streaming_read_timeout): "
+                    "ending the reply",
+                    self.read_timeout,
+                )
+                ex.finished = True
+                return
             if end:
                 ex.finished = True
                 await send({"type": "http.response.body", "body": body, "more_body": False})

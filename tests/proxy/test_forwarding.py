@@ -166,6 +166,22 @@ def test_a_request_past_the_request_timeout_gets_504(
     assert "timeout" in response.json()["error"]
 
 
+def test_a_stream_silent_past_the_streaming_read_timeout_is_cut_short(
+    start_fastapi_server: Callable[..., FastAPIServer],
+) -> None:
+    server = start_fastapi_server(runtime={"streaming_read_timeout": 1})
+    lines = []
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("GET", server.url("/events"), params={"n": 3, "delay": 3}) as response,
+    ):
+        for line in response.iter_lines():
+            lines.append(line)
+    assert "data: 0" in lines
+    assert "data: 1" not in lines
+    assert "streaming_read_timeout" in server.kingpost.logs()
+
+
 def test_forwarded_requests_are_counted_in_metrics_and_logged(
     server: FastAPIServer, client: httpx.Client
 ) -> None:
