@@ -1,10 +1,10 @@
 """One run of a custom server's command: its own process group, its output, its end.
 
 The command runs through ``/bin/sh`` in a new session, so the shell and
-everything it starts share one process group that can be signalled as a whole;
-no grandchild outlives Kingpost on any of its own exit paths. Each line the
-command prints goes to Kingpost's log with a ``[server PID]`` prefix, and the
-last lines are kept for error messages.
+everything it starts share one process group that can be signalled as a whole,
+and the shell kills that group if Kingpost is killed: no process the command
+started outlives Kingpost. Each line the command prints goes to Kingpost's log
+with a ``[server PID]`` prefix, and the last lines are kept for error messages.
 """
 
 from __future__ import annotations
@@ -29,14 +29,18 @@ _PR_SET_PDEATHSIG = 1
 
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
+# The shell runs the command in the background and waits for it, so that it
+# stays free to act on SIGHUP: it gets one if Kingpost dies without a chance to
+# stop it (SIGKILL, see _hang_up_with_parent), and then kills its whole group.
+# The braces keep any list or pipeline of the command together; the newline
+# ends a trailing comment.
+_GUARDED = "trap 'kill -KILL 0' HUP\n{{ {command}\n}} &\nwait $!\n"
 
-def _die_with_parent() -> None:
-    """In the forked child before exec: get SIGKILL if Kingpost itself is killed.
 
-    Covers the one exit path Kingpost cannot act on (it being SIGKILLed).
-    """
+def _hang_up_with_parent() -> None:
+    """In the forked shell before exec: get SIGHUP when Kingpost's process ends."""
     if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGHUP)
 
 
 def group_is_alive(pgid: int) -> bool:
@@ -82,14 +86,14 @@ class ChildProcess:
     @classmethod
     async def start(cls, command: str, env: Mapping[str, str], cwd: Path) -> ChildProcess:
         process = await asyncio.create_subprocess_shell(
-            command,
+            _GUARDED.format(command=command),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_hang_up_with_parent,
         )
         child = cls(process)
         logger.info("started the custom server (pid %d): %s", child.pid, command)

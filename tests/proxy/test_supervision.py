@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 import signal
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from kingpost.proxy.process import group_is_alive
 from kingpost.testing import ServerProcess, free_port
 from tests.proxy.custom_servers import FastAPIServer, server_env, write_custom_server
 
@@ -23,6 +25,15 @@ def is_running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def server_group(kingpost: ServerProcess) -> int:
+    """The process group of the custom server, from Kingpost's log."""
+    deadline = time.monotonic() + 30
+    while (match := re.search(r"started the custom server \(pid (\d+)\)", kingpost.logs())) is None:
+        assert time.monotonic() < deadline, kingpost.logs()
+        time.sleep(0.05)
+    return int(match[1])
 
 
 def exit_code_of(kingpost: ServerProcess) -> int:
@@ -101,6 +112,32 @@ def test_sigterm_stops_the_server_and_everything_it_started(
     assert server.kingpost.stop() in (0, -signal.SIGTERM)  # not SIGKILLed by the test
     assert not is_running(pids["pid"])
     assert not is_running(pids["grandchild"])
+
+
+def test_killing_kingpost_outright_takes_the_server_down_too(
+    start_fastapi_server: Callable[..., FastAPIServer],
+) -> None:
+    server = start_fastapi_server("--spawn-grandchild")
+    pids = httpx.get(server.url("/pids")).json()
+    process = server.kingpost.process
+    assert process is not None
+    process.kill()  # SIGKILL: Kingpost gets no chance to stop anything
+    process.wait(10)
+    deadline = time.monotonic() + 10
+    while is_running(pids["pid"]) or is_running(pids["grandchild"]):
+        assert time.monotonic() < deadline, "the server outlived Kingpost"
+        time.sleep(0.05)
+
+
+def test_sigterm_while_the_server_starts_stops_it(
+    start_fastapi_server: Callable[..., FastAPIServer],
+) -> None:
+    server = start_fastapi_server("--startup-delay", "60", wait_ready=False)
+    group = server_group(server.kingpost)
+    started = time.monotonic()
+    assert server.kingpost.stop() in (0, -signal.SIGTERM)
+    assert time.monotonic() - started < 10
+    assert not group_is_alive(group)
 
 
 def test_a_server_ignoring_sigterm_is_killed_after_the_grace_period(
