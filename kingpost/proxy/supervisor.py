@@ -154,9 +154,9 @@ class ServerSupervisor:
     async def _back_off(self, failures: int) -> None:
         config = self.config
         delay = min(config.restart_delay * 2 ** (failures - 1), config.max_restart_delay)
-        logger.info("restarting the custom server in %.1f s", delay)
-        await asyncio.sleep(delay)
         self.restarts += 1
+        logger.info("restarting the custom server in %.1f s (restart %d)", delay, self.restarts)
+        await asyncio.sleep(delay)
 
     async def _check_port_free(self) -> None:
         """Refuse to start when something else answers on the port: it would pass for ours."""
