@@ -81,7 +81,8 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     beyond it waits in ``submit`` until there is room (backpressure). A caller
     cancelled while its item waits is dropped from the batch.
 
-    The batcher binds to the event loop of its first ``submit``.
+    The batcher works on one event loop at a time: the loop of its first
+    ``submit``, or a later one once the earlier has nothing in flight.
     """
 
     def __init__(
@@ -110,6 +111,8 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         # (e.g. torch's per-thread settings) stays on a single thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._waiting: deque[_Waiting[ItemT, ResultT]] = deque()
+        self._in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._room = asyncio.Semaphore(max_queue_size)
         self._item_arrived = asyncio.Event()
         self._batch_full = asyncio.Event()
@@ -158,12 +161,15 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     async def _enqueue(self, item: ItemT) -> asyncio.Future[ResultT]:
         if self._closed:
             raise BatcherClosedError("the batcher is closed")
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
         await self._room.acquire()
         if self._closed:
             self._room.release()
             raise BatcherClosedError("the batcher is closed")
-        loop = asyncio.get_running_loop()
         self._ensure_worker()
+        self._in_flight += 1
         future: asyncio.Future[ResultT] = loop.create_future()
         waiting = _Waiting(item, future, loop.time())
         future.add_done_callback(functools.partial(self._on_answered, waiting))
@@ -176,11 +182,24 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     def _on_answered(
         self, waiting: _Waiting[ItemT, ResultT], future: asyncio.Future[ResultT]
     ) -> None:
+        self._in_flight -= 1
         self._room.release()
         if future.cancelled():
             # The caller went away before its batch was taken: drop the item.
             with contextlib.suppress(ValueError):
                 self._waiting.remove(waiting)
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Move to ``loop``: asyncio primitives belong to the loop that first used them."""
+        if self._loop is not None and self._in_flight and not self._loop.is_closed():
+            raise RuntimeError("this DynamicBatcher is in use on another event loop")
+        self._loop = loop
+        self._waiting.clear()
+        self._in_flight = 0
+        self._room = asyncio.Semaphore(self.max_queue_size)
+        self._item_arrived = asyncio.Event()
+        self._batch_full = asyncio.Event()
+        self._worker = None
 
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():

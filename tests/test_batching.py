@@ -281,3 +281,11 @@ async def test_closing_fails_the_items_still_waiting() -> None:
 def test_invalid_settings_are_refused(setting: str, value: float) -> None:
     with pytest.raises(ValueError, match=setting):
         DynamicBatcher(RecordingFunction(), **{setting: value})  # type: ignore[arg-type]
+
+
+def test_a_batcher_can_be_used_from_one_event_loop_after_another() -> None:
+    batcher = DynamicBatcher(RecordingFunction(), max_batch_size=4, max_wait_s=0.0)
+
+    assert asyncio.run(batcher.submit(2)) == 4
+    assert asyncio.run(batcher.submit(3)) == 9
+    asyncio.run(batcher.aclose())
