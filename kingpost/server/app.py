@@ -411,8 +411,10 @@ class ModelApp:
                 if item is STOPPED:
                     return
                 if isinstance(item, StreamFailure):
+                    # Leave the response incomplete so the client sees a failure, not an end.
                     logger.error("the stream failed after it began", exc_info=item.exc)
-                    break
+                    ex.finished = True
+                    return
                 body = chunk_bytes(item)
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 try:

@@ -51,6 +51,14 @@ class _Server(uvicorn.Server):
         self.model_app.draining = True
         super().handle_exit(sig, frame)
 
+    async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+        await super()._serve(sockets)
+        # uvicorn re-raises the stop signal after a graceful shutdown; for us a
+        # graceful stop is a clean exit (code 0), so forget the captured signals.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
+
 
 def build_app(options: ServeOptions) -> ModelApp:
     """Read config, import and inspect the model class, and build its ASGI app."""
