@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import importlib.metadata
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from starlette.responses import JSONResponse
 
 from kingpost.batching import DynamicBatcher
 from kingpost.errors import ConfigError, InvalidInputError, ModelLoadError
+
+logger = logging.getLogger("kingpost.engines.sentence_transformers")
 
 PYPI_PREFIX = "pypi:"
 # OpenAI's own limit on inputs in one embeddings request.
@@ -251,6 +254,14 @@ class SentenceTransformersModel:
             max_wait_s=self.settings.batch_wait_ms / 1000,
             max_queue_size=self.settings.max_queue_size,
             name="kingpost-embeddings",
+        )
+        logger.info(
+            "embeddings from %s on %s: %d dimensions, up to %d tokens, batches of up to %d",
+            self.model_path,
+            device,
+            self.dimensions,
+            self.max_tokens,
+            self.settings.max_batch_size,
         )
 
     @property
