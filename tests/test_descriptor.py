@@ -54,7 +54,7 @@ def test_inputs_then_request() -> None:
 
 def test_string_annotations_are_resolved() -> None:
     class Model:
-        async def predict(self, inputs, request: "fastapi.Request"):
+        async def predict(self, inputs, request: "fastapi.Request"):  # noqa: UP037
             yield inputs
 
     hook = describe(Model).hooks["predict"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -38,10 +39,8 @@ def send_and_hang_up(server: ServerProcess, path: str, payload: object, wait: fl
         sock.settimeout(0.1)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(TimeoutError):
                 received += sock.recv(65536)
-            except TimeoutError:
-                pass
     return received
 
 

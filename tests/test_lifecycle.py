@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
 from kingpost.testing import ServerProcess
 from tests.conftest import EXAMPLES, MODELS
+
+
+def run_to_exit(model_dir: Path) -> ServerProcess:
+    """Start a server that is expected to exit on its own (it may before the first poll)."""
+    server = ServerProcess(model_dir, wait_ready=False)
+    with contextlib.suppress(RuntimeError):
+        server.start()
+    return server
 
 
 def test_readiness_is_503_until_load_finishes(start_server) -> None:
@@ -25,11 +35,7 @@ def test_readiness_is_503_until_load_finishes(start_server) -> None:
 
 
 def test_a_load_failure_exits_non_zero_with_the_error() -> None:
-    server = ServerProcess(MODELS / "load_failure", wait_ready=False)
-    try:
-        server.start()
-    except RuntimeError:
-        pass  # it may exit before the first poll
+    server = run_to_exit(MODELS / "load_failure")
     assert server.wait_exit(30) != 0
     logs = server.logs()
     assert "RuntimeError: weights are corrupt" in logs
@@ -37,26 +43,18 @@ def test_a_load_failure_exits_non_zero_with_the_error() -> None:
 
 
 def test_an_import_failure_exits_non_zero_naming_the_module() -> None:
-    server = ServerProcess(MODELS / "import_failure", wait_ready=False)
-    try:
-        server.start()
-    except RuntimeError:
-        pass
+    server = run_to_exit(MODELS / "import_failure")
     assert server.wait_exit(30) != 0
     assert "a_module_that_does_not_exist" in server.logs()
 
 
 def test_a_signature_error_is_refused_at_start_naming_method_and_rule() -> None:
-    server = ServerProcess(MODELS / "bad_signature", wait_ready=False)
-    try:
-        server.start()
-    except RuntimeError:
-        pass
+    server = run_to_exit(MODELS / "bad_signature")
     assert server.wait_exit(30) != 0
     assert "Model.predict: with two arguments the second must be annotated" in server.logs()
 
 
-def test_sigterm_lets_in_flight_requests_finish(start_server) -> None:
+def test_sigterm_drains_in_flight_work_and_refuses_new_work(start_server) -> None:
     server = start_server(EXAMPLES / "streaming")
     result: dict[str, object] = {}
 
@@ -69,6 +67,11 @@ def test_sigterm_lets_in_flight_requests_finish(start_server) -> None:
     time.sleep(0.4)
     assert server.process is not None
     server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    refused = httpx.post(server.url("/predict"), json={"text": "late"})
+    assert refused.status_code == 503
+    assert "shutting down" in refused.json()["error"]
+    assert httpx.get(server.url("/v1/models/model")).status_code == 503
     worker.join(20)
     reply = result["reply"]
     assert isinstance(reply, httpx.Response)

@@ -16,6 +16,7 @@ class Model:
         if kind == "json_response":
             return JSONResponse({"custom": True}, status_code=202)
         if kind == "streaming_response":
+
             async def body():
                 for i in range(3):
                     yield f"part{i}\n"
