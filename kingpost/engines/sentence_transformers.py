@@ -270,8 +270,10 @@ class SentenceTransformersModel:
             raise RuntimeError("the model is not loaded")
         return self._batcher
 
-    async def embeddings(self, inputs: dict[str, Any], request: Request) -> Any:
-        """OpenAI ``POST /v1/embeddings``."""
+    async def embeddings(
+        self, inputs: dict[str, Any], request: Request
+    ) -> dict[str, Any] | JSONResponse:
+        """OpenAI ``POST /v1/embeddings``: a dict the server sends as JSON, or a 400."""
         try:
             parsed = EmbeddingsRequest.parse(inputs, self.settings.max_inputs_per_request)
             self._check_fits_model(parsed)
