@@ -82,6 +82,10 @@ class ReloadingApp:
         if self.current is not None:
             self.current.app.draining = value
 
+    @property
+    def in_flight(self) -> int:
+        return self.current.app.in_flight if self.current is not None else 0
+
     # -- ASGI ------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
