@@ -61,11 +61,17 @@ class ReloadingApp:
     current contents; it raises KingpostError for a broken model.
     """
 
-    def __init__(self, build: Callable[[], ModelApp], model_dir: Path, first: ModelApp | None):
+    def __init__(
+        self,
+        build: Callable[[], ModelApp],
+        model_dir: Path,
+        first: ModelApp | None,
+        error: str | None = None,
+    ) -> None:
         self.build = build
         self.model_dir = model_dir.resolve()
         self.current: _Generation | None = _Generation(first) if first is not None else None
-        self.error: str | None = None if first is not None else "the model failed to build"
+        self.error = error if first is None else None
         self._draining = False
         self._stop: asyncio.Event | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -112,7 +118,10 @@ class ReloadingApp:
                 if self.current is not None:
                     # Like a plain server: listen first, load in the background.
                     self._first_load = loop.create_task(self._start(self.current.app, first=True))
-                self._watcher = loop.create_task(self._watch())
+                watching = asyncio.Event()
+                self._watcher = loop.create_task(self._watch(watching))
+                # Serve only once changes are seen: an edit right after start must count.
+                await watching.wait()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 assert self._stop is not None
@@ -193,12 +202,15 @@ class ReloadingApp:
         forget_modules_under(self.model_dir)
         return self.build()
 
-    async def _watch(self) -> None:
+    async def _watch(self, watching: asyncio.Event) -> None:
         from watchfiles import DefaultFilter, awatch
 
         assert self._stop is not None
         logging.getLogger("watchfiles").setLevel(logging.WARNING)  # we log each reload ourselves
         watch_filter = DefaultFilter()
+        # awatch registers the OS watch before its first await, so by the time the
+        # lifespan waiting on this event runs again, changes are being recorded.
+        watching.set()
         try:
             async for changes in awatch(
                 self.model_dir,

@@ -110,20 +110,21 @@ def serve(options: ServeOptions) -> int:
     """Serve until stopped; returns the process exit code."""
     started = time.perf_counter()
     model_app: ModelApp | None
+    build_error = None
     try:
         model_app = build_app(options, install=options.install)
     except KingpostError as exc:
         report_build_error(exc)
         if not options.watch:
             return EXIT_BAD_MODEL
-        model_app = None
+        model_app, build_error = None, str(exc)
     else:
         report_unused_config(model_app.source.config)
     app: ModelApp | ReloadingApp
     if options.watch:
         from kingpost.reload import ReloadingApp
 
-        app = ReloadingApp(lambda: build_app(options), options.model_dir, model_app)
+        app = ReloadingApp(lambda: build_app(options), options.model_dir, model_app, build_error)
     else:
         assert model_app is not None
         app = model_app
