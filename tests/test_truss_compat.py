@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -260,3 +264,56 @@ def test_an_async_pipeline_runs_and_http_exceptions_keep_their_status(
     assert response.json() == {"sum": 6.5, "calls": 1, "mean_ready": True}
     refused = httpx.post(server.url("/predict"), json={})
     assert (refused.status_code, refused.json()) == (422, {"error": "numbers is required"})
+
+
+@pytest.mark.parametrize(
+    ("args", "environment"), [((), None), (("--environment", "staging"), {"name": "staging"})]
+)
+def test_setup_environment_runs_before_load_with_the_environment(
+    start_server: Start, args: tuple[str, ...], environment: dict[str, str] | None
+) -> None:
+    server = serve(start_server, "environment_setup", *args)
+    assert httpx.post(server.url("/predict"), json={}).json() == {
+        "calls": ["setup_environment", "load"],
+        "environment": environment,
+        "environment_at_init": environment,
+    }
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """One unmasked server frame: (opcode, payload)."""
+    head = sock.recv(2, socket.MSG_WAITALL)
+    length = head[1] & 0x7F
+    if length == 126:
+        length = int.from_bytes(sock.recv(2, socket.MSG_WAITALL), "big")
+    payload = sock.recv(length, socket.MSG_WAITALL) if length else b""
+    return head[0] & 0x0F, payload
+
+
+def test_the_transport_ping_interval_applies_to_websockets(
+    start_server: Start, tmp_path: Path
+) -> None:
+    model = tmp_path / "pinging"
+    shutil.copytree(COMPAT / "websocket_echo", model)
+    config = (
+        (model / "config.yaml")
+        .read_text()
+        .replace("ping_interval_seconds: 5", "ping_interval_seconds: 0.2")
+    )
+    (model / "config.yaml").write_text(config)
+    server = start_server(model)
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            f"GET /v1/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        handshake = b""
+        while b"\r\n\r\n" not in handshake:
+            handshake += sock.recv(1)
+        assert handshake.startswith(b"HTTP/1.1 101")
+        started = time.monotonic()
+        opcode, _ = read_frame(sock)
+        assert opcode == 0x9  # a ping, unprompted
+        assert time.monotonic() - started < 2
