@@ -69,9 +69,16 @@ def test_an_error_mid_stream_ends_the_stream_and_the_server_keeps_serving(
     start_server: Start,
 ) -> None:
     server = serve(start_server, "streaming_with_error")
-    response = httpx.post(server.url("/predict"), json={"fail": True})
-    assert response.status_code == 200
-    assert response.text == "one;two;"
+    received = []
+    # The response is left incomplete, so the client can tell a failure from an end.
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", server.url("/predict"), json={"fail": True}) as response,
+    ):
+        assert response.status_code == 200
+        for chunk in response.iter_raw():
+            received.append(chunk)
+    assert b"".join(received) == b"one;two;"
     assert httpx.post(server.url("/predict"), json={"fail": False}).text == "one;two;three;"
     assert "the generator broke after two chunks" in server.logs()
 
@@ -167,6 +174,11 @@ def test_bundled_packages_and_the_data_dir_are_available(start_server: Start) ->
     server = serve(start_server, "bundled_packages")
     response = httpx.post(server.url("/predict"), json={"text": "hey"})
     assert response.json() == {"shouted": "HEY!", "greeting": "greeting from the data dir"}
+
+
+def test_external_package_dirs_are_importable(start_server: Start) -> None:
+    server = serve(start_server, "external_packages")
+    assert httpx.post(server.url("/predict"), json={"name": "ada"}).json() == "hello, ada"
 
 
 def test_declared_secrets_are_read_from_the_secrets_dir_and_the_environment(

@@ -151,8 +151,8 @@ def resolve_model_files(
     if not (config.model_cache or config.weights or config.external_data):
         return resolved
     cache = FileCache(cache_root())
+    secrets = Secrets(set(config.secrets), secrets_dir)
     for repo in config.model_cache:
-        secrets = Secrets(set(config.secrets), secrets_dir)
         cache.token = secrets.get(repo.runtime_secret_name) or None
         path = cache.repository(
             repo.kind, repo.repo_id, repo.revision, repo.allow_patterns, repo.ignore_patterns
@@ -173,6 +173,7 @@ def resolve_model_files(
             if kind is None:
                 raise ModelFilesNotFoundError(f"weights source {source.source}: unknown scheme")
             repo_id, _, revision = rest.partition("@")
+            cache.token = secrets.get(source.auth_secret_name or "hf_access_token") or None
             path = cache.repository(
                 kind, repo_id, revision or None, source.allow_patterns, source.ignore_patterns
             )
