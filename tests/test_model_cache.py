@@ -174,6 +174,27 @@ def test_a_served_model_reads_its_weights_at_the_mount_location(
     assert httpx.post(server.url("/predict"), json={}).json() == {"weights_bytes": 2}
 
 
+def test_a_model_cache_model_finds_its_repository_through_huggingface_hub(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    snapshot = hub_repo(cache, "org/tiny")
+    model = tmp_path / "m"
+    (model / "model").mkdir(parents=True)
+    (model / "config.yaml").write_text("model_cache:\n  - repo_id: org/tiny\n")
+    # The usual Truss model: it asks huggingface_hub for the repository by name.
+    (model / "model" / "model.py").write_text(
+        "from huggingface_hub import snapshot_download\n\n\n"
+        "class Model:\n"
+        "    def load(self):\n"
+        "        self.path = snapshot_download('org/tiny', local_files_only=True)\n\n"
+        "    def predict(self, model_input):\n"
+        "        return self.path\n"
+    )
+    server = start_server(model, env={"KINGPOST_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
+    assert httpx.post(server.url("/predict"), json={}).json() == str(snapshot)
+
+
 def test_serve_refuses_to_start_when_weights_are_not_cached(tmp_path: Path) -> None:
     model = write_weights_model(tmp_path / "m", tmp_path / "mnt" / "tiny")
     result = subprocess.run(

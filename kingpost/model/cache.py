@@ -151,6 +151,10 @@ def resolve_model_files(
     if not (config.model_cache or config.weights or config.external_data):
         return resolved
     cache = FileCache(cache_root())
+    if config.model_cache and "HF_HUB_CACHE" not in os.environ:
+        # Models that call from_pretrained(repo_id) then read the same cache. Set
+        # before huggingface_hub is first imported: it reads the variable once.
+        os.environ["HF_HUB_CACHE"] = str(cache.hub_cache)
     secrets = Secrets(set(config.secrets), secrets_dir)
     for repo in config.model_cache:
         cache.token = secrets.get(repo.runtime_secret_name) or None
@@ -161,9 +165,6 @@ def resolve_model_files(
         if repo.use_volume and repo.volume_folder:
             mount = _model_cache_mount() / repo.volume_folder
             resolved.links[mount] = _link(mount, path)
-    if config.model_cache and "HF_HUB_CACHE" not in os.environ:
-        # Models that call from_pretrained(repo_id) then read the same cache.
-        os.environ["HF_HUB_CACHE"] = str(cache.hub_cache)
     for source in config.weights:
         scheme, _, rest = source.source.partition("://")
         if scheme == "https" or scheme == "http":
