@@ -100,7 +100,7 @@ class ReloadingApp:
             return
         generation = self.current
         if generation is None:
-            await self._unavailable(scope, send)
+            await self._unavailable(scope, receive, send)
             return
         generation.enter()
         try:
@@ -133,10 +133,12 @@ class ReloadingApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _unavailable(self, scope: Scope, send: Send) -> None:
+    async def _unavailable(self, scope: Scope, receive: Receive, send: Send) -> None:
         """No generation has loaded yet: liveness answers, everything else is 503."""
         if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": 1013})
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1013, "reason": "model is not loaded"})
             return
         if scope["path"] == "/":
             status, body = 200, b'{"status":"alive"}'

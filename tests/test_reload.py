@@ -8,6 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from kingpost.testing import ServerProcess
 
@@ -151,6 +154,10 @@ def test_a_model_broken_at_start_waits_for_a_fix(start_server: Start, tmp_path: 
     assert refused.status_code == 503
     assert "no_such_module_anywhere" in refused.json()["error"]
     assert "reloads on changes" in refused.json()["error"]
+    url = f"ws://127.0.0.1:{server.port}/v1/websocket"
+    with connect(url) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
     write_model(tmp_path, "repaired")
     server.wait_until("/v1/models/model", 10)
     assert version(server) == "repaired"
