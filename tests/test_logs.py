@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -91,3 +92,23 @@ def test_dev_mode_bodies_carry_only_the_models_own_frames(start_server: Start) -
     assert body["traceback"]
     assert all(str(MODELS / "errors") in frame for frame in body["traceback"])
     assert not any("kingpost/" in frame for frame in body["traceback"])
+
+
+def test_enable_debug_logs_shows_the_models_debug_lines(
+    start_server: Start, tmp_path: Path
+) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "config.yaml").write_text("runtime:\n  enable_debug_logs: true\n")
+    (tmp_path / "model" / "model.py").write_text(
+        "import logging\n\n\n"
+        "class Model:\n"
+        "    def predict(self, model_input):\n"
+        "        logging.getLogger('my.model').debug('looking closely at %s', model_input)\n"
+        "        return 1\n"
+    )
+    server = start_server(tmp_path)
+    httpx.post(server.url("/predict"), json={"x": 1})
+    deadline = time.monotonic() + 5
+    while "looking closely at {'x': 1}" not in server.logs():
+        assert time.monotonic() < deadline, server.logs()
+        time.sleep(0.05)

@@ -120,6 +120,8 @@ def serve(options: ServeOptions) -> int:
         model_app, build_error = None, str(exc)
     else:
         report_unused_config(model_app.source.config)
+        if model_app.source.config.runtime.enable_debug_logs:
+            logging.getLogger().setLevel(logging.DEBUG)  # as Truss: the model's debug lines too
     app: ModelApp | ReloadingApp
     if options.watch:
         from kingpost.reload import ReloadingApp
