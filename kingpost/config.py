@@ -183,8 +183,6 @@ class ModelConfig(BaseModel):
     external_data: list[ExternalDataItem] | None = None
     docker_server: dict[str, Any] | None = None
     engine: dict[str, Any] | None = None
-    # A custom server: Kingpost runs this command and forwards to it (kingpost.proxy).
-    docker_server: dict[str, Any] | None = None
 
     # Build and platform settings: accepted, typed, not acted on locally.
     python_version: str = "py311"

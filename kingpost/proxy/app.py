@@ -20,7 +20,7 @@ from kingpost.proxy.forwarding import Forwarder
 from kingpost.proxy.model import custom_server_class
 from kingpost.proxy.supervisor import ServerState, ServerSupervisor
 from kingpost.server.app import JSON, ModelApp, ServerSettings
-from kingpost.server.exchange import Exchange, Message, Receive, Send
+from kingpost.server.exchange import Exchange
 from kingpost.server.routing import Route, Router, split_platform_path
 
 logger = logging.getLogger("kingpost.proxy")
@@ -49,19 +49,13 @@ class CustomServerApp(ModelApp):
 
     # -- lifespan: the command lives as long as the app --------------------------
 
-    async def lifespan(self, receive: Receive, send: Send) -> None:
-        async def receive_then_start() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.start_server()
-            return message
+    def startup(self) -> None:
+        self.start_server()
+        super().startup()
 
-        async def stop_then_send(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
-                await self.stop_server()
-            await send(message)
-
-        await super().lifespan(receive_then_start, stop_then_send)
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        await self.stop_server()
 
     def start_server(self) -> None:
         config = self.source.config
