@@ -107,9 +107,7 @@ def wrk_requests_per_second(url: str, seconds: float, connections: int, script: 
 
 async def stream_events(host: str, port: int, path: str, deadline: float) -> int:
     """Open streams one after another until ``deadline``; count the events received."""
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
-    ).encode()
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n").encode()
     events = 0
     while time.monotonic() < deadline:
         reader, writer = await asyncio.open_connection(host, port)

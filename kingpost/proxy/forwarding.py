@@ -54,8 +54,8 @@ _NOT_FORWARDED_DOWN = HOP_BY_HOP | {b"date", b"x-request-id"}
 class Forwarder:
     """Sends requests to the server on ``port`` and relays the replies to the client.
 
-        forwarder = Forwarder(8000, max_body=100 << 20, timeout=1200)
-        await forwarder.forward(ex, "/predict")
+    forwarder = Forwarder(8000, max_body=100 << 20, timeout=1200, read_timeout=60)
+    await forwarder.forward(ex, "/predict")
     """
 
     def __init__(self, port: int, max_body: int, timeout: float, read_timeout: float) -> None:

@@ -46,10 +46,10 @@ class CustomServerExited(Exception):
 class ServerSupervisor:
     """Runs one custom server command for the life of the Kingpost process.
 
-        supervisor = ServerSupervisor(config, cwd=model_dir)
-        supervisor.start(env)            # on the event loop
-        supervisor.wait_first_ready()    # from a loading thread; raises ModelLoadError
-        await supervisor.stop()
+    supervisor = ServerSupervisor(config, cwd=model_dir)
+    supervisor.start(env)            # on the event loop
+    supervisor.wait_first_ready()    # from a loading thread; raises ModelLoadError
+    await supervisor.stop()
     """
 
     def __init__(self, config: CustomServerConfig, cwd: Path) -> None:

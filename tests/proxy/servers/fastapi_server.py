@@ -1,7 +1,7 @@
 """A small FastAPI server that the proxy tests run as a custom server.
 
-    python fastapi_server.py --port 8000 [--startup-delay S] [--ignore-sigterm]
-        [--spawn-grandchild]
+python fastapi_server.py --port 8000 [--startup-delay S] [--ignore-sigterm]
+    [--spawn-grandchild]
 """
 
 from __future__ import annotations
