@@ -1,7 +1,7 @@
 """Run a real ``kingpost serve`` process for tests and benchmarks.
 
-    with ServerProcess(Path("examples/echo")) as server:
-        httpx.post(server.url("/predict"), json={"x": 1})
+with ServerProcess(Path("examples/echo")) as server:
+    httpx.post(server.url("/predict"), json={"x": 1})
 """
 
 from __future__ import annotations
