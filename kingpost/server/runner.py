@@ -137,8 +137,19 @@ def serve(options: ServeOptions) -> int:
         options.model_dir,
         time.perf_counter() - started,
     )
-    asyncio.run(server.serve(sockets=[sock]))
+    # Server.serve() does not install the loop named in the config; we choose it here.
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(server.serve(sockets=[sock]))
     return exit_code
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (it is part of uvicorn[standard]), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _bind(host: str, port: int) -> socket.socket:
