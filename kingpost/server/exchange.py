@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import threading
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -21,6 +22,28 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class _RequestIds:
+    """Unique ids without a system call each: a random per-process prefix and a counter.
+
+    They look like ``uuid4().hex`` (32 hex digits) but are not secret; nothing
+    should rely on them being unguessable. Each forked worker draws a new prefix.
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+new_request_id = _RequestIds().next
 
 
 class Exchange:
@@ -65,7 +88,7 @@ class Exchange:
                 accept = value
             elif (name == b"x-request-id" or name == b"x-baseten-request-id") and value:
                 request_id = value
-        self.request_id = request_id.decode("latin-1")[:128] if request_id else uuid.uuid4().hex
+        self.request_id = request_id.decode("latin-1")[:128] if request_id else new_request_id()
         self.content_type = content_type
         self.content_length = content_length
         self.accept = accept
