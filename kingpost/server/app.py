@@ -306,11 +306,10 @@ class ModelApp:
         preprocess = runners.get("preprocess")
         postprocess = runners.get("postprocess")
         body = await ex.read_body(self.runtime.max_request_bytes)
-        ex.watch_disconnect()
         first = preprocess or predict
         inputs = self._parse_inputs(ex, body) if first.takes_inputs else None
         request = self._make_request(ex, body) if self.pass_request else None
-        async with asyncio.timeout(self.runtime.request_timeout):
+        async with ex.within(self.runtime.request_timeout):
             if preprocess is not None:
                 inputs = await preprocess(ex, inputs, request)
                 if isinstance(inputs, StreamResult):
@@ -342,10 +341,9 @@ class ModelApp:
         if runner is None:
             raise HookNotFoundError(f"this model does not implement {hook}")
         body = await ex.read_body(self.runtime.max_request_bytes)
-        ex.watch_disconnect()
         inputs = self._parse_inputs(ex, body) if runner.takes_inputs else None
         request = self._make_request(ex, body) if runner.takes_request else None
-        async with asyncio.timeout(self.runtime.request_timeout):
+        async with ex.within(self.runtime.request_timeout):
             result = await runner(ex, inputs, request)
             if isinstance(result, StreamResult):
                 producer = self._start_stream(ex, result)
@@ -391,6 +389,7 @@ class ModelApp:
             channel.push(STOPPED)
 
         ex.on_disconnect(on_disconnect)
+        ex.begin_wait()
         return producer
 
     async def _first_chunk(self, producer: ChunkProducer) -> Any:
