@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +44,7 @@ from kingpost.server.streaming import (
     StreamFailure,
     chunk_bytes,
 )
+from kingpost.server.threads import HookThreads
 
 logger = logging.getLogger("kingpost.server")
 
@@ -105,7 +105,7 @@ class ModelApp:
         self.errors = ErrorMapper(source.model_dir, dev=self.settings.dev)
         # Sized from the configured limits, so no hidden pool cap sits below them.
         workers = max(64, 2 * runtime.predict_concurrency + (runtime.endpoint_concurrency or 0) + 8)
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kingpost-hook")
+        self.executor = HookThreads(workers)
         self.lifecycle = ModelLifecycle(source, descriptor, self.executor, self.metrics, on_fatal)
         self.draining = False
         self.in_flight = 0  # requests doing model work; the drain waits for zero
@@ -257,7 +257,8 @@ class ModelApp:
             if runtime.endpoint_concurrency
             else None
         )
-        for name, descriptor in self.descriptor.hooks.items():
+        hooks = self.descriptor.hooks
+        for name, descriptor in hooks.items():
             slot: asyncio.Semaphore | None
             if name == "predict":
                 slot = predict_slot
@@ -265,7 +266,12 @@ class ModelApp:
                 slot = endpoint_slot
             else:
                 slot = None
-            self.runners[name] = HookRunner(descriptor, model, self.executor, slot)
+            # Watching the client during a sync hook pays off only if a later step
+            # can still be skipped (it answers 499 instead of running).
+            followed = name == "preprocess" or (name == "predict" and "postprocess" in hooks)
+            self.runners[name] = HookRunner(
+                descriptor, model, self.executor, slot, watch_client=followed
+            )
 
     def _require_ready(self) -> None:
         if self.draining:

@@ -192,6 +192,11 @@ class Exchange:
         if self.deadline is not None:
             self.deadline.arm()
 
+    def arm_deadline(self) -> None:
+        """The request is about to wait, but nothing would come of watching the client."""
+        if self.deadline is not None:
+            self.deadline.arm()
+
     def watch_disconnect(self) -> None:
         """Start noticing the client leaving (only once the body has been read)."""
         if self._watcher is None and not self.disconnected:

@@ -7,10 +7,8 @@ attribute reads and one await.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 from collections.abc import Callable, Coroutine, Generator
-from concurrent.futures import Executor
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -18,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from kingpost.errors import ClientDisconnectedError, InvalidInputError
 from kingpost.model.descriptor import HookDescriptor, HookKind
 from kingpost.server.exchange import Exchange
+from kingpost.server.threads import HookThreads
 
 
 class StreamResult:
@@ -41,8 +40,9 @@ class HookRunner:
         self,
         descriptor: HookDescriptor,
         model: Any,
-        executor: Executor,
+        threads: HookThreads,
         slot: asyncio.Semaphore | None = None,
+        watch_client: bool = True,
     ) -> None:
         self.descriptor = descriptor
         self.name = descriptor.name
@@ -50,8 +50,9 @@ class HookRunner:
         self.kind = descriptor.kind
         self.takes_inputs = descriptor.takes_inputs
         self.takes_request = descriptor.takes_request
-        self.executor = executor
+        self.threads = threads
         self.slot = slot
+        self.watch_client = watch_client
         annotation = descriptor.input_annotation
         self.input_model: type[BaseModel] | None = (
             annotation
@@ -97,23 +98,23 @@ class HookRunner:
         return result
 
     async def _run_in_thread(self, ex: Exchange, args: tuple[Any, ...]) -> Any:
-        """Run a sync hook in the pool; its slot is released when the thread is done.
+        """Run a sync hook in a pool thread; its slot is released when the thread is done.
 
         Abandoning the wait (timeout) does not free the slot early: the thread
-        still owns it until the hook returns.
+        still owns it until the hook returns. The thread cannot be interrupted, so
+        the client is only watched meanwhile if a later step could still be skipped.
         """
         slot = self.slot
-        future = self.executor.submit(contextvars.copy_context().run, self.fn, *args)
-        ex.begin_wait()
+        call = self.threads.call(self.fn, *args)
+        if self.watch_client:
+            ex.begin_wait()
+        else:
+            ex.arm_deadline()
         try:
-            result = await asyncio.wrap_future(future)
+            result = await call.future
         except BaseException:
             if slot is not None:
-                if future.done():
-                    slot.release()
-                else:
-                    loop = asyncio.get_running_loop()
-                    future.add_done_callback(lambda _: loop.call_soon_threadsafe(slot.release))
+                call.when_finished(slot.release)
             raise
         if slot is not None and not is_generator(result):
             slot.release()
