@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
     serve.add_argument("--no-access-log", action="store_true")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port, each loading the model (Linux; CPU models)",
+    )
     return parser
 
 
@@ -47,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
             secrets_dir=args.secrets_dir,
             graceful_timeout=args.graceful_timeout,
             log_level=args.log_level,
+            workers=args.workers,
         )
+        if options.workers < 1:
+            print("kingpost: --workers must be at least 1", file=sys.stderr)
+            return 2
         return serve(options)
     return 2
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ class ServeOptions:
     secrets_dir: Path = DEFAULT_SECRETS_DIR
     graceful_timeout: float = 30.0
     log_level: str = "info"
+    workers: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,13 +51,22 @@ class _Server(uvicorn.Server):
     the graceful timeout; then uvicorn shuts down. A second signal stops at once.
     """
 
-    def __init__(self, config: uvicorn.Config, app: ModelApp, graceful_timeout: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        app: ModelApp,
+        graceful_timeout: float,
+        is_worker: bool = False,
+    ) -> None:
         super().__init__(config)
         self.model_app = app
         self.graceful_timeout = graceful_timeout
+        self.is_worker = is_worker
         self._draining_task: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.is_worker and sig == signal.SIGINT:
+            return  # Ctrl-C reaches the whole process group; the supervisor sends SIGTERM
         if self.model_app.draining or not self.started:
             super().handle_exit(sig, frame)
             return
@@ -95,6 +107,20 @@ def build_app(options: ServeOptions) -> ModelApp:
 
 def serve(options: ServeOptions) -> int:
     """Serve until stopped; returns the process exit code."""
+    if options.workers > 1:
+        from kingpost.server.workers import serve_workers
+
+        return serve_workers(options, serve_worker)
+    return serve_process(options)
+
+
+def serve_worker(options: ServeOptions) -> int:
+    """One of several worker processes sharing the port (SO_REUSEPORT)."""
+    return serve_process(options, is_worker=True)
+
+
+def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
+    """Serve in this process until stopped; returns the process exit code."""
     started = time.perf_counter()
     try:
         app = build_app(options)
@@ -120,7 +146,7 @@ def serve(options: ServeOptions) -> int:
         timeout_graceful_shutdown=int(options.graceful_timeout),
         server_header=False,
     )
-    server = _Server(config, app, options.graceful_timeout)
+    server = _Server(config, app, options.graceful_timeout, is_worker)
     exit_code = EXIT_OK
 
     def on_fatal(code: int) -> None:
@@ -129,9 +155,10 @@ def serve(options: ServeOptions) -> int:
         server.should_exit = True
 
     app.lifecycle.on_fatal = on_fatal
-    sock = _bind(options.host, options.port)
+    sock = bind_socket(options.host, options.port, reuse_port=is_worker)
     logger.info(
-        "listening on http://%s:%d (model %s, set up in %.2f s)",
+        "%slistening on http://%s:%d (model %s, set up in %.2f s)",
+        f"worker {os.getpid()} " if is_worker else "",
         options.host,
         sock.getsockname()[1],
         options.model_dir,
@@ -152,10 +179,17 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket for uvicorn to listen on.
+
+    With ``reuse_port`` several processes bind the same port and the kernel
+    spreads incoming connections across them.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     # Accepted connections inherit this. Without it a keep-alive client waits for a
     # delayed ACK (about 40 ms) between the header and body writes of each response.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
