@@ -19,6 +19,8 @@ class LoadStats:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int
+    server_cpu_us: float = float("nan")  # server CPU time per request, filled in by the caller
 
 
 def ensure_wrk() -> str:
@@ -77,7 +79,8 @@ def run_wrk(
 
 def parse_wrk(report: str) -> LoadStats:
     rate = re.search(r"Requests/sec:\s+([\d.]+)", report)
-    if rate is None:
+    total = re.search(r"(\d+) requests in", report)
+    if rate is None or total is None:
         raise RuntimeError(f"unreadable wrk report:\n{report}")
     errors = 0
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", report)
@@ -93,6 +96,7 @@ def parse_wrk(report: str) -> LoadStats:
         p50_ms=_percentile(report, "50%"),
         p99_ms=_percentile(report, "99%"),
         errors=errors,
+        requests=int(total.group(1)),
     )
 
 

@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -158,12 +158,18 @@ def bench_echo(args: argparse.Namespace, log: Callable[[str], None]) -> list[Ech
             )
         for round_no in range(args.rounds):
             for target in rotated(targets, round_no):
-                url = server_for(servers, target.spec).url("/predict")
-                stats = run_wrk(url, script, args.connections, args.duration, args.threads)
+                server = server_for(servers, target.spec)
+                cpu_before = server.cpu_seconds()
+                stats = run_wrk(
+                    server.url("/predict"), script, args.connections, args.duration, args.threads
+                )
+                cpu_used = server.cpu_seconds() - cpu_before
+                stats = replace(stats, server_cpu_us=cpu_used / max(stats.requests, 1) * 1e6)
                 target.runs.append(stats)
                 log(
                     f"round {round_no + 1} echo {target.label}: {stats.requests_per_s:,.0f} req/s"
-                    f" p50 {stats.p50_ms:.2f} ms p99 {stats.p99_ms:.2f} ms errors {stats.errors}"
+                    f" p50 {stats.p50_ms:.2f} ms p99 {stats.p99_ms:.2f} ms"
+                    f" cpu {stats.server_cpu_us:.1f} us/req errors {stats.errors}"
                 )
     finally:
         for server in servers.values():
@@ -240,16 +246,24 @@ def print_table(
         print()
         print(f"echo {json.dumps(ECHO_BODY)}, {args.connections} connections")
         print(
-            f"  {'server':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7} {'errors':>7}"
+            f"  {'server':34} {'req/s':>9} {'ratio':>7} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'CPU us/req':>10} {'CPU ratio':>9} {'errors':>7}"
         )
         base = median([r.requests_per_s for r in echo[0].runs])
+        base_cpu = median([r.server_cpu_us for r in echo[0].runs])
         for e in echo:
             rps = median([r.requests_per_s for r in e.runs])
+            cpu = median([r.server_cpu_us for r in e.runs])
             print(
-                f"  {e.label:34} {rps:9,.0f} {median([r.p50_ms for r in e.runs]):8.2f} "
-                f"{median([r.p99_ms for r in e.runs]):8.2f} {rps / base:6.2f}x "
+                f"  {e.label:34} {rps:9,.0f} {rps / base:6.2f}x "
+                f"{median([r.p50_ms for r in e.runs]):8.2f} "
+                f"{median([r.p99_ms for r in e.runs]):8.2f} {cpu:10.1f} {base_cpu / cpu:8.2f}x "
                 f"{sum(r.errors for r in e.runs):7d}"
             )
+        print(
+            "  CPU us/req: server CPU time (all its processes) per request; "
+            "CPU ratio: the baseline's over this row's (above 1 is cheaper)"
+        )
     if streams:
         print()
         print(f"streaming: {args.streams} concurrent streams x {args.chunks} chunks")

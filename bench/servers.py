@@ -108,6 +108,12 @@ class Server:
         children = _children(self.process.pid)
         return children or [self.process.pid]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server and its worker processes."""
+        assert self.process is not None
+        pids = {self.process.pid, *_children(self.process.pid)}
+        return sum(_cpu_ticks(pid) for pid in pids) / _TICKS_PER_SECOND
+
     def rss_mb(self) -> float:
         """Resident memory of the largest serving process, in MB."""
         return max(_rss_kb(pid) for pid in self.worker_pids()) / 1024
@@ -150,6 +156,17 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(child) for child in text.split()]
+
+
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime
 
 
 def _rss_kb(pid: int) -> int:
