@@ -84,7 +84,11 @@ def echo_targets(workers: int) -> list[EchoTarget]:
         EchoTarget("raw ASGI, granian (limit)", granian("bench.apps.raw_echo:app", workers)),
         EchoTarget("kingpost async predict", kingpost("echo_async", workers, "--no-access-log")),
         EchoTarget("kingpost sync predict", kingpost("echo_sync", workers, "--no-access-log")),
-        EchoTarget("kingpost async, access log on", kingpost("echo_async", workers)),
+        EchoTarget(
+            "kingpost async, access log on",
+            # info level: the access log lines are really formatted and written
+            kingpost("echo_async", workers, "--log-level", "info"),
+        ),
     ]
 
 
