@@ -30,6 +30,7 @@ from kingpost.errors import (
 from kingpost.logs import access_logger, request_id_var
 from kingpost.model.descriptor import ENDPOINT_HOOKS, ModelDescriptor
 from kingpost.model.loader import ModelSource
+from kingpost.model.schema import ModelSchema
 from kingpost.server.errors import ErrorMapper, error_body
 from kingpost.server.exchange import Exchange, Message, Receive, Scope, Send
 from kingpost.server.invoke import HookRunner, StreamResult
@@ -111,6 +112,8 @@ class ModelApp:
         self.in_flight = 0  # requests doing model work; the drain waits for zero
         self.runners: dict[str, HookRunner] = {}
         self.pass_request = descriptor.takes_request_anywhere
+        schema = ModelSchema.from_descriptor(descriptor)
+        self.schema_body = orjson.dumps(schema.as_dict()) if schema is not None else None
         self.router = self._build_router()
 
     # -- ASGI ------------------------------------------------------------------
@@ -130,15 +133,22 @@ class ModelApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.lifecycle.start()
-                self.lifecycle.on_loaded(self._bind_hooks)
+                self.startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.draining = True
-                await self.lifecycle.stop()
-                self.executor.shutdown(wait=False, cancel_futures=True)
+                await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def startup(self) -> None:
+        """Begin constructing and loading the model (off the event loop)."""
+        self.lifecycle.start()
+        self.lifecycle.on_loaded(self._bind_hooks)
+
+    async def shutdown(self) -> None:
+        self.draining = True
+        await self.lifecycle.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -205,10 +215,14 @@ class ModelApp:
         router.add("/", "liveness", ("GET", "HEAD"), self.handle_liveness)
         router.add("/v1/models/model", "readiness", ("GET", "HEAD"), self.handle_readiness)
         router.add("/v1/models/model/loaded", "loaded", ("GET", "HEAD"), self.handle_loaded)
+        router.add("/v1/models/model/schema", "schema", ("GET",), self.handle_schema)
         router.add("/v1/models", "models", ("GET",), self.handle_models)
         router.add("/metrics", "metrics", ("GET",), self.handle_metrics)
         router.add("/predict", "predict", ("POST",), self.handle_predict)
         router.add("/v1/models/model:predict", "predict", ("POST",), self.handle_predict)
+        # SageMaker's container contract: health on /ping, inference on /invocations.
+        router.add("/ping", "readiness", ("GET",), self.handle_readiness)
+        router.add("/invocations", "predict", ("POST",), self.handle_predict)
         for hook, path in ENDPOINT_PATHS.items():
             router.add(path, hook, ("POST",), self._endpoint_handler(hook))
         return router
@@ -227,6 +241,11 @@ class ModelApp:
         if not self.lifecycle.loaded:
             raise NotReadyError("model is not loaded yet")
         await ex.send_bytes(200, b'{"loaded":true}', JSON)
+
+    async def handle_schema(self, ex: Exchange) -> None:
+        if self.schema_body is None:
+            raise HookNotFoundError("this model declares no pydantic input or output type")
+        await ex.send_bytes(200, self.schema_body, JSON)
 
     async def handle_models(self, ex: Exchange) -> None:
         name = self.source.config.model_name or "model"

@@ -10,15 +10,20 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from kingpost.config import load_config
+from kingpost.config import ModelConfig, load_config
 from kingpost.errors import KingpostError
+from kingpost.model.cache import resolve_model_files
 from kingpost.model.loader import ModelSource, describe_model
+from kingpost.model.requirements import install_requirements, verify_requirements
 from kingpost.model.secrets import DEFAULT_SECRETS_DIR
 from kingpost.server.app import ModelApp, ServerSettings
+
+if TYPE_CHECKING:
+    from kingpost.reload import ReloadingApp
 
 logger = logging.getLogger("kingpost")
 
@@ -40,6 +45,8 @@ class ServeOptions:
     graceful_timeout: float = 30.0
     log_level: str = "info"
     workers: int = 1
+    install: bool = False  # pip install the declared requirements first
+    watch: bool = False  # reload the model when files under model_dir change
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -54,7 +61,7 @@ class _Server(uvicorn.Server):
     def __init__(
         self,
         config: uvicorn.Config,
-        app: ModelApp,
+        app: ModelApp | ReloadingApp,
         graceful_timeout: float,
         is_worker: bool = False,
     ) -> None:
@@ -93,10 +100,14 @@ class _Server(uvicorn.Server):
             captured.clear()
 
 
-def build_app(options: ServeOptions) -> ModelApp:
-    """Read config, import and inspect the model class, and build its ASGI app."""
+def build_app(options: ServeOptions, install: bool = False) -> ModelApp:
+    """Read config, check requirements and files, import the model class, build its app."""
     model_dir = options.model_dir.resolve()
     config = load_config(model_dir)
+    if install:
+        install_requirements(model_dir, config)
+    verify_requirements(model_dir, config)
+    resolve_model_files(model_dir, config, options.secrets_dir)
     environment = {"name": options.environment} if options.environment else None
     source = ModelSource(model_dir, config, options.secrets_dir, environment)
     descriptor = describe_model(source)
@@ -122,16 +133,33 @@ def serve_worker(options: ServeOptions) -> int:
 def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
     """Serve in this process until stopped; returns the process exit code."""
     started = time.perf_counter()
+    model_app: ModelApp | None
+    build_error = None
     try:
-        app = build_app(options)
+        model_app = build_app(options, install=options.install)
     except KingpostError as exc:
-        logger.error("%s", exc)
-        cause = exc.__cause__
-        if cause is not None:
-            import traceback
+        report_build_error(exc)
+        if not options.watch:
+            return EXIT_BAD_MODEL
+        model_app, build_error = None, str(exc)
+    else:
+        report_unused_config(model_app.source.config)
+        if model_app.source.config.runtime.enable_debug_logs:
+            logging.getLogger().setLevel(logging.DEBUG)  # as Truss: the model's debug lines too
+    app: ModelApp | ReloadingApp
+    if options.watch:
+        from kingpost.reload import ReloadingApp
 
-            logger.error("".join(traceback.format_exception(cause, limit=-6)).rstrip())
-        return EXIT_BAD_MODEL
+        app = ReloadingApp(lambda: build_app(options), options.model_dir, model_app, build_error)
+    else:
+        assert model_app is not None
+        app = model_app
+    transport = model_app.source.config.runtime.transport if model_app else None
+    pings: dict[str, Any] = {}
+    if transport is not None and transport.ping_interval_seconds is not None:
+        pings["ws_ping_interval"] = transport.ping_interval_seconds
+    if transport is not None and transport.ping_timeout_seconds is not None:
+        pings["ws_ping_timeout"] = transport.ping_timeout_seconds
 
     config = uvicorn.Config(
         app,
@@ -145,6 +173,7 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
         log_level=options.log_level,
         timeout_graceful_shutdown=int(options.graceful_timeout),
         server_header=False,
+        **pings,
     )
     server = _Server(config, app, options.graceful_timeout, is_worker)
     exit_code = EXIT_OK
@@ -154,7 +183,8 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
         exit_code = code
         server.should_exit = True
 
-    app.lifecycle.on_fatal = on_fatal
+    if isinstance(app, ModelApp):
+        app.lifecycle.on_fatal = on_fatal
     sock = bind_socket(options.host, options.port, reuse_port=is_worker)
     logger.info(
         "%slistening on http://%s:%d (model %s, set up in %.2f s)",
@@ -177,6 +207,28 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def report_build_error(exc: KingpostError) -> None:
+    logger.error("%s", exc)
+    cause = exc.__cause__
+    if cause is not None:
+        import traceback
+
+        logger.error("".join(traceback.format_exception(cause, limit=-6)).rstrip())
+
+
+def report_unused_config(config: ModelConfig) -> None:
+    """Say once which config.yaml fields a local server accepts but does not act on."""
+    unused = config.unused_locally()
+    if unused:
+        logger.warning(
+            "config.yaml: %s not used when serving locally (image build and hosting settings)",
+            ", ".join(unused),
+        )
+    unknown = sorted(config.model_extra or {})
+    if unknown:
+        logger.info("config.yaml: unknown fields kept for the model: %s", ", ".join(unknown))
 
 
 def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
