@@ -26,6 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
     serve.add_argument("--no-access-log", action="store_true")
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port, each loading the model (Linux; CPU models)",
+    )
+    serve.add_argument(
         "--install", action="store_true", help="pip install the model's requirements first"
     )
     serve.add_argument(
@@ -67,9 +73,13 @@ def main(argv: list[str] | None = None) -> int:
             secrets_dir=args.secrets_dir,
             graceful_timeout=args.graceful_timeout,
             log_level=args.log_level,
+            workers=args.workers,
             install=args.install,
             watch=args.watch,
         )
+        if options.workers < 1:
+            print("kingpost: --workers must be at least 1", file=sys.stderr)
+            return 2
         return serve(options)
     if args.command == "init":
         return init_command(args.model_dir, args.openai)

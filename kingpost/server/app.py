@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +45,7 @@ from kingpost.server.streaming import (
     StreamFailure,
     chunk_bytes,
 )
+from kingpost.server.threads import HookThreads
 
 logger = logging.getLogger("kingpost.server")
 
@@ -106,7 +106,7 @@ class ModelApp:
         self.errors = ErrorMapper(source.model_dir, dev=self.settings.dev)
         # Sized from the configured limits, so no hidden pool cap sits below them.
         workers = max(64, 2 * runtime.predict_concurrency + (runtime.endpoint_concurrency or 0) + 8)
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kingpost-hook")
+        self.executor = HookThreads(workers)
         self.lifecycle = ModelLifecycle(source, descriptor, self.executor, self.metrics, on_fatal)
         self.draining = False
         self.in_flight = 0  # requests doing model work; the drain waits for zero
@@ -276,7 +276,8 @@ class ModelApp:
             if runtime.endpoint_concurrency
             else None
         )
-        for name, descriptor in self.descriptor.hooks.items():
+        hooks = self.descriptor.hooks
+        for name, descriptor in hooks.items():
             slot: asyncio.Semaphore | None
             if name == "predict":
                 slot = predict_slot
@@ -284,7 +285,12 @@ class ModelApp:
                 slot = endpoint_slot
             else:
                 slot = None
-            self.runners[name] = HookRunner(descriptor, model, self.executor, slot)
+            # Watching the client during a sync hook pays off only if a later step
+            # can still be skipped (it answers 499 instead of running).
+            followed = name == "preprocess" or (name == "predict" and "postprocess" in hooks)
+            self.runners[name] = HookRunner(
+                descriptor, model, self.executor, slot, watch_client=followed
+            )
 
     def _require_ready(self) -> None:
         if self.draining:
@@ -325,11 +331,10 @@ class ModelApp:
         preprocess = runners.get("preprocess")
         postprocess = runners.get("postprocess")
         body = await ex.read_body(self.runtime.max_request_bytes)
-        ex.watch_disconnect()
         first = preprocess or predict
         inputs = self._parse_inputs(ex, body) if first.takes_inputs else None
         request = self._make_request(ex, body) if self.pass_request else None
-        async with asyncio.timeout(self.runtime.request_timeout):
+        async with ex.within(self.runtime.request_timeout):
             if preprocess is not None:
                 inputs = await preprocess(ex, inputs, request)
                 if isinstance(inputs, StreamResult):
@@ -361,10 +366,9 @@ class ModelApp:
         if runner is None:
             raise HookNotFoundError(f"this model does not implement {hook}")
         body = await ex.read_body(self.runtime.max_request_bytes)
-        ex.watch_disconnect()
         inputs = self._parse_inputs(ex, body) if runner.takes_inputs else None
         request = self._make_request(ex, body) if runner.takes_request else None
-        async with asyncio.timeout(self.runtime.request_timeout):
+        async with ex.within(self.runtime.request_timeout):
             result = await runner(ex, inputs, request)
             if isinstance(result, StreamResult):
                 producer = self._start_stream(ex, result)
@@ -410,6 +414,7 @@ class ModelApp:
             channel.push(STOPPED)
 
         ex.on_disconnect(on_disconnect)
+        ex.begin_wait()
         return producer
 
     async def _first_chunk(self, producer: ChunkProducer) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ class ServeOptions:
     secrets_dir: Path = DEFAULT_SECRETS_DIR
     graceful_timeout: float = 30.0
     log_level: str = "info"
+    workers: int = 1
     install: bool = False  # pip install the declared requirements first
     watch: bool = False  # reload the model when files under model_dir change
     extra: dict[str, Any] = field(default_factory=dict)
@@ -56,14 +59,21 @@ class _Server(uvicorn.Server):
     """
 
     def __init__(
-        self, config: uvicorn.Config, app: ModelApp | ReloadingApp, graceful_timeout: float
+        self,
+        config: uvicorn.Config,
+        app: ModelApp | ReloadingApp,
+        graceful_timeout: float,
+        is_worker: bool = False,
     ) -> None:
         super().__init__(config)
         self.model_app = app
         self.graceful_timeout = graceful_timeout
+        self.is_worker = is_worker
         self._draining_task: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.is_worker and sig == signal.SIGINT:
+            return  # Ctrl-C reaches the whole process group; the supervisor sends SIGTERM
         if self.model_app.draining or not self.started:
             super().handle_exit(sig, frame)
             return
@@ -110,6 +120,31 @@ def build_app(options: ServeOptions, install: bool = False) -> ModelApp:
 
 def serve(options: ServeOptions) -> int:
     """Serve until stopped; returns the process exit code."""
+    if options.workers > 1:
+        from kingpost.server.workers import serve_workers
+
+        if _is_custom_server(options.model_dir):
+            # Each worker would start its own copy of the command on the one server_port.
+            logger.error("a custom server (docker_server:) is served by one worker, not several")
+            return EXIT_BAD_MODEL
+        return serve_workers(options, serve_worker)
+    return serve_process(options)
+
+
+def _is_custom_server(model_dir: Path) -> bool:
+    try:
+        return load_config(model_dir.resolve()).docker_server is not None
+    except KingpostError:
+        return False  # the worker reports a broken config.yaml
+
+
+def serve_worker(options: ServeOptions) -> int:
+    """One of several worker processes sharing the port (SO_REUSEPORT)."""
+    return serve_process(options, is_worker=True)
+
+
+def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
+    """Serve in this process until stopped; returns the process exit code."""
     started = time.perf_counter()
     model_app: ModelApp | None
     build_error = None
@@ -153,7 +188,7 @@ def serve(options: ServeOptions) -> int:
         server_header=False,
         **pings,
     )
-    server = _Server(config, app, options.graceful_timeout)
+    server = _Server(config, app, options.graceful_timeout, is_worker)
     exit_code = EXIT_OK
 
     def on_fatal(code: int) -> None:
@@ -163,18 +198,28 @@ def serve(options: ServeOptions) -> int:
 
     if isinstance(app, ModelApp):
         app.lifecycle.on_fatal = on_fatal
-    sock = _bind(options.host, options.port)
+    sock = bind_socket(options.host, options.port, reuse_port=is_worker)
     logger.info(
-        "listening on http://%s:%d (model %s, set up in %.2f s)",
+        "%slistening on http://%s:%d (model %s, set up in %.2f s)",
+        f"worker {os.getpid()} " if is_worker else "",
         options.host,
         sock.getsockname()[1],
         options.model_dir,
         time.perf_counter() - started,
     )
-    # asyncio.run would ignore the loop named in the config (uvloop).
-    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+    # Server.serve() does not install the loop named in the config; we choose it here.
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(server.serve(sockets=[sock]))
     return exit_code
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (it is part of uvicorn[standard]), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def report_build_error(exc: KingpostError) -> None:
@@ -199,10 +244,19 @@ def report_unused_config(config: ModelConfig) -> None:
         logger.info("config.yaml: unknown fields kept for the model: %s", ", ".join(unknown))
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket for uvicorn to listen on.
+
+    With ``reuse_port`` several processes bind the same port and the kernel
+    spreads incoming connections across them.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Accepted connections inherit this. Without it a keep-alive client waits for a
+    # delayed ACK (about 40 ms) between the header and body writes of each response.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
