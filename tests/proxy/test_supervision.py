@@ -200,3 +200,10 @@ def test_a_server_port_already_in_use_is_refused_before_starting(tmp_path: Path)
         assert exit_code_of(kingpost) != 0
     assert f"127.0.0.1:{port} (docker_server.server_port) is already in use" in kingpost.logs()
     assert "started" not in kingpost.logs()
+
+
+def test_several_workers_are_refused_for_a_custom_server(tmp_path: Path) -> None:
+    model_dir = write_custom_server(tmp_path, "exec sleep 600", free_port())
+    kingpost = ServerProcess(model_dir, "--workers", "2", env=server_env(), wait_ready=False)
+    assert exit_code_of(kingpost) != 0
+    assert "served by one worker" in kingpost.logs()
