@@ -49,6 +49,8 @@ HOP_BY_HOP = frozenset(
 # here; the date and request id are Kingpost's own (the id is sent on as resolved).
 _NOT_FORWARDED_UP = HOP_BY_HOP | {b"host", b"expect", b"x-request-id", b"content-length"}
 _NOT_FORWARDED_DOWN = HOP_BY_HOP | {b"date", b"x-request-id"}
+# How long a request waits for the head of its reply before the client is watched.
+WATCH_AFTER = 0.05
 
 
 class Forwarder:
@@ -105,12 +107,21 @@ class Forwarder:
             headers.append((b"x-forwarded-for", client[0].encode()))
         body = await self._request_body(ex)
         length = ex.content_length if ex.content_length >= 0 else None
+        # A quick reply needs no watch on the client (a task per request); a slow
+        # one gets it soon enough to close the upstream request when the client goes.
+        # A streamed body starts the watch itself once it has been read.
+        watch = None
+        if body is None or isinstance(body, bytes):
+            watch = asyncio.get_running_loop().call_later(WATCH_AFTER, ex.watch_disconnect)
         try:
             return await self.pool.request(scope["method"].encode(), target, headers, body, length)
         except UpstreamConnectError as exc:
             raise UpstreamUnavailableError(f"the custom server is unavailable: {exc}") from None
         except UpstreamError as exc:
             raise UpstreamUnavailableError(f"the custom server failed to answer: {exc}") from None
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     async def _request_body(self, ex: Exchange) -> bytes | AsyncIterator[bytes] | None:
         """The body: bytes when it came in one message, else a stream of its chunks."""
@@ -128,7 +139,6 @@ class Forwarder:
             raise PayloadTooLargeError(
                 f"request body is larger than the limit of {self.max_body} bytes"
             )
-        ex.watch_disconnect()
         if not body and ex.content_length < 0 and not _has_header(ex, b"transfer-encoding"):
             return None  # no body at all: do not invent a Content-Length for a GET
         return body
@@ -159,6 +169,8 @@ class Forwarder:
         send = ex.send
         ex.status = response.status
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        if not response.complete:  # more is coming: notice the client leaving meanwhile
+            ex.watch_disconnect()
         take = response.take
         while True:
             try:

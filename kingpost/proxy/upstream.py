@@ -223,6 +223,11 @@ class UpstreamResponse:
         self.status = connection.status
         self.headers = connection.headers
 
+    @property
+    def complete(self) -> bool:
+        """The whole reply has arrived (what is left to take is in memory)."""
+        return self._connection.complete
+
     async def take(self) -> tuple[bytes, bool]:
         """The body that has arrived so far, and whether it is complete (see UpstreamConnection)."""
         return await self._connection.take()

@@ -157,6 +157,17 @@ def test_a_client_leaving_a_stream_closes_the_upstream_request(
     pytest.fail("the server's stream was not cancelled after the client left")
 
 
+def test_a_client_leaving_before_the_reply_closes_the_upstream_request(
+    server: FastAPIServer, client: httpx.Client
+) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(server.url("/until-disconnected"), timeout=0.5)
+    deadline = time.monotonic() + 5
+    while client.get("/disconnects-seen").json()["count"] != 1:
+        assert time.monotonic() < deadline, "the server never saw the request go away"
+        time.sleep(0.1)
+
+
 def test_a_request_past_the_request_timeout_gets_504(
     start_fastapi_server: Callable[..., FastAPIServer],
 ) -> None:

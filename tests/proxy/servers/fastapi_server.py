@@ -150,6 +150,19 @@ async def stream_cancellations() -> dict[str, object]:
     return {"count": state["stream_cancellations"]}
 
 
+@app.get("/until-disconnected")
+async def until_disconnected(request: Request) -> dict[str, object]:
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.05)
+    state["disconnects_seen"] = int(state.get("disconnects_seen", 0)) + 1  # type: ignore[call-overload]
+    return {}
+
+
+@app.get("/disconnects-seen")
+async def disconnects_seen() -> dict[str, object]:
+    return {"count": state.get("disconnects_seen", 0)}
+
+
 @app.get("/slow")
 async def slow(seconds: float) -> dict[str, float]:
     await asyncio.sleep(seconds)
