@@ -1,0 +1,526 @@
+"""The OpenAI and Anthropic endpoint hooks, written once for every LLM engine.
+
+An engine subclasses :class:`LLMEndpoints` and supplies four things: ``render_chat``
+(its chat template), ``tokenize``, ``generate`` (the token stream) and
+``context_length``; optionally ``embed``. This class turns each API's request into
+one :class:`~kingpost.engines.generation.GenerationRequest`, runs it, and answers in
+that API's shape, streamed or not: stop sequences, tool calls, structured output,
+logprobs and usage are handled here, identically for all engines.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from kingpost.engines.generation import (
+    ChatTurn,
+    GeneratedToken,
+    GenerationOutcome,
+    GenerationRequest,
+    SamplingParams,
+    StopMatcher,
+)
+from kingpost.engines.llm_conversations import (
+    anthropic_tool_policy,
+    anthropic_turns,
+    chat_tool_policy,
+    chat_turns,
+    responses_tool_policy,
+    responses_turns,
+)
+from kingpost.engines.tool_calls import ParsedToolCall, ToolPolicy
+from kingpost.protocols import (
+    ChatCompletionRequest,
+    ChatCompletionStream,
+    CompletionRequest,
+    CompletionStream,
+    EmbeddingRequest,
+    FunctionCall,
+    InvalidParameterError,
+    MessagesRequest,
+    MessageStream,
+    OutputFunctionCall,
+    ResponsesRequest,
+    ResponseStream,
+    ResponseUsage,
+    TokenLogprob,
+    ToolCall,
+    ToolUseBlock,
+    Usage,
+    chat_completion,
+    completion,
+    embeddings,
+    message,
+    new_id,
+    parse_request,
+    response_object,
+)
+from kingpost.protocols.openai_chat import ChatChoice, ChatCompletionMessage, ChoiceLogprobs
+from kingpost.protocols.openai_completions import CompletionChoice, CompletionLogprobs
+
+HookResult = dict[str, Any] | Response | AsyncIterator[str]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One generation, ready to run, with what is needed to read its output."""
+
+    request: GenerationRequest
+    policy: ToolPolicy
+    prompt_tokens: int
+
+    def reseeded(self, offset: int) -> _Plan:
+        seed = self.request.params.seed
+        if seed is None or offset == 0:
+            return self
+        params = dataclasses.replace(self.request.params, seed=seed + offset)
+        return dataclasses.replace(self, request=dataclasses.replace(self.request, params=params))
+
+
+@dataclass
+class _Delta:
+    text: str
+    logprobs: list[TokenLogprob]
+
+
+@dataclass
+class _End:
+    outcome: GenerationOutcome
+    call: ParsedToolCall | None = None
+    text: str = ""
+    """Text released at the end (held back while it might have been a tool call)."""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    """Logprobs of the tokens behind ``text``."""
+    all_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+class _ReplyReader:
+    """Decides, from the first visible characters, whether a reply is a tool call.
+
+    A reply that may be a call (it opens with ``{``) is held back until it ends;
+    any other reply is passed through as it streams.
+    """
+
+    def __init__(self, policy: ToolPolicy) -> None:
+        self.policy = policy
+        self._decided = not policy.may_call
+        self._holding = False
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        if self._decided and not self._holding:
+            return text
+        self._held += text
+        if not self._decided and self._held.strip():
+            self._decided = True
+            self._holding = self._held.lstrip().startswith(("{", "```"))
+            if not self._holding:
+                text, self._held = self._held, ""
+                return text
+        return ""
+
+    def finish(self) -> tuple[str, ParsedToolCall | None]:
+        """What is left to emit as text, and the call if the reply was one."""
+        held, self._held = self._held, ""
+        call = self.policy.parse(held) if self._holding else None
+        return ("", call) if call is not None else (held, None)
+
+
+class LLMEndpoints(abc.ABC):
+    """Endpoint hooks (chat completions, completions, responses, messages, embeddings)."""
+
+    served_model_name: str = "model"
+    default_top_k: int = 40
+
+    @property
+    @abc.abstractmethod
+    def context_length(self) -> int: ...
+
+    @abc.abstractmethod
+    def render_chat(self, turns: list[ChatTurn]) -> str: ...
+
+    @abc.abstractmethod
+    def tokenize(self, text: str) -> list[int]: ...
+
+    @abc.abstractmethod
+    def generate(
+        self, request: GenerationRequest
+    ) -> AsyncGenerator[GeneratedToken | GenerationOutcome, None]: ...
+
+    def check_sampling(self, schema: dict[str, Any] | None) -> None:
+        """Raise InvalidParameterError if the engine cannot enforce ``schema``."""
+        return None
+
+    async def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
+        """Embedding vectors and the number of input tokens; engines that can, override."""
+        raise InvalidParameterError("model", "this model does not serve embeddings")
+
+    # ---- OpenAI chat completions --------------------------------------------------
+
+    async def chat_completions(self, inputs: dict[str, Any], request: Request) -> HookResult:
+        try:
+            body = parse_request(ChatCompletionRequest, inputs)
+            if body.stream and body.n > 1:
+                raise InvalidParameterError("n", "streaming supports n=1 only")
+            policy = chat_tool_policy(body)
+            schema = body.response_format.schema_or_none() if body.response_format else None
+            plan = self._plan(
+                self.render_chat(chat_turns(body, policy)),
+                self._sampling(
+                    body,
+                    limit=body.output_token_limit,
+                    schema=schema,
+                    logprobs=bool(body.logprobs),
+                    top_logprobs=body.top_logprobs or 0,
+                ),
+                body.stop_sequences,
+                policy,
+                param="messages",
+            )
+        except InvalidParameterError as error:
+            return error.openai_response()
+        if body.stream:
+            return self._stream_chat(body, plan)
+        ends = await asyncio.gather(*(self._collect(plan.reseeded(i)) for i in range(body.n)))
+        choices = [_chat_choice(index, end, body.logprobs) for index, end in enumerate(ends)]
+        usage = _usage(ends, plan.prompt_tokens)
+        result = chat_completion(model=self._model_name(body.model), usage=usage)
+        result.choices = choices
+        return result.model_dump(mode="json")
+
+    async def _stream_chat(self, body: ChatCompletionRequest, plan: _Plan) -> AsyncIterator[str]:
+        stream = ChatCompletionStream(
+            self._model_name(body.model), include_usage=body.include_usage
+        )
+        yield stream.role()
+        async for event in self._run(plan):
+            if isinstance(event, _Delta):
+                yield stream.text(event.text, event.logprobs if body.logprobs else None)
+                continue
+            if event.text:
+                yield stream.text(event.text, event.logprobs if body.logprobs else None)
+            if event.call is not None:
+                yield stream.tool_call(
+                    0, new_id("call_"), event.call.name, event.call.arguments_json
+                )
+            yield stream.finish(_finish_reason(event), _usage([event], plan.prompt_tokens))
+
+    # ---- OpenAI completions -------------------------------------------------------
+
+    async def completions(self, inputs: dict[str, Any], request: Request) -> HookResult:
+        try:
+            body = parse_request(CompletionRequest, inputs)
+            prompts = body.prompts()
+            if body.stream and (body.n > 1 or len(prompts) > 1):
+                raise InvalidParameterError("n", "streaming supports one prompt and n=1 only")
+            if body.suffix:
+                raise InvalidParameterError("suffix", "insertion (suffix) is not supported")
+            sampling = self._sampling(
+                body,
+                limit=body.max_tokens,
+                logprobs=body.logprobs is not None,
+                top_logprobs=body.logprobs or 0,
+            )
+            plans = [
+                self._plan(prompt, sampling, body.stop_sequences, ToolPolicy(), param="prompt")
+                for prompt in prompts
+            ]
+        except InvalidParameterError as error:
+            return error.openai_response()
+        if body.stream:
+            return self._stream_completion(body, plans[0], prompts[0])
+        runs = [
+            (prompt, plan.reseeded(i))
+            for prompt, plan in zip(prompts, plans, strict=True)
+            for i in range(body.n)
+        ]
+        ends = await asyncio.gather(*(self._collect(plan) for _, plan in runs))
+        usage = _usage(ends, sum(plan.prompt_tokens for plan in plans))
+        result = completion("", model=self._model_name(body.model), usage=usage)
+        result.choices = [
+            CompletionChoice(
+                index=index,
+                text=(prompt if body.echo and isinstance(prompt, str) else "") + end.text,
+                finish_reason=_finish_reason(end),
+                logprobs=CompletionLogprobs.of(end.all_logprobs)
+                if body.logprobs is not None
+                else None,
+            )
+            for index, ((prompt, _), end) in enumerate(zip(runs, ends, strict=True))
+        ]
+        return result.model_dump(mode="json")
+
+    async def _stream_completion(
+        self, body: CompletionRequest, plan: _Plan, prompt: str | list[int]
+    ) -> AsyncIterator[str]:
+        stream = CompletionStream(self._model_name(body.model), include_usage=body.include_usage)
+        if body.echo and isinstance(prompt, str):
+            yield stream.text(prompt)
+        async for event in self._run(plan):
+            logprobs = event.logprobs if body.logprobs is not None else None
+            if event.text:
+                yield stream.text(event.text, logprobs)
+            if isinstance(event, _End):
+                yield stream.finish(_finish_reason(event), _usage([event], plan.prompt_tokens))
+
+    # ---- OpenAI responses ---------------------------------------------------------
+
+    async def responses(self, inputs: dict[str, Any], request: Request) -> HookResult:
+        try:
+            body = parse_request(ResponsesRequest, inputs)
+            policy = responses_tool_policy(body)
+            schema = body.text.format.schema_or_none() if body.text else None
+            plan = self._plan(
+                self.render_chat(responses_turns(body, policy)),
+                self._sampling(body, limit=body.max_output_tokens, schema=schema),
+                [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
+                policy,
+                param="input",
+            )
+        except InvalidParameterError as error:
+            return error.openai_response()
+        model = self._model_name(body.model)
+        if body.stream:
+            return self._stream_response(body, plan, model)
+        end = await self._collect(plan)
+        calls = (
+            [OutputFunctionCall(name=end.call.name, arguments=end.call.arguments_json)]
+            if end.call
+            else []
+        )
+        return response_object(
+            end.text if not calls or end.text else None,
+            model=model,
+            function_calls=calls,
+            usage=ResponseUsage.of(end.outcome.prompt_tokens, end.outcome.completion_tokens),
+            incomplete=end.outcome.reason == "length",
+            request=body,
+        ).model_dump(mode="json")
+
+    async def _stream_response(
+        self, body: ResponsesRequest, plan: _Plan, model: str
+    ) -> AsyncIterator[str]:
+        stream = ResponseStream(model, request=body)
+        yield stream.created()
+        async for event in self._run(plan):
+            if event.text:
+                yield stream.text(event.text)
+            if isinstance(event, _End):
+                if event.call is not None:
+                    yield stream.function_call(event.call.name, event.call.arguments_json)
+                usage = ResponseUsage.of(
+                    event.outcome.prompt_tokens, event.outcome.completion_tokens
+                )
+                yield stream.finish(usage, incomplete=event.outcome.reason == "length")
+
+    # ---- Anthropic messages -------------------------------------------------------
+
+    async def messages(self, inputs: dict[str, Any], request: Request) -> HookResult:
+        try:
+            body = parse_request(MessagesRequest, inputs)
+            policy = anthropic_tool_policy(body)
+            plan = self._plan(
+                self.render_chat(anthropic_turns(body, policy)),
+                self._sampling(body, limit=body.max_tokens),
+                body.stop_sequences or [],
+                policy,
+                param="messages",
+            )
+        except InvalidParameterError as error:
+            return error.anthropic_response()
+        model = self._model_name(body.model)
+        if body.stream:
+            return self._stream_message(plan, model)
+        end = await self._collect(plan)
+        tool_uses = [ToolUseBlock(name=end.call.name, input=end.call.arguments)] if end.call else []
+        stop_reason, stop_sequence = _anthropic_stop(end)
+        return message(
+            end.text or None,
+            model=model,
+            tool_uses=tool_uses,
+            stop_reason=stop_reason,
+            stop_sequence=stop_sequence,
+            input_tokens=end.outcome.prompt_tokens,
+            output_tokens=end.outcome.completion_tokens,
+        ).model_dump(mode="json")
+
+    async def _stream_message(self, plan: _Plan, model: str) -> AsyncIterator[str]:
+        stream = MessageStream(model, input_tokens=plan.prompt_tokens)
+        yield stream.start()
+        async for event in self._run(plan):
+            if event.text:
+                yield stream.text(event.text)
+            if isinstance(event, _End):
+                if event.call is not None:
+                    yield stream.tool_use(event.call.name, event.call.arguments)
+                stop_reason, stop_sequence = _anthropic_stop(event)
+                yield stream.finish(
+                    stop_reason,
+                    output_tokens=event.outcome.completion_tokens,
+                    stop_sequence=stop_sequence,
+                )
+
+    # ---- OpenAI embeddings --------------------------------------------------------
+
+    async def embeddings(self, inputs: dict[str, Any], request: Request) -> HookResult:
+        try:
+            body = parse_request(EmbeddingRequest, inputs)
+            if body.dimensions is not None:
+                raise InvalidParameterError("dimensions", "this model has a fixed dimension")
+            vectors, prompt_tokens = await self.embed(body.inputs())
+        except InvalidParameterError as error:
+            return error.openai_response()
+        return embeddings(
+            vectors,
+            model=self._model_name(body.model),
+            prompt_tokens=prompt_tokens,
+            encoding_format=body.encoding_format,
+        ).model_dump(mode="json")
+
+    # ---- the shared generation path -----------------------------------------------
+
+    def _model_name(self, requested: str) -> str:
+        return requested or self.served_model_name
+
+    def _sampling(
+        self,
+        body: Any,
+        *,
+        limit: int | None,
+        schema: dict[str, Any] | None = None,
+        logprobs: bool = False,
+        top_logprobs: int = 0,
+    ) -> SamplingParams:
+        """Sampling settings from a request body; max_tokens is settled later in _plan."""
+        temperature = getattr(body, "temperature", None)
+        top_p = getattr(body, "top_p", None)
+        top_k = getattr(body, "top_k", None)
+        return SamplingParams(
+            max_tokens=limit or 0,
+            temperature=1.0 if temperature is None else temperature,
+            top_p=1.0 if top_p is None else top_p,
+            top_k=self.default_top_k if top_k is None else top_k,
+            seed=getattr(body, "seed", None),
+            presence_penalty=getattr(body, "presence_penalty", None) or 0.0,
+            frequency_penalty=getattr(body, "frequency_penalty", None) or 0.0,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            json_schema=schema,
+        )
+
+    def _plan(
+        self,
+        prompt: str | list[int],
+        sampling: SamplingParams,
+        stop: list[str],
+        policy: ToolPolicy,
+        *,
+        param: str,
+    ) -> _Plan:
+        tokens = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        room = self.context_length - len(tokens)
+        if not tokens:
+            raise InvalidParameterError(param, "the prompt is empty")
+        if room <= 0:
+            raise InvalidParameterError(
+                param,
+                f"the prompt is {len(tokens)} tokens; the context holds {self.context_length}",
+            )
+        max_tokens = min(sampling.max_tokens or room, room)
+        schema = policy.call_schema() or sampling.json_schema
+        self.check_sampling(schema)
+        params = dataclasses.replace(sampling, max_tokens=max_tokens, json_schema=schema)
+        return _Plan(GenerationRequest(tokens, params, stop), policy, len(tokens))
+
+    async def _collect(self, plan: _Plan) -> _End:
+        text: list[str] = []
+        async for event in self._run(plan):
+            text.append(event.text)
+            if isinstance(event, _End):
+                event.text = "".join(text)
+                return event
+        raise RuntimeError("generation ended without an outcome")
+
+    async def _run(self, plan: _Plan) -> AsyncIterator[_Delta | _End]:
+        """Text deltas (stop sequences cut, tool calls held back), then one _End."""
+        matcher = StopMatcher(plan.request.stop)
+        reader = _ReplyReader(plan.policy)
+        logprobs: list[TokenLogprob] = []
+        all_logprobs: list[TokenLogprob] = []
+        produced = 0
+        outcome: GenerationOutcome | None = None
+        async with aclosing(self.generate(plan.request)) as tokens:
+            async for item in tokens:
+                if isinstance(item, GenerationOutcome):
+                    outcome = item
+                    break
+                produced += 1
+                if item.logprob is not None:
+                    logprobs.append(item.logprob)
+                    all_logprobs.append(item.logprob)
+                text = reader.feed(matcher.feed(item.text))
+                if text:
+                    yield _Delta(text, logprobs)
+                    logprobs = []
+                if matcher.matched is not None:
+                    break  # closing the token stream stops the engine
+        if outcome is None or matcher.matched is not None:
+            outcome = GenerationOutcome(
+                reason="stop",
+                prompt_tokens=plan.prompt_tokens,
+                completion_tokens=produced,
+                stop_sequence=matcher.matched,
+            )
+        else:
+            tail = reader.feed(matcher.flush())
+            if tail:
+                yield _Delta(tail, logprobs)
+                logprobs = []
+        text, call = reader.finish()
+        yield _End(outcome, call, text, logprobs, all_logprobs)
+
+
+def _finish_reason(end: _End) -> Any:
+    if end.call is not None:
+        return "tool_calls"
+    return "length" if end.outcome.reason == "length" else "stop"
+
+
+def _usage(ends: list[_End], prompt_tokens: int) -> Usage:
+    return Usage.of(prompt_tokens, sum(end.outcome.completion_tokens for end in ends))
+
+
+def _chat_choice(index: int, end: _End, want_logprobs: bool | None) -> ChatChoice:
+    calls = (
+        [
+            ToolCall(
+                id=new_id("call_"),
+                function=FunctionCall(name=end.call.name, arguments=end.call.arguments_json),
+            )
+        ]
+        if end.call
+        else None
+    )
+    return ChatChoice(
+        index=index,
+        message=ChatCompletionMessage(content=None if calls else end.text, tool_calls=calls),
+        finish_reason=_finish_reason(end),
+        logprobs=ChoiceLogprobs(content=end.all_logprobs) if want_logprobs else None,
+    )
+
+
+def _anthropic_stop(end: _End) -> tuple[Any, str | None]:
+    if end.call is not None:
+        return "tool_use", None
+    if end.outcome.stop_sequence is not None:
+        return "stop_sequence", end.outcome.stop_sequence
+    return ("max_tokens" if end.outcome.reason == "length" else "end_turn"), None
