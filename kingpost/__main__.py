@@ -1,0 +1,5 @@
+import sys
+
+from kingpost.cli import main
+
+sys.exit(main())

@@ -1,0 +1,193 @@
+"""One HTTP request/response exchange at the ASGI level.
+
+Holds what a request needs on the hot path: its id, its body, and a watch on
+the client's connection so that work for a departed client can be stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from kingpost.errors import ClientDisconnectedError, PayloadTooLargeError
+
+Scope = dict[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class Exchange:
+    """Per-request state shared by the route handler, the hook and the stream."""
+
+    __slots__ = (
+        "_disconnect_callbacks",
+        "_disconnect_event",
+        "_thread_event",
+        "_watcher",
+        "accept",
+        "content_length",
+        "content_type",
+        "disconnected",
+        "finished",
+        "receive",
+        "request_id",
+        "scope",
+        "send",
+        "status",
+    )
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.status = 0
+        self.disconnected = False
+        self.finished = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._disconnect_callbacks: list[Callable[[], None]] = []
+        self._disconnect_event: asyncio.Event | None = None
+        self._thread_event: threading.Event | None = None
+        request_id = content_type = accept = b""
+        content_length = -1
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                content_length = int(value) if value.isdigit() else -1
+            elif name == b"accept":
+                accept = value
+            elif (name == b"x-request-id" or name == b"x-baseten-request-id") and value:
+                request_id = value
+        self.request_id = request_id.decode("latin-1")[:128] if request_id else uuid.uuid4().hex
+        self.content_type = content_type
+        self.content_length = content_length
+        self.accept = accept
+
+    async def read_body(self, limit: int) -> bytes:
+        """The whole request body; PayloadTooLargeError past ``limit`` bytes."""
+        if self.content_length > limit:
+            raise PayloadTooLargeError(f"request body is larger than the limit of {limit} bytes")
+        message = await self.receive()
+        if message["type"] == "http.disconnect":
+            self._mark_disconnected()
+            raise ClientDisconnectedError("client disconnected")
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body"):
+            if len(body) > limit:
+                raise PayloadTooLargeError(
+                    f"request body is larger than the limit of {limit} bytes"
+                )
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body"):
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self._mark_disconnected()
+                raise ClientDisconnectedError("client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(
+                    f"request body is larger than the limit of {limit} bytes"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- watching the client -------------------------------------------------
+
+    def watch_disconnect(self) -> None:
+        """Start noticing the client leaving (call once the body has been read)."""
+        if self._watcher is None and not self.disconnected:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    def on_disconnect(self, callback: Callable[[], None]) -> None:
+        if self.disconnected:
+            callback()
+        else:
+            self._disconnect_callbacks.append(callback)
+
+    def remove_disconnect_callback(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._disconnect_callbacks.remove(callback)
+
+    def thread_event(self) -> threading.Event:
+        """A threading.Event set when the client disconnects, for thread-bound code."""
+        if self._thread_event is None:
+            self._thread_event = threading.Event()
+            if self.disconnected:
+                self._thread_event.set()
+        return self._thread_event
+
+    async def receive_after_body(self) -> Message:
+        """An ASGI ``receive`` for code handed the request after its body was read.
+
+        Returns ``http.disconnect`` once the client has gone; until then it waits,
+        so Starlette's ``Request.is_disconnected()`` polls it without blocking.
+        """
+        if not self.disconnected:
+            if self._disconnect_event is None:
+                self._disconnect_event = asyncio.Event()
+            self.watch_disconnect()
+            await self._disconnect_event.wait()
+        return _DISCONNECT
+
+    def close(self) -> None:
+        """The response is complete: stop watching."""
+        self.finished = True
+        watcher = self._watcher
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                break
+        if not self.finished:
+            self._mark_disconnected()
+
+    def _mark_disconnected(self) -> None:
+        if self.disconnected:
+            return
+        self.disconnected = True
+        if self._thread_event is not None:
+            self._thread_event.set()
+        if self._disconnect_event is not None:
+            self._disconnect_event.set()
+        callbacks, self._disconnect_callbacks = self._disconnect_callbacks, []
+        for callback in callbacks:
+            callback()
+
+    # -- sending ---------------------------------------------------------------
+
+    async def send_bytes(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Send a complete response in two ASGI messages."""
+        self.status = status
+        self.finished = True
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", self.request_id.encode()),
+                    *headers,
+                ],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": body})

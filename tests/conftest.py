@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kingpost.testing import ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+MODELS = Path(__file__).resolve().parent / "models"
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., ServerProcess]]:
+    """Start ``kingpost serve`` on a model dir (a path, or a name under tests/models)."""
+    started: list[ServerProcess] = []
+
+    def start(model: str | Path, *args: str, **kwargs: object) -> ServerProcess:
+        model_dir = Path(model) if isinstance(model, Path) else MODELS / model
+        server = ServerProcess(model_dir, *args, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,74 @@
+"""Starting, loading, failing to load, and shutting down."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from kingpost.testing import ServerProcess
+from tests.conftest import EXAMPLES, MODELS
+
+
+def run_to_exit(model_dir: Path) -> ServerProcess:
+    """Start a server that is expected to exit on its own (it may before the first poll)."""
+    server = ServerProcess(model_dir, wait_ready=False)
+    with contextlib.suppress(RuntimeError):
+        server.start()
+    return server
+
+
+def test_readiness_is_503_until_load_finishes(start_server) -> None:
+    server = start_server("slow_load", wait_ready=False)
+    assert httpx.get(server.url("/")).status_code == 200
+    not_ready = httpx.get(server.url("/v1/models/model"))
+    assert not_ready.status_code == 503
+    assert "error" in not_ready.json()
+    assert httpx.post(server.url("/predict"), json={}).status_code == 503
+    server.wait_until("/v1/models/model", timeout=20)
+    assert httpx.post(server.url("/predict"), json={}).json() == "loaded"
+    assert "model ready (loaded in" in server.logs()
+
+
+def test_a_load_failure_exits_non_zero_with_the_error() -> None:
+    server = run_to_exit(MODELS / "load_failure")
+    assert server.wait_exit(30) != 0
+    logs = server.logs()
+    assert "RuntimeError: weights are corrupt" in logs
+    assert "model.py" in logs
+
+
+def test_an_import_failure_exits_non_zero_naming_the_module() -> None:
+    server = run_to_exit(MODELS / "import_failure")
+    assert server.wait_exit(30) != 0
+    assert "a_module_that_does_not_exist" in server.logs()
+
+
+def test_a_signature_error_is_refused_at_start_naming_method_and_rule() -> None:
+    server = run_to_exit(MODELS / "bad_signature")
+    assert server.wait_exit(30) != 0
+    assert "Model.predict: with two arguments the second must be annotated" in server.logs()
+
+
+def test_sigterm_lets_in_flight_requests_finish(start_server) -> None:
+    server = start_server(EXAMPLES / "streaming")
+    result: dict[str, object] = {}
+
+    def slow_request() -> None:
+        payload = {"text": "one two three four five six", "delay": 0.2}
+        result["reply"] = httpx.post(server.url("/predict"), json=payload, timeout=20)
+
+    worker = threading.Thread(target=slow_request)
+    worker.start()
+    time.sleep(0.4)
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    worker.join(20)
+    reply = result["reply"]
+    assert isinstance(reply, httpx.Response)
+    assert reply.text == "one two three four five six "
+    assert server.wait_exit(20) == 0
