@@ -124,14 +124,19 @@ class LlamaCppModel(LLMEndpoints):
     # ---- loading ------------------------------------------------------------------
 
     def load(self) -> None:
-        import llama_cpp  # imported here so that kingpost works without the llama extra
-
-        from kingpost.engines.llama_cpp_batch import BatchScheduler
-
         settings = self.settings
+        path = resolve_model_path(settings.model, self._model_dir)
+        try:  # imported here so that kingpost works without the llama extra
+            import llama_cpp
+
+            from kingpost.engines.llama_cpp_batch import BatchScheduler
+        except ImportError as error:
+            raise ModelLoadError(
+                f"the llama_cpp engine needs llama-cpp-python ({error}): "
+                "pip install 'kingpost[llama]'"
+            ) from None
         if not settings.verbose:
             logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-        path = resolve_model_path(settings.model, self._model_dir)
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 10_000 if settings.gpu_layers < 0 else settings.gpu_layers
