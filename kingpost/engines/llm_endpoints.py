@@ -14,8 +14,6 @@ import abc
 import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -27,7 +25,6 @@ from kingpost.engines.generation import (
     GenerationOutcome,
     GenerationRequest,
     SamplingParams,
-    StopMatcher,
 )
 from kingpost.engines.llm_conversations import (
     anthropic_tool_policy,
@@ -37,7 +34,14 @@ from kingpost.engines.llm_conversations import (
     responses_tool_policy,
     responses_turns,
 )
-from kingpost.engines.tool_calls import ParsedToolCall, ToolPolicy
+from kingpost.engines.llm_replies import (
+    GenerationPlan,
+    ReplyDelta,
+    ReplyEnd,
+    collect_reply,
+    read_reply,
+)
+from kingpost.engines.tool_calls import ToolPolicy
 from kingpost.protocols import (
     ChatCompletionRequest,
     ChatCompletionStream,
@@ -52,7 +56,6 @@ from kingpost.protocols import (
     ResponsesRequest,
     ResponseStream,
     ResponseUsage,
-    TokenLogprob,
     ToolCall,
     ToolUseBlock,
     Usage,
@@ -68,71 +71,6 @@ from kingpost.protocols.openai_chat import ChatChoice, ChatCompletionMessage, Ch
 from kingpost.protocols.openai_completions import CompletionChoice, CompletionLogprobs
 
 HookResult = dict[str, Any] | Response | AsyncIterator[str]
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """One generation, ready to run, with what is needed to read its output."""
-
-    request: GenerationRequest
-    policy: ToolPolicy
-    prompt_tokens: int
-
-    def reseeded(self, offset: int) -> _Plan:
-        seed = self.request.params.seed
-        if seed is None or offset == 0:
-            return self
-        params = dataclasses.replace(self.request.params, seed=seed + offset)
-        return dataclasses.replace(self, request=dataclasses.replace(self.request, params=params))
-
-
-@dataclass
-class _Delta:
-    text: str
-    logprobs: list[TokenLogprob]
-
-
-@dataclass
-class _End:
-    outcome: GenerationOutcome
-    call: ParsedToolCall | None = None
-    text: str = ""
-    """Text released at the end (held back while it might have been a tool call)."""
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    """Logprobs of the tokens behind ``text``."""
-    all_logprobs: list[TokenLogprob] = field(default_factory=list)
-
-
-class _ReplyReader:
-    """Decides, from the first visible characters, whether a reply is a tool call.
-
-    A reply that may be a call (it opens with ``{``) is held back until it ends;
-    any other reply is passed through as it streams.
-    """
-
-    def __init__(self, policy: ToolPolicy) -> None:
-        self.policy = policy
-        self._decided = not policy.may_call
-        self._holding = False
-        self._held = ""
-
-    def feed(self, text: str) -> str:
-        if self._decided and not self._holding:
-            return text
-        self._held += text
-        if not self._decided and self._held.strip():
-            self._decided = True
-            self._holding = self._held.lstrip().startswith(("{", "```"))
-            if not self._holding:
-                text, self._held = self._held, ""
-                return text
-        return ""
-
-    def finish(self) -> tuple[str, ParsedToolCall | None]:
-        """What is left to emit as text, and the call if the reply was one."""
-        held, self._held = self._held, ""
-        call = self.policy.parse(held) if self._holding else None
-        return ("", call) if call is not None else (held, None)
 
 
 class LLMEndpoints(abc.ABC):
@@ -190,20 +128,24 @@ class LLMEndpoints(abc.ABC):
             return error.openai_response()
         if body.stream:
             return self._stream_chat(body, plan)
-        ends = await asyncio.gather(*(self._collect(plan.reseeded(i)) for i in range(body.n)))
+        ends = await asyncio.gather(
+            *(collect_reply(self.generate, plan.reseeded(i)) for i in range(body.n))
+        )
         choices = [_chat_choice(index, end, body.logprobs) for index, end in enumerate(ends)]
         usage = _usage(ends, plan.prompt_tokens)
         result = chat_completion(model=self._model_name(body.model), usage=usage)
         result.choices = choices
         return result.model_dump(mode="json")
 
-    async def _stream_chat(self, body: ChatCompletionRequest, plan: _Plan) -> AsyncIterator[str]:
+    async def _stream_chat(
+        self, body: ChatCompletionRequest, plan: GenerationPlan
+    ) -> AsyncIterator[str]:
         stream = ChatCompletionStream(
             self._model_name(body.model), include_usage=body.include_usage
         )
         yield stream.role()
-        async for event in self._run(plan):
-            if isinstance(event, _Delta):
+        async for event in read_reply(self.generate, plan):
+            if isinstance(event, ReplyDelta):
                 yield stream.text(event.text, event.logprobs if body.logprobs else None)
                 continue
             if event.text:
@@ -243,7 +185,7 @@ class LLMEndpoints(abc.ABC):
             for prompt, plan in zip(prompts, plans, strict=True)
             for i in range(body.n)
         ]
-        ends = await asyncio.gather(*(self._collect(plan) for _, plan in runs))
+        ends = await asyncio.gather(*(collect_reply(self.generate, plan) for _, plan in runs))
         usage = _usage(ends, sum(plan.prompt_tokens for plan in plans))
         result = completion("", model=self._model_name(body.model), usage=usage)
         result.choices = [
@@ -260,16 +202,16 @@ class LLMEndpoints(abc.ABC):
         return result.model_dump(mode="json")
 
     async def _stream_completion(
-        self, body: CompletionRequest, plan: _Plan, prompt: str | list[int]
+        self, body: CompletionRequest, plan: GenerationPlan, prompt: str | list[int]
     ) -> AsyncIterator[str]:
         stream = CompletionStream(self._model_name(body.model), include_usage=body.include_usage)
         if body.echo and isinstance(prompt, str):
             yield stream.text(prompt)
-        async for event in self._run(plan):
+        async for event in read_reply(self.generate, plan):
             logprobs = event.logprobs if body.logprobs is not None else None
             if event.text:
                 yield stream.text(event.text, logprobs)
-            if isinstance(event, _End):
+            if isinstance(event, ReplyEnd):
                 yield stream.finish(_finish_reason(event), _usage([event], plan.prompt_tokens))
 
     # ---- OpenAI responses ---------------------------------------------------------
@@ -291,7 +233,7 @@ class LLMEndpoints(abc.ABC):
         model = self._model_name(body.model)
         if body.stream:
             return self._stream_response(body, plan, model)
-        end = await self._collect(plan)
+        end = await collect_reply(self.generate, plan)
         calls = (
             [OutputFunctionCall(name=end.call.name, arguments=end.call.arguments_json)]
             if end.call
@@ -307,14 +249,14 @@ class LLMEndpoints(abc.ABC):
         ).model_dump(mode="json")
 
     async def _stream_response(
-        self, body: ResponsesRequest, plan: _Plan, model: str
+        self, body: ResponsesRequest, plan: GenerationPlan, model: str
     ) -> AsyncIterator[str]:
         stream = ResponseStream(model, request=body)
         yield stream.created()
-        async for event in self._run(plan):
+        async for event in read_reply(self.generate, plan):
             if event.text:
                 yield stream.text(event.text)
-            if isinstance(event, _End):
+            if isinstance(event, ReplyEnd):
                 if event.call is not None:
                     yield stream.function_call(event.call.name, event.call.arguments_json)
                 usage = ResponseUsage.of(
@@ -340,7 +282,7 @@ class LLMEndpoints(abc.ABC):
         model = self._model_name(body.model)
         if body.stream:
             return self._stream_message(plan, model)
-        end = await self._collect(plan)
+        end = await collect_reply(self.generate, plan)
         tool_uses = [ToolUseBlock(name=end.call.name, input=end.call.arguments)] if end.call else []
         stop_reason, stop_sequence = _anthropic_stop(end)
         return message(
@@ -353,13 +295,13 @@ class LLMEndpoints(abc.ABC):
             output_tokens=end.outcome.completion_tokens,
         ).model_dump(mode="json")
 
-    async def _stream_message(self, plan: _Plan, model: str) -> AsyncIterator[str]:
+    async def _stream_message(self, plan: GenerationPlan, model: str) -> AsyncIterator[str]:
         stream = MessageStream(model, input_tokens=plan.prompt_tokens)
         yield stream.start()
-        async for event in self._run(plan):
+        async for event in read_reply(self.generate, plan):
             if event.text:
                 yield stream.text(event.text)
-            if isinstance(event, _End):
+            if isinstance(event, ReplyEnd):
                 if event.call is not None:
                     yield stream.tool_use(event.call.name, event.call.arguments)
                 stop_reason, stop_sequence = _anthropic_stop(event)
@@ -425,7 +367,7 @@ class LLMEndpoints(abc.ABC):
         policy: ToolPolicy,
         *,
         param: str,
-    ) -> _Plan:
+    ) -> GenerationPlan:
         tokens = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         room = self.context_length - len(tokens)
         if not tokens:
@@ -439,67 +381,20 @@ class LLMEndpoints(abc.ABC):
         schema = policy.call_schema() or sampling.json_schema
         self.check_sampling(schema)
         params = dataclasses.replace(sampling, max_tokens=max_tokens, json_schema=schema)
-        return _Plan(GenerationRequest(tokens, params, stop), policy, len(tokens))
-
-    async def _collect(self, plan: _Plan) -> _End:
-        text: list[str] = []
-        async for event in self._run(plan):
-            text.append(event.text)
-            if isinstance(event, _End):
-                event.text = "".join(text)
-                return event
-        raise RuntimeError("generation ended without an outcome")
-
-    async def _run(self, plan: _Plan) -> AsyncIterator[_Delta | _End]:
-        """Text deltas (stop sequences cut, tool calls held back), then one _End."""
-        matcher = StopMatcher(plan.request.stop)
-        reader = _ReplyReader(plan.policy)
-        logprobs: list[TokenLogprob] = []
-        all_logprobs: list[TokenLogprob] = []
-        produced = 0
-        outcome: GenerationOutcome | None = None
-        async with aclosing(self.generate(plan.request)) as tokens:
-            async for item in tokens:
-                if isinstance(item, GenerationOutcome):
-                    outcome = item
-                    break
-                produced += 1
-                if item.logprob is not None:
-                    logprobs.append(item.logprob)
-                    all_logprobs.append(item.logprob)
-                text = reader.feed(matcher.feed(item.text))
-                if text:
-                    yield _Delta(text, logprobs)
-                    logprobs = []
-                if matcher.matched is not None:
-                    break  # closing the token stream stops the engine
-        if outcome is None or matcher.matched is not None:
-            outcome = GenerationOutcome(
-                reason="stop",
-                prompt_tokens=plan.prompt_tokens,
-                completion_tokens=produced,
-                stop_sequence=matcher.matched,
-            )
-        else:
-            tail = reader.feed(matcher.flush())
-            if tail:
-                yield _Delta(tail, logprobs)
-                logprobs = []
-        text, call = reader.finish()
-        yield _End(outcome, call, text, logprobs, all_logprobs)
+        return GenerationPlan(GenerationRequest(tokens, params, stop), policy, len(tokens))
 
 
-def _finish_reason(end: _End) -> Any:
+def _finish_reason(end: ReplyEnd) -> Any:
     if end.call is not None:
         return "tool_calls"
     return "length" if end.outcome.reason == "length" else "stop"
 
 
-def _usage(ends: list[_End], prompt_tokens: int) -> Usage:
+def _usage(ends: list[ReplyEnd], prompt_tokens: int) -> Usage:
     return Usage.of(prompt_tokens, sum(end.outcome.completion_tokens for end in ends))
 
 
-def _chat_choice(index: int, end: _End, want_logprobs: bool | None) -> ChatChoice:
+def _chat_choice(index: int, end: ReplyEnd, want_logprobs: bool | None) -> ChatChoice:
     calls = (
         [
             ToolCall(
@@ -518,7 +413,7 @@ def _chat_choice(index: int, end: _End, want_logprobs: bool | None) -> ChatChoic
     )
 
 
-def _anthropic_stop(end: _End) -> tuple[Any, str | None]:
+def _anthropic_stop(end: ReplyEnd) -> tuple[Any, str | None]:
     if end.call is not None:
         return "tool_use", None
     if end.outcome.stop_sequence is not None:
