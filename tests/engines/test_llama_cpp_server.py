@@ -222,6 +222,36 @@ def test_embeddings_float_and_base64_agree(client: openai.OpenAI) -> None:
     assert floats.usage.prompt_tokens > 0
 
 
+def test_chat_n_gives_that_many_choices(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="gemma-270m", messages=ask("Hi"), n=2, max_tokens=3, temperature=1.0, seed=5
+    )
+    assert [choice.index for choice in reply.choices] == [0, 1]
+    assert reply.usage is not None and reply.usage.completion_tokens <= 6
+
+
+def test_completions_take_a_batch_of_prompts(client: openai.OpenAI) -> None:
+    reply = client.completions.create(
+        model="gemma-270m", prompt=["Red, green,", "One, two,"], max_tokens=3, temperature=0
+    )
+    assert [choice.index for choice in reply.choices] == [0, 1]
+    assert all(choice.text for choice in reply.choices)
+
+
+def test_completion_echo_repeats_the_prompt(client: openai.OpenAI) -> None:
+    reply = client.completions.create(
+        model="gemma-270m", prompt="The sea is", max_tokens=3, temperature=0, echo=True
+    )
+    assert reply.choices[0].text.startswith("The sea is")
+
+
+def test_frequency_penalty_changes_a_repetitive_greedy_reply(client: openai.OpenAI) -> None:
+    args = {"model": "gemma-270m", "prompt": "The capital of France is", "max_tokens": 32}
+    plain = client.completions.create(**args, temperature=0).choices[0].text
+    penalised = client.completions.create(**args, temperature=0, frequency_penalty=2.0)
+    assert penalised.choices[0].text != plain
+
+
 # ---- errors in each API's shape ----------------------------------------------------
 
 
