@@ -54,7 +54,7 @@ def test_a_signature_error_is_refused_at_start_naming_method_and_rule() -> None:
     assert "Model.predict: with two arguments the second must be annotated" in server.logs()
 
 
-def test_sigterm_lets_in_flight_requests_finish(start_server) -> None:
+def test_sigterm_drains_in_flight_work_and_refuses_new_work(start_server) -> None:
     server = start_server(EXAMPLES / "streaming")
     result: dict[str, object] = {}
 
@@ -67,6 +67,11 @@ def test_sigterm_lets_in_flight_requests_finish(start_server) -> None:
     time.sleep(0.4)
     assert server.process is not None
     server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    refused = httpx.post(server.url("/predict"), json={"text": "late"})
+    assert refused.status_code == 503
+    assert "shutting down" in refused.json()["error"]
+    assert httpx.get(server.url("/v1/models/model")).status_code == 503
     worker.join(20)
     reply = result["reply"]
     assert isinstance(reply, httpx.Response)

@@ -108,6 +108,7 @@ class ModelApp:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kingpost-hook")
         self.lifecycle = ModelLifecycle(source, descriptor, self.executor, self.metrics, on_fatal)
         self.draining = False
+        self.in_flight = 0  # requests doing model work; the drain waits for zero
         self.runners: dict[str, HookRunner] = {}
         self.pass_request = descriptor.takes_request_anywhere
         self.router = self._build_router()
@@ -291,6 +292,13 @@ class ModelApp:
 
     async def handle_predict(self, ex: Exchange) -> None:
         self._require_ready()
+        self.in_flight += 1
+        try:
+            await self._predict(ex)
+        finally:
+            self.in_flight -= 1
+
+    async def _predict(self, ex: Exchange) -> None:
         runners = self.runners
         predict = runners.get("predict")
         if predict is None:
@@ -323,6 +331,13 @@ class ModelApp:
 
     async def handle_endpoint(self, ex: Exchange, hook: str) -> None:
         self._require_ready()
+        self.in_flight += 1
+        try:
+            await self._endpoint(ex, hook)
+        finally:
+            self.in_flight -= 1
+
+    async def _endpoint(self, ex: Exchange, hook: str) -> None:
         runner = self.runners.get(hook)
         if runner is None:
             raise HookNotFoundError(f"this model does not implement {hook}")

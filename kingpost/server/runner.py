@@ -41,14 +41,35 @@ class ServeOptions:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling the app when shutdown begins so new requests get 503."""
+    """uvicorn's server with a drain phase before shutdown.
 
-    def __init__(self, config: uvicorn.Config, app: ModelApp) -> None:
+    On the first SIGTERM/SIGINT the app starts answering new requests with 503
+    (so a load balancer sees it leave) while in-flight ones finish, bounded by
+    the graceful timeout; then uvicorn shuts down. A second signal stops at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: ModelApp, graceful_timeout: float) -> None:
         super().__init__(config)
         self.model_app = app
+        self.graceful_timeout = graceful_timeout
+        self._draining_task: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.model_app.draining or not self.started:
+            super().handle_exit(sig, frame)
+            return
         self.model_app.draining = True
+        logger.info("draining: finishing %d in-flight requests", self.model_app.in_flight)
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(self._start_drain, sig, frame)
+
+    def _start_drain(self, sig: int, frame: Any) -> None:
+        self._draining_task = asyncio.get_running_loop().create_task(self._drain(sig, frame))
+
+    async def _drain(self, sig: int, frame: Any) -> None:
+        deadline = time.monotonic() + self.graceful_timeout
+        while self.model_app.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         super().handle_exit(sig, frame)
 
     async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
@@ -99,7 +120,7 @@ def serve(options: ServeOptions) -> int:
         timeout_graceful_shutdown=int(options.graceful_timeout),
         server_header=False,
     )
-    server = _Server(config, app)
+    server = _Server(config, app, options.graceful_timeout)
     exit_code = EXIT_OK
 
     def on_fatal(code: int) -> None:
