@@ -573,6 +573,38 @@ def test_eight_concurrent_streams_all_complete(server: ServerProcess) -> None:
     assert sum(1 for _, finish, _ in results if finish == "length") >= 4
 
 
+SERIES = {
+    "1, 2, 3, 4,": " 5",
+    "a, b, c, d,": " e",
+    "Monday, Tuesday, Wednesday,": " Thursday",
+    "January, February, March,": " April",
+    "10, 20, 30, 40,": " 50",
+    "A, B, C, D,": " E",
+    "red, orange, yellow,": " green",
+    "one, two, three, four,": " five",
+}
+
+
+def test_concurrent_sequences_each_continue_their_own_prompt(server: ServerProcess) -> None:
+    client = openai.AsyncOpenAI(
+        base_url=server.url("/v1"), api_key="unused", max_retries=0, timeout=120
+    )
+
+    async def continue_series(prompt: str) -> str:
+        stream = await client.completions.create(
+            model="gemma-270m", prompt=prompt, max_tokens=6, temperature=0, stream=True
+        )
+        return "".join([chunk.choices[0].text async for chunk in stream if chunk.choices])
+
+    async def all_of_them() -> list[str]:
+        async with client:
+            return await asyncio.gather(*(continue_series(prompt) for prompt in SERIES))
+
+    # batched together, no sequence sees another's tokens
+    for (prompt, expected), text in zip(SERIES.items(), asyncio.run(all_of_them()), strict=True):
+        assert text.startswith(expected), (prompt, text)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
