@@ -272,7 +272,7 @@ class LLMEndpoints(abc.ABC):
             policy = anthropic_tool_policy(body)
             plan = self._plan(
                 self.render_chat(anthropic_turns(body, policy)),
-                self._sampling(body, limit=body.max_tokens),
+                self._sampling(body, limit=body.max_tokens, schema=body.output_schema()),
                 body.stop_sequences or [],
                 policy,
                 param="messages",

@@ -93,6 +93,16 @@ class ToolChoiceParam(_Wire):
         return self
 
 
+class JsonOutputFormat(_Wire):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Wire):
+    format: JsonOutputFormat | None = None
+    effort: str | None = None
+
+
 class MessagesRequest(_Wire):
     """The body of ``POST /v1/messages``."""
 
@@ -108,6 +118,7 @@ class MessagesRequest(_Wire):
     tools: list[ToolParam] | None = None
     tool_choice: ToolChoiceParam | None = None
     metadata: dict[str, Any] | None = None
+    output_config: OutputConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> MessagesRequest:
@@ -118,6 +129,11 @@ class MessagesRequest(_Wire):
         if choice is not None and choice.type == "tool" and choice.name not in names:
             raise ValueError(f"tool_choice names unknown tool {choice.name!r}")
         return self
+
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON schema of ``output_config.format`` (structured output), if any."""
+        config = self.output_config
+        return config.format.schema_ if config and config.format else None
 
     def system_text(self) -> str:
         if self.system is None:

@@ -321,6 +321,18 @@ def test_responses_text_format_json_schema(client: openai.OpenAI) -> None:
     assert set(json.loads(reply.output_text)) == {"name", "age"}
 
 
+def test_anthropic_output_config_json_schema(claude: anthropic.Anthropic) -> None:
+    reply = claude.messages.create(
+        model="gemma-270m",
+        messages=ask("Invent a person."),
+        max_tokens=60,
+        output_config={"format": {"type": "json_schema", "schema": PERSON_SCHEMA}},
+        extra_body={"temperature": 0},
+    )
+    assert reply.content[0].type == "text"
+    assert set(json.loads(reply.content[0].text)) == {"name", "age"}
+
+
 # ---- tool calls, round-tripped ----------------------------------------------------------
 
 

@@ -119,6 +119,18 @@ def test_content_blocks_are_told_apart_by_type() -> None:
     assert kinds == ["text", "tool_use", "tool_result"]
 
 
+def test_output_config_carries_a_json_schema() -> None:
+    request = parse_request(
+        MessagesRequest,
+        {
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "x"}],
+            "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
+        },
+    )
+    assert request.output_schema() == {"type": "object"}
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
