@@ -166,7 +166,8 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in results.items()}
     print(f"gemma-3-270m Q4_K_M, {threads} threads, {args.tokens} tokens, median of {args.rounds}")
     for name, value in median.items():
-        print(f"  {name:34s} {value:8.2f}")
+        spread = " ".join(f"{v:.2f}" for v in results[name])
+        print(f"  {name:34s} {value:8.2f}   (rounds: {spread})")
     single = median["kingpost tok/s"] / median["in-process tok/s"]
     aggregate = median["kingpost aggregate tok/s"] / median["llama_cpp.server aggregate tok/s"]
     print(f"single stream: kingpost / in-process llama_cpp.Llama = {single:.2f}x")
