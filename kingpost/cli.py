@@ -25,6 +25,32 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
     serve.add_argument("--no-access-log", action="store_true")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port, each loading the model (Linux; CPU models)",
+    )
+    serve.add_argument(
+        "--install", action="store_true", help="pip install the model's requirements first"
+    )
+    serve.add_argument(
+        "--watch", action="store_true", help="reload the model when files in model_dir change"
+    )
+
+    init = commands.add_parser("init", help="create a model directory that serves as is")
+    init.add_argument("model_dir", type=Path)
+    init.add_argument(
+        "--openai", action="store_true", help="implement the OpenAI and Anthropic /v1 methods"
+    )
+
+    predict = commands.add_parser("predict", help="call a running server")
+    predict.add_argument("--url", default="http://127.0.0.1:8080", help="server or route URL")
+    body = predict.add_mutually_exclusive_group()
+    body.add_argument("-d", "--data", help="JSON request body")
+    body.add_argument("-f", "--file", help="file with the JSON request body ('-' for stdin)")
+    predict.add_argument("--stream", action="store_true", help="print chunks as they arrive")
+    predict.add_argument("--timeout", type=float, default=1200.0)
     return parser
 
 
@@ -47,9 +73,42 @@ def main(argv: list[str] | None = None) -> int:
             secrets_dir=args.secrets_dir,
             graceful_timeout=args.graceful_timeout,
             log_level=args.log_level,
+            workers=args.workers,
+            install=args.install,
+            watch=args.watch,
         )
+        if options.workers < 1:
+            print("kingpost: --workers must be at least 1", file=sys.stderr)
+            return 2
         return serve(options)
+    if args.command == "init":
+        return init_command(args.model_dir, args.openai)
+    if args.command == "predict":
+        return predict_command(args)
     return 2
+
+
+def init_command(model_dir: Path, openai: bool) -> int:
+    from kingpost.scaffold import ScaffoldError, create_model_dir
+
+    try:
+        create_model_dir(model_dir, openai=openai)
+    except ScaffoldError as exc:
+        print(f"kingpost: {exc}", file=sys.stderr)
+        return 2
+    print(f"created {model_dir}; serve it with: kingpost serve {model_dir} --watch")
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from kingpost.client import PredictCall, read_body, run_predict
+
+    try:
+        body = read_body(args.data, args.file)
+    except (OSError, ValueError) as exc:
+        print(f"kingpost: the request body is not usable JSON: {exc}", file=sys.stderr)
+        return 2
+    return run_predict(PredictCall(args.url, body, args.stream, args.timeout))
 
 
 if __name__ == "__main__":

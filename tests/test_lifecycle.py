@@ -56,15 +56,19 @@ def test_a_signature_error_is_refused_at_start_naming_method_and_rule() -> None:
 
 def test_sigterm_drains_in_flight_work_and_refuses_new_work(start_server) -> None:
     server = start_server(EXAMPLES / "streaming")
-    result: dict[str, object] = {}
+    streaming = threading.Event()
+    received: list[bytes] = []
 
     def slow_request() -> None:
-        payload = {"text": "one two three four five six", "delay": 0.2}
-        result["reply"] = httpx.post(server.url("/predict"), json=payload, timeout=20)
+        payload = {"text": "one two three four five six", "delay": 0.3}
+        with httpx.stream("POST", server.url("/predict"), json=payload, timeout=20) as reply:
+            for chunk in reply.iter_raw():
+                received.append(chunk)
+                streaming.set()
 
     worker = threading.Thread(target=slow_request)
     worker.start()
-    time.sleep(0.4)
+    assert streaming.wait(20), "the stream never began"
     assert server.process is not None
     server.process.send_signal(signal.SIGTERM)
     time.sleep(0.1)
@@ -73,7 +77,5 @@ def test_sigterm_drains_in_flight_work_and_refuses_new_work(start_server) -> Non
     assert "shutting down" in refused.json()["error"]
     assert httpx.get(server.url("/v1/models/model")).status_code == 503
     worker.join(20)
-    reply = result["reply"]
-    assert isinstance(reply, httpx.Response)
-    assert reply.text == "one two three four five six "
+    assert b"".join(received) == b"one two three four five six "
     assert server.wait_exit(20) == 0

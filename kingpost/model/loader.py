@@ -52,7 +52,9 @@ def prepare_environment(source: ModelSource) -> None:
     os.environ.update(source.config.environment_variables)
     # The model directory itself goes first so that ``model.model`` (and the user's
     # ``from model.helpers import ...``) resolve there, as on the hosted platform.
-    for path in (source.packages_dir, source.model_dir):
+    # ``external_package_dirs`` (shared between model directories) go last.
+    external = [(source.model_dir / d).resolve() for d in source.config.external_package_dirs]
+    for path in (*reversed(external), source.packages_dir, source.model_dir):
         if path.is_dir() and str(path) not in sys.path:
             sys.path.insert(0, str(path))
 

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +30,7 @@ from kingpost.errors import (
 from kingpost.logs import access_logger, request_id_var
 from kingpost.model.descriptor import ENDPOINT_HOOKS, ModelDescriptor
 from kingpost.model.loader import ModelSource
+from kingpost.model.schema import ModelSchema
 from kingpost.server.errors import ErrorMapper, error_body
 from kingpost.server.exchange import Exchange, Message, Receive, Scope, Send
 from kingpost.server.invoke import HookRunner, StreamResult
@@ -45,6 +45,7 @@ from kingpost.server.streaming import (
     StreamFailure,
     chunk_bytes,
 )
+from kingpost.server.threads import HookThreads
 
 logger = logging.getLogger("kingpost.server")
 
@@ -105,12 +106,14 @@ class ModelApp:
         self.errors = ErrorMapper(source.model_dir, dev=self.settings.dev)
         # Sized from the configured limits, so no hidden pool cap sits below them.
         workers = max(64, 2 * runtime.predict_concurrency + (runtime.endpoint_concurrency or 0) + 8)
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kingpost-hook")
+        self.executor = HookThreads(workers)
         self.lifecycle = ModelLifecycle(source, descriptor, self.executor, self.metrics, on_fatal)
         self.draining = False
         self.in_flight = 0  # requests doing model work; the drain waits for zero
         self.runners: dict[str, HookRunner] = {}
         self.pass_request = descriptor.takes_request_anywhere
+        schema = ModelSchema.from_descriptor(descriptor)
+        self.schema_body = orjson.dumps(schema.as_dict()) if schema is not None else None
         self.router = self._build_router()
 
     # -- ASGI ------------------------------------------------------------------
@@ -130,15 +133,22 @@ class ModelApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.lifecycle.start()
-                self.lifecycle.on_loaded(self._bind_hooks)
+                self.startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.draining = True
-                await self.lifecycle.stop()
-                self.executor.shutdown(wait=False, cancel_futures=True)
+                await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def startup(self) -> None:
+        """Begin constructing and loading the model (off the event loop)."""
+        self.lifecycle.start()
+        self.lifecycle.on_loaded(self._bind_hooks)
+
+    async def shutdown(self) -> None:
+        self.draining = True
+        await self.lifecycle.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -205,10 +215,14 @@ class ModelApp:
         router.add("/", "liveness", ("GET", "HEAD"), self.handle_liveness)
         router.add("/v1/models/model", "readiness", ("GET", "HEAD"), self.handle_readiness)
         router.add("/v1/models/model/loaded", "loaded", ("GET", "HEAD"), self.handle_loaded)
+        router.add("/v1/models/model/schema", "schema", ("GET",), self.handle_schema)
         router.add("/v1/models", "models", ("GET",), self.handle_models)
         router.add("/metrics", "metrics", ("GET",), self.handle_metrics)
         router.add("/predict", "predict", ("POST",), self.handle_predict)
         router.add("/v1/models/model:predict", "predict", ("POST",), self.handle_predict)
+        # SageMaker's container contract: health on /ping, inference on /invocations.
+        router.add("/ping", "readiness", ("GET",), self.handle_readiness)
+        router.add("/invocations", "predict", ("POST",), self.handle_predict)
         for hook, path in ENDPOINT_PATHS.items():
             router.add(path, hook, ("POST",), self._endpoint_handler(hook))
         return router
@@ -227,6 +241,11 @@ class ModelApp:
         if not self.lifecycle.loaded:
             raise NotReadyError("model is not loaded yet")
         await ex.send_bytes(200, b'{"loaded":true}', JSON)
+
+    async def handle_schema(self, ex: Exchange) -> None:
+        if self.schema_body is None:
+            raise HookNotFoundError("this model declares no pydantic input or output type")
+        await ex.send_bytes(200, self.schema_body, JSON)
 
     async def handle_models(self, ex: Exchange) -> None:
         name = self.source.config.model_name or "model"
@@ -257,7 +276,8 @@ class ModelApp:
             if runtime.endpoint_concurrency
             else None
         )
-        for name, descriptor in self.descriptor.hooks.items():
+        hooks = self.descriptor.hooks
+        for name, descriptor in hooks.items():
             slot: asyncio.Semaphore | None
             if name == "predict":
                 slot = predict_slot
@@ -265,7 +285,12 @@ class ModelApp:
                 slot = endpoint_slot
             else:
                 slot = None
-            self.runners[name] = HookRunner(descriptor, model, self.executor, slot)
+            # Watching the client during a sync hook pays off only if a later step
+            # can still be skipped (it answers 499 instead of running).
+            followed = name == "preprocess" or (name == "predict" and "postprocess" in hooks)
+            self.runners[name] = HookRunner(
+                descriptor, model, self.executor, slot, watch_client=followed
+            )
 
     def _require_ready(self) -> None:
         if self.draining:
@@ -306,11 +331,10 @@ class ModelApp:
         preprocess = runners.get("preprocess")
         postprocess = runners.get("postprocess")
         body = await ex.read_body(self.runtime.max_request_bytes)
-        ex.watch_disconnect()
         first = preprocess or predict
         inputs = self._parse_inputs(ex, body) if first.takes_inputs else None
         request = self._make_request(ex, body) if self.pass_request else None
-        async with asyncio.timeout(self.runtime.request_timeout):
+        async with ex.within(self.runtime.request_timeout):
             if preprocess is not None:
                 inputs = await preprocess(ex, inputs, request)
                 if isinstance(inputs, StreamResult):
@@ -342,10 +366,9 @@ class ModelApp:
         if runner is None:
             raise HookNotFoundError(f"this model does not implement {hook}")
         body = await ex.read_body(self.runtime.max_request_bytes)
-        ex.watch_disconnect()
         inputs = self._parse_inputs(ex, body) if runner.takes_inputs else None
         request = self._make_request(ex, body) if runner.takes_request else None
-        async with asyncio.timeout(self.runtime.request_timeout):
+        async with ex.within(self.runtime.request_timeout):
             result = await runner(ex, inputs, request)
             if isinstance(result, StreamResult):
                 producer = self._start_stream(ex, result)
@@ -391,6 +414,7 @@ class ModelApp:
             channel.push(STOPPED)
 
         ex.on_disconnect(on_disconnect)
+        ex.begin_wait()
         return producer
 
     async def _first_chunk(self, producer: ChunkProducer) -> Any:

@@ -1,15 +1,19 @@
 """One HTTP request/response exchange at the ASGI level.
 
-Holds what a request needs on the hot path: its id, its body, and a watch on
-the client's connection so that work for a departed client can be stopped.
+Holds what a request needs on the hot path: its id, its body, a watch on the
+client's connection so that work for a departed client can be stopped, and the
+deadline of the model's work. The watch (a task) and the deadline (a timer) are
+only set up once the request has to wait for something: a hook that returns
+without suspending costs neither.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import threading
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -23,17 +27,86 @@ Send = Callable[[Message], Awaitable[None]]
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
 
+class _RequestIds:
+    """Unique ids without a system call each: a random per-process prefix and a counter.
+
+    They look like ``uuid4().hex`` (32 hex digits) but are not secret; nothing
+    should rely on them being unguessable. Each forked worker draws a new prefix.
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+new_request_id = _RequestIds().next
+
+
+class Deadline:
+    """The request timeout over the model's part of a request, as an async context manager.
+
+    Like ``asyncio.timeout()``, except that its timer is only started by ``arm()``
+    (the request is about to wait), so a request that never waits pays for no
+    timer. On expiry the task is cancelled and the block raises TimeoutError.
+    """
+
+    __slots__ = ("_cancelling", "_fired", "_handle", "_task", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._task: asyncio.Task[Any] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+        self._cancelling = 0
+
+    async def __aenter__(self) -> Deadline:
+        task = self._task = asyncio.current_task()
+        if task is not None:
+            self._cancelling = task.cancelling()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        task, self._task = self._task, None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._fired and task is not None:
+            # Take our cancellation back; if it is what ended the block, say why.
+            expired = task.uncancel() <= self._cancelling
+            if expired and exc_type is asyncio.CancelledError:
+                raise TimeoutError from None
+
+    def arm(self) -> None:
+        """Start the clock (once; only inside the block)."""
+        if self._handle is None and self._task is not None:
+            self._handle = asyncio.get_running_loop().call_later(self.seconds, self._expire)
+
+    def _expire(self) -> None:
+        if self._task is not None:
+            self._fired = True
+            self._task.cancel()
+
+
 class Exchange:
     """Per-request state shared by the route handler, the hook and the stream."""
 
     __slots__ = (
         "_disconnect_callbacks",
         "_disconnect_event",
+        "_loop",
         "_thread_event",
         "_watcher",
         "accept",
         "content_length",
         "content_type",
+        "deadline",
         "disconnected",
         "finished",
         "receive",
@@ -50,8 +123,10 @@ class Exchange:
         self.status = 0
         self.disconnected = False
         self.finished = False
+        self.deadline: Deadline | None = None
+        self._loop = asyncio.get_running_loop()
         self._watcher: asyncio.Task[None] | None = None
-        self._disconnect_callbacks: list[Callable[[], None]] = []
+        self._disconnect_callbacks: list[Callable[[], None]] | None = None
         self._disconnect_event: asyncio.Event | None = None
         self._thread_event: threading.Event | None = None
         request_id = content_type = accept = b""
@@ -65,7 +140,7 @@ class Exchange:
                 accept = value
             elif (name == b"x-request-id" or name == b"x-baseten-request-id") and value:
                 request_id = value
-        self.request_id = request_id.decode("latin-1")[:128] if request_id else uuid.uuid4().hex
+        self.request_id = request_id.decode("latin-1")[:128] if request_id else new_request_id()
         self.content_type = content_type
         self.content_length = content_length
         self.accept = accept
@@ -103,27 +178,54 @@ class Exchange:
 
     # -- watching the client -------------------------------------------------
 
+    def within(self, seconds: float) -> Deadline:
+        """``async with ex.within(seconds):`` bounds the model's work once it waits."""
+        self.deadline = Deadline(seconds)
+        return self.deadline
+
+    def begin_wait(self) -> None:
+        """The request is about to wait (a suspended hook, a thread, a slot, a stream).
+
+        From here on the client is watched and the deadline runs.
+        """
+        self.watch_disconnect()
+        if self.deadline is not None:
+            self.deadline.arm()
+
+    def arm_deadline(self) -> None:
+        """The request is about to wait, but nothing would come of watching the client."""
+        if self.deadline is not None:
+            self.deadline.arm()
+
     def watch_disconnect(self) -> None:
-        """Start noticing the client leaving (call once the body has been read)."""
+        """Start noticing the client leaving (only once the body has been read)."""
         if self._watcher is None and not self.disconnected:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+            self._watcher = self._loop.create_task(self._watch())
 
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         if self.disconnected:
             callback()
+        elif self._disconnect_callbacks is None:
+            self._disconnect_callbacks = [callback]
         else:
             self._disconnect_callbacks.append(callback)
 
     def remove_disconnect_callback(self, callback: Callable[[], None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._disconnect_callbacks.remove(callback)
+        if self._disconnect_callbacks is not None:
+            with contextlib.suppress(ValueError):
+                self._disconnect_callbacks.remove(callback)
 
     def thread_event(self) -> threading.Event:
-        """A threading.Event set when the client disconnects, for thread-bound code."""
+        """A threading.Event set when the client disconnects, for thread-bound code.
+
+        Callable from any thread; it starts the watch if nothing has yet.
+        """
         if self._thread_event is None:
             self._thread_event = threading.Event()
             if self.disconnected:
                 self._thread_event.set()
+            elif self._watcher is None and not self.finished:
+                self._loop.call_soon_threadsafe(self.watch_disconnect)
         return self._thread_event
 
     async def receive_after_body(self) -> Message:
@@ -162,8 +264,8 @@ class Exchange:
             self._thread_event.set()
         if self._disconnect_event is not None:
             self._disconnect_event.set()
-        callbacks, self._disconnect_callbacks = self._disconnect_callbacks, []
-        for callback in callbacks:
+        callbacks, self._disconnect_callbacks = self._disconnect_callbacks, None
+        for callback in callbacks or ():
             callback()
 
     # -- sending ---------------------------------------------------------------

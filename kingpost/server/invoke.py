@@ -7,10 +7,8 @@ attribute reads and one await.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -18,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from kingpost.errors import ClientDisconnectedError, InvalidInputError
 from kingpost.model.descriptor import HookDescriptor, HookKind
 from kingpost.server.exchange import Exchange
+from kingpost.server.threads import HookThreads
 
 
 class StreamResult:
@@ -41,8 +40,9 @@ class HookRunner:
         self,
         descriptor: HookDescriptor,
         model: Any,
-        executor: Executor,
+        threads: HookThreads,
         slot: asyncio.Semaphore | None = None,
+        watch_client: bool = True,
     ) -> None:
         self.descriptor = descriptor
         self.name = descriptor.name
@@ -50,8 +50,9 @@ class HookRunner:
         self.kind = descriptor.kind
         self.takes_inputs = descriptor.takes_inputs
         self.takes_request = descriptor.takes_request
-        self.executor = executor
+        self.threads = threads
         self.slot = slot
+        self.watch_client = watch_client
         annotation = descriptor.input_annotation
         self.input_model: type[BaseModel] | None = (
             annotation
@@ -77,17 +78,17 @@ class HookRunner:
         args = self.arguments(inputs, request)
         slot = self.slot
         if slot is not None:
-            await slot.acquire()
+            await acquire_slot(ex, slot)
         kind = self.kind
         if kind is HookKind.ASYNC:
             try:
-                result = await cancel_on_disconnect(ex, self.fn(*args))
+                result = await run_coroutine(ex, self.fn(*args))
             except BaseException:
                 if slot is not None:
                     slot.release()
                 raise
         elif kind is HookKind.SYNC:
-            result = await self._run_in_thread(args)
+            result = await self._run_in_thread(ex, args)
         else:  # generator functions: creating the generator runs no model code
             return StreamResult(self.fn(*args), slot.release if slot is not None else None)
         if is_generator(result):
@@ -96,27 +97,90 @@ class HookRunner:
             slot.release()
         return result
 
-    async def _run_in_thread(self, args: tuple[Any, ...]) -> Any:
-        """Run a sync hook in the pool; its slot is released when the thread is done.
+    async def _run_in_thread(self, ex: Exchange, args: tuple[Any, ...]) -> Any:
+        """Run a sync hook in a pool thread; its slot is released when the thread is done.
 
         Abandoning the wait (timeout) does not free the slot early: the thread
-        still owns it until the hook returns.
+        still owns it until the hook returns. The thread cannot be interrupted, so
+        the client is only watched meanwhile if a later step could still be skipped.
         """
         slot = self.slot
-        future = self.executor.submit(contextvars.copy_context().run, self.fn, *args)
+        call = self.threads.call(self.fn, *args)
+        if self.watch_client:
+            ex.begin_wait()
+        else:
+            ex.arm_deadline()
         try:
-            result = await asyncio.wrap_future(future)
+            result = await call.future
         except BaseException:
             if slot is not None:
-                if future.done():
-                    slot.release()
-                else:
-                    loop = asyncio.get_running_loop()
-                    future.add_done_callback(lambda _: loop.call_soon_threadsafe(slot.release))
+                call.when_finished(slot.release)
             raise
         if slot is not None and not is_generator(result):
             slot.release()
         return result
+
+
+async def acquire_slot(ex: Exchange, slot: asyncio.Semaphore) -> None:
+    """Take a concurrency slot; a client that leaves while queued gives up its place."""
+    if not slot.locked():
+        await slot.acquire()  # returns at once
+        return
+    ex.begin_wait()
+    await cancel_on_disconnect(ex, slot.acquire())
+    if ex.disconnected:
+        slot.release()
+        raise ClientDisconnectedError("client disconnected while waiting for a slot")
+
+
+async def run_coroutine(ex: Exchange, coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Await a hook's coroutine, cancelling it if the client goes away.
+
+    It is started right here: one that finishes without suspending (no I/O) is
+    done before any watch on the client is needed. Only one that suspends gets
+    the watch, the deadline and cancellation.
+    """
+    try:
+        pending = coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    ex.begin_wait()
+    return await cancel_on_disconnect(ex, Resumed(coroutine, pending))
+
+
+class Resumed:
+    """Awaitable rest of a coroutine that has already run up to its first suspension.
+
+    The awaiting task gets what the coroutine was waiting on and drives the
+    coroutine from there, passing in whatever it is sent or thrown
+    (cancellation included): the same steps ``await`` would have taken.
+    """
+
+    __slots__ = ("coroutine", "pending")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self.coroutine = coroutine
+        self.pending = pending
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine = self.coroutine
+        pending = self.pending
+        while True:
+            try:
+                value = yield pending
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:
+                try:
+                    pending = coroutine.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    pending = coroutine.send(value)
+                except StopIteration as done:
+                    return done.value
 
 
 async def cancel_on_disconnect(ex: Exchange, awaitable: Any) -> Any:

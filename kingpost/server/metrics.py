@@ -1,28 +1,86 @@
-"""Prometheus metrics of one model server, in a registry of its own."""
+"""Prometheus metrics of one model server, in a registry of its own.
+
+Per-request counts and latencies are plain integers and floats updated on the
+event loop (the only thread that serves requests), and turned into Prometheus
+samples when ``/metrics`` is read: no lock is taken on the request path.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class LatencyHistogram:
+    """Counts per bucket (the last one is +Inf) and the sum of observed seconds."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        buckets = []
+        running = 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append((floatToGoString(bound), float(running)))
+        return buckets
+
+
+class RequestCollector(Collector):
+    """Requests answered by route and status, and their latency by route."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int], int] = {}
+        self.latency: dict[str, LatencyHistogram] = {}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        counts = self.counts
+        key = (route, status)
+        counts[key] = counts.get(key, 0) + 1
+        histogram = self.latency.get(route)
+        if histogram is None:
+            histogram = self.latency[route] = LatencyHistogram()
+        histogram.observe(seconds)
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "kingpost_requests",
+            "Requests answered, by route and status",
+            labels=["route", "status"],
+        )
+        for (route, status), count in list(self.counts.items()):
+            requests.add_metric([route, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "kingpost_request_duration_seconds",
+            "Time to the end of the response, by route",
+            labels=["route"],
+        )
+        for route, histogram in list(self.latency.items()):
+            latency.add_metric([route], histogram.cumulative(), histogram.total)
+        yield latency
 
 
 class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "kingpost_requests",
-            "Requests answered, by route and status",
-            ["route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "kingpost_request_duration_seconds",
-            "Time to the end of the response, by route",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.requests = RequestCollector()
+        self.registry.register(self.requests)
+        self.observe = self.requests.observe
         self.in_flight = Gauge(
             "kingpost_requests_in_flight", "Requests being served", registry=self.registry
         )
@@ -32,16 +90,6 @@ class ServerMetrics:
         self.load_seconds = Gauge(
             "kingpost_model_load_seconds", "Time the model took to load", registry=self.registry
         )
-        self._observers: dict[tuple[str, int], tuple[object, object]] = {}
-
-    def observe(self, route: str, status: int, seconds: float) -> None:
-        key = (route, status)
-        pair = self._observers.get(key)
-        if pair is None:
-            pair = (self.requests.labels(route, str(status)), self.latency.labels(route))
-            self._observers[key] = pair
-        pair[0].inc()  # type: ignore[attr-defined]
-        pair[1].observe(seconds)  # type: ignore[attr-defined]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

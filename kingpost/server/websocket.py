@@ -29,22 +29,29 @@ def _is_websocket_path(path: str) -> bool:
     return platform is not None and platform.path == "/v1/websocket"
 
 
+def _refusal(app: ModelApp, path: str) -> tuple[int, str] | None:
+    if not _is_websocket_path(path):
+        return CLOSE_UNSUPPORTED, "no websocket route here"
+    if not app.descriptor.has_websocket:
+        return CLOSE_UNSUPPORTED, "this model has no websocket method"
+    if not app.lifecycle.loaded or app.draining:
+        return CLOSE_TRY_AGAIN, "model is not ready"
+    return None
+
+
 async def handle_websocket(app: ModelApp, scope: Scope, receive: Receive, send: Send) -> None:
     ws = WebSocket(scope, receive, send)
     headers = dict(scope["headers"])
     request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or "ws"
     token = request_id_var.set(request_id)
     try:
-        if not _is_websocket_path(scope["path"]):
-            await ws.close(code=CLOSE_UNSUPPORTED, reason="no websocket route here")
-            return
-        if not app.descriptor.has_websocket:
-            await ws.close(code=CLOSE_UNSUPPORTED, reason="this model has no websocket method")
-            return
-        if not app.lifecycle.loaded or app.draining:
-            await ws.close(code=CLOSE_TRY_AGAIN, reason="model is not ready")
-            return
+        refusal = _refusal(app, scope["path"])
+        # Accept before closing: a close before the handshake reaches the client as
+        # HTTP 403, and the close code is what tells it why.
         await ws.accept()
+        if refusal is not None:
+            await ws.close(code=refusal[0], reason=refusal[1])
+            return
         try:
             await app.lifecycle.model.websocket(ws)
         except WebSocketDisconnect:

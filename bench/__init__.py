@@ -1,0 +1,1 @@
+"""Kingpost's benchmark suite: ``python -m bench.run`` (see README, Benchmarks)."""

@@ -1,0 +1,1 @@
+"""Reference servers the suite measures Kingpost against."""

@@ -1,0 +1,249 @@
+"""``kingpost serve --watch``: reload the model when its directory changes.
+
+The server keeps one ``ModelApp`` as the current generation and forwards every
+request to it. When a file under the model directory changes, a new generation
+is built (config read, model module imported afresh) and loaded beside it; only
+once it has loaded does it take new requests. The old one finishes what it was
+serving and is then shut down. A broken edit (syntax error, failing ``load()``)
+is reported and the old generation keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from kingpost.errors import KingpostError
+from kingpost.server.app import ModelApp
+from kingpost.server.exchange import Receive, Scope, Send
+
+logger = logging.getLogger("kingpost.reload")
+
+DRAIN_TIMEOUT = 30.0
+
+
+@dataclass(eq=False)
+class _Generation:
+    app: ModelApp
+    active: int = 0
+    idle: asyncio.Event | None = None
+
+    def enter(self) -> None:
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+        if self.active == 0 and self.idle is not None:
+            self.idle.set()
+
+    async def drained(self, timeout: float) -> None:
+        if self.active == 0:
+            return
+        self.idle = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), timeout)
+
+
+class ReloadingApp:
+    """ASGI app forwarding to the current model generation, swapping it on changes.
+
+    ``build()`` makes a new (not yet started) ModelApp from the directory's
+    current contents; it raises KingpostError for a broken model.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[], ModelApp],
+        model_dir: Path,
+        first: ModelApp | None,
+        error: str | None = None,
+    ) -> None:
+        self.build = build
+        self.model_dir = model_dir.resolve()
+        self.current: _Generation | None = _Generation(first) if first is not None else None
+        self.error = error if first is None else None
+        self._draining = False
+        self._stop: asyncio.Event | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._first_load: asyncio.Task[bool] | None = None
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        if self.current is not None:
+            self.current.app.draining = value
+
+    @property
+    def in_flight(self) -> int:
+        return self.current.app.in_flight if self.current is not None else 0
+
+    # -- ASGI ------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        generation = self.current
+        if generation is None:
+            await self._unavailable(scope, receive, send)
+            return
+        generation.enter()
+        try:
+            await generation.app(scope, receive, send)
+        finally:
+            generation.leave()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._stop = asyncio.Event()
+                self._lock = asyncio.Lock()
+                loop = asyncio.get_running_loop()
+                if self.current is not None:
+                    # Like a plain server: listen first, load in the background.
+                    self._first_load = loop.create_task(self._start(self.current.app, first=True))
+                watching = asyncio.Event()
+                self._watcher = loop.create_task(self._watch(watching))
+                # Serve only once changes are seen: an edit right after start must count.
+                await watching.wait()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                assert self._stop is not None
+                self._stop.set()
+                if self._watcher is not None:
+                    self._watcher.cancel()
+                if self.current is not None:
+                    await self.current.app.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _unavailable(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """No generation has loaded yet: liveness answers, everything else is 503."""
+        if scope["type"] != "http":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1013, "reason": "model is not loaded"})
+            return
+        if scope["path"] == "/":
+            status, body = 200, b'{"status":"alive"}'
+        else:
+            message = f"{self.error}; fix it and save: the server reloads on changes"
+            status, body = 503, orjson.dumps({"error": message})
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # -- reloading ---------------------------------------------------------------
+
+    async def _start(self, app: ModelApp, first: bool = False) -> bool:
+        """Load ``app``'s model; True once it is ready to serve."""
+        app.lifecycle.on_fatal = None  # a failed load is reported here, not fatal
+        app.startup()
+        await app.lifecycle.wait_loaded()
+        failed = app.lifecycle.failed
+        if failed is None:
+            return True
+        self.error = f"load() failed: {type(failed).__name__}: {failed}"
+        if first:
+            self.current = None
+            logger.error("%s; watching for changes", self.error)
+        await app.shutdown()
+        return False
+
+    async def reload(self, changed: Iterable[str] = ()) -> bool:
+        """Build and load a new generation; swap it in if it loads. True on success."""
+        assert self._lock is not None
+        if self._first_load is not None:
+            await self._first_load
+        async with self._lock:
+            started = time.perf_counter()
+            names = sorted({os.path.relpath(path, self.model_dir) for path in changed})
+            logger.info("change in %s: reloading", ", ".join(names) or self.model_dir)
+            loop = asyncio.get_running_loop()
+            try:
+                app = await loop.run_in_executor(None, self._build_fresh)
+            except KingpostError as exc:
+                self.error = str(exc)
+                logger.error("reload failed: %s%s", exc, self._keeping())
+                return False
+            except Exception as exc:  # anything else from building is a broken edit too
+                self.error = f"{type(exc).__name__}: {exc}"
+                logger.error("reload failed: %s%s", self.error, self._keeping())
+                return False
+            if not await self._start(app):
+                logger.error("reload failed: %s%s", self.error, self._keeping())
+                return False
+            old, self.current = self.current, _Generation(app)
+            self.error = None
+            logger.info("reloaded in %.2f s", time.perf_counter() - started)
+        if old is not None:
+            await old.drained(DRAIN_TIMEOUT)
+            await old.app.shutdown()
+        return True
+
+    def _keeping(self) -> str:
+        return "; the previous version keeps serving" if self.current is not None else ""
+
+    def _build_fresh(self) -> ModelApp:
+        forget_modules_under(self.model_dir)
+        return self.build()
+
+    async def _watch(self, watching: asyncio.Event) -> None:
+        from watchfiles import DefaultFilter, awatch
+
+        assert self._stop is not None
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # we log each reload ourselves
+        watch_filter = DefaultFilter()
+        # awatch registers the OS watch before its first await, so by the time the
+        # lifespan waiting on this event runs again, changes are being recorded.
+        watching.set()
+        try:
+            async for changes in awatch(
+                self.model_dir,
+                watch_filter=watch_filter,
+                stop_event=self._stop,
+                debounce=400,
+                step=30,
+            ):
+                await self.reload(path for _, path in changes)
+        except Exception:  # the server goes on without reloading rather than dying
+            logger.exception("watching %s stopped", self.model_dir)
+
+
+def forget_modules_under(directory: Path) -> list[str]:
+    """Drop modules imported from ``directory`` so the next import reads the files again.
+
+    Their cached bytecode goes too: it is validated by modification time in whole
+    seconds and size, so an edit within the same second could otherwise be missed.
+    """
+    prefix = str(directory) + os.sep
+    forgotten = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        paths = [file] if file else []
+        paths += [str(p) for p in getattr(module, "__path__", None) or ()]
+        if not any(path.startswith(prefix) for path in paths):
+            continue
+        del sys.modules[name]
+        forgotten.append(name)
+        if file and file.endswith(".py"):
+            with contextlib.suppress(OSError, ValueError):
+                os.unlink(importlib.util.cache_from_source(file))
+    importlib.invalidate_caches()
+    return forgotten

@@ -1,0 +1,111 @@
+"""Several worker processes serving one model on one port.
+
+Each worker is a forked copy of this process that imports, constructs and
+loads the model itself and listens on the same port with SO_REUSEPORT, so
+the kernel spreads connections across workers. The supervisor (this process)
+forwards SIGTERM and SIGINT to the workers as one SIGTERM each (a second
+signal: a second SIGTERM, which stops them at once), and if a worker exits on
+its own (a failed load, a crash) it stops the others and exits with that code.
+
+Use it for CPU models that are safe to load N times; not for a model that
+holds one GPU (every worker would load its own copy onto it).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kingpost.server.runner import ServeOptions
+
+logger = logging.getLogger("kingpost")
+
+WorkerMain = Callable[["ServeOptions"], int]
+
+
+def serve_workers(options: ServeOptions, worker_main: WorkerMain) -> int:
+    """Run ``options.workers`` workers until stopped; returns the exit code."""
+    from kingpost.server.runner import bind_socket
+
+    # Holding the port (bound, never listening) fixes it when 0 was asked for and
+    # fails here, once, if it is taken. Only listening sockets receive connections.
+    reserved = bind_socket(options.host, options.port, reuse_port=True)
+    port = reserved.getsockname()[1]
+    worker_options = replace(options, port=port, workers=1)
+    context = multiprocessing.get_context("fork")
+    workers: list[BaseProcess] = []
+    for index in range(options.workers):
+        process = context.Process(
+            target=_run_worker,
+            args=(worker_main, worker_options, reserved.fileno()),
+            name=f"kingpost-worker-{index}",
+        )
+        process.start()
+        workers.append(process)
+    logger.info(
+        "started %d workers on http://%s:%d: %s",
+        len(workers),
+        options.host,
+        port,
+        " ".join(str(w.pid) for w in workers),
+    )
+    try:
+        return _supervise(workers)
+    finally:
+        reserved.close()
+
+
+def _run_worker(worker_main: WorkerMain, options: ServeOptions, reserved_fd: int) -> None:
+    os.close(reserved_fd)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C reaches every process of the group: the supervisor turns it into SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(worker_main(options))
+
+
+def _supervise(workers: list[BaseProcess]) -> int:
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        _terminate(workers)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    exit_code = 0
+    try:
+        running = list(workers)
+        while running:
+            for sentinel in wait([w.sentinel for w in running]):
+                worker = next(w for w in running if w.sentinel == sentinel)
+                worker.join()
+                running.remove(worker)
+                code = worker.exitcode or 0
+                if code != 0 and exit_code == 0:
+                    exit_code = code if code > 0 else 1
+                if not stopping:
+                    logger.error(
+                        "worker %d exited with code %s: stopping the others", worker.pid, code
+                    )
+                    stopping = True
+                    _terminate(running)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return exit_code
+
+
+def _terminate(workers: list[BaseProcess]) -> None:
+    for worker in workers:
+        if worker.pid is not None and worker.exitcode is None:
+            os.kill(worker.pid, signal.SIGTERM)

@@ -1,0 +1,3 @@
+from text_tools.shout import shout
+
+__all__ = ["shout"]
