@@ -13,7 +13,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
-from collections.abc import AsyncGenerator, AsyncIterator
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
@@ -59,16 +61,20 @@ from kingpost.protocols import (
     ToolCall,
     ToolUseBlock,
     Usage,
+    anthropic_stream_error,
     chat_completion,
     completion,
     embeddings,
     message,
     new_id,
+    openai_stream_error,
     parse_request,
     response_object,
 )
 from kingpost.protocols.openai_chat import ChatChoice, ChatCompletionMessage, ChoiceLogprobs
 from kingpost.protocols.openai_completions import CompletionChoice, CompletionLogprobs
+
+logger = logging.getLogger("kingpost.engines")
 
 HookResult = dict[str, Any] | Response | AsyncIterator[str]
 
@@ -127,7 +133,7 @@ class LLMEndpoints(abc.ABC):
         except InvalidParameterError as error:
             return error.openai_response()
         if body.stream:
-            return self._stream_chat(body, plan)
+            return _reporting_errors(self._stream_chat(body, plan), openai_stream_error)
         ends = await asyncio.gather(
             *(collect_reply(self.generate, plan.reseeded(i)) for i in range(body.n))
         )
@@ -139,7 +145,7 @@ class LLMEndpoints(abc.ABC):
 
     async def _stream_chat(
         self, body: ChatCompletionRequest, plan: GenerationPlan
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         stream = ChatCompletionStream(
             self._model_name(body.model), include_usage=body.include_usage
         )
@@ -179,7 +185,8 @@ class LLMEndpoints(abc.ABC):
         except InvalidParameterError as error:
             return error.openai_response()
         if body.stream:
-            return self._stream_completion(body, plans[0], prompts[0])
+            stream = self._stream_completion(body, plans[0], prompts[0])
+            return _reporting_errors(stream, openai_stream_error)
         runs = [
             (prompt, plan.reseeded(i))
             for prompt, plan in zip(prompts, plans, strict=True)
@@ -203,7 +210,7 @@ class LLMEndpoints(abc.ABC):
 
     async def _stream_completion(
         self, body: CompletionRequest, plan: GenerationPlan, prompt: str | list[int]
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         stream = CompletionStream(self._model_name(body.model), include_usage=body.include_usage)
         if body.echo and isinstance(prompt, str):
             yield stream.text(prompt)
@@ -232,7 +239,7 @@ class LLMEndpoints(abc.ABC):
             return error.openai_response()
         model = self._model_name(body.model)
         if body.stream:
-            return self._stream_response(body, plan, model)
+            return _reporting_errors(self._stream_response(body, plan, model), openai_stream_error)
         end = await collect_reply(self.generate, plan)
         calls = (
             [OutputFunctionCall(name=end.call.name, arguments=end.call.arguments_json)]
@@ -250,7 +257,7 @@ class LLMEndpoints(abc.ABC):
 
     async def _stream_response(
         self, body: ResponsesRequest, plan: GenerationPlan, model: str
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         stream = ResponseStream(model, request=body)
         yield stream.created()
         async for event in read_reply(self.generate, plan):
@@ -281,7 +288,7 @@ class LLMEndpoints(abc.ABC):
             return error.anthropic_response()
         model = self._model_name(body.model)
         if body.stream:
-            return self._stream_message(plan, model)
+            return _reporting_errors(self._stream_message(plan, model), anthropic_stream_error)
         end = await collect_reply(self.generate, plan)
         tool_uses = [ToolUseBlock(name=end.call.name, input=end.call.arguments)] if end.call else []
         stop_reason, stop_sequence = _anthropic_stop(end)
@@ -295,7 +302,7 @@ class LLMEndpoints(abc.ABC):
             output_tokens=end.outcome.completion_tokens,
         ).model_dump(mode="json")
 
-    async def _stream_message(self, plan: GenerationPlan, model: str) -> AsyncIterator[str]:
+    async def _stream_message(self, plan: GenerationPlan, model: str) -> AsyncGenerator[str, None]:
         stream = MessageStream(model, input_tokens=plan.prompt_tokens)
         yield stream.start()
         async for event in read_reply(self.generate, plan):
@@ -382,6 +389,19 @@ class LLMEndpoints(abc.ABC):
         self.check_sampling(schema)
         params = dataclasses.replace(sampling, max_tokens=max_tokens, json_schema=schema)
         return GenerationPlan(GenerationRequest(tokens, params, stop), policy, len(tokens))
+
+
+async def _reporting_errors(
+    events: AsyncGenerator[str, None], error_event: Callable[[str], str]
+) -> AsyncIterator[str]:
+    """Pass a stream through; if generation fails mid-way, end it with the API's error event."""
+    async with aclosing(events):
+        try:
+            async for event in events:
+                yield event
+        except Exception:
+            logger.exception("generation failed mid-stream")
+            yield error_event("generation failed; the server log has the details")
 
 
 def _finish_reason(end: ReplyEnd) -> Any:

@@ -24,7 +24,9 @@ from kingpost.protocols.anthropic_messages import (
 from kingpost.protocols.errors import (
     InvalidParameterError,
     anthropic_error,
+    anthropic_stream_error,
     openai_error,
+    openai_stream_error,
     parse_request,
 )
 from kingpost.protocols.ids import new_id
@@ -82,12 +84,14 @@ __all__ = [
     "TopLogprob",
     "Usage",
     "anthropic_error",
+    "anthropic_stream_error",
     "chat_completion",
     "completion",
     "embeddings",
     "message",
     "new_id",
     "openai_error",
+    "openai_stream_error",
     "parse_request",
     "parse_sse",
     "response_object",

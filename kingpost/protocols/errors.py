@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
 from kingpost.errors import InvalidInputError
+from kingpost.protocols.sse import sse_event
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 
@@ -52,6 +53,17 @@ def anthropic_error(
     """An Anthropic-shaped error: ``{"type": "error", "error": {"type", "message"}}``."""
     body = {"type": "error", "error": {"type": type, "message": message}}
     return JSONResponse(body, status_code=status_code)
+
+
+def openai_stream_error(message: str, *, type: str = "server_error") -> str:
+    """An error inside an OpenAI stream, once the 200 is sent; the openai SDK raises APIError."""
+    error = {"message": message, "type": type, "param": None, "code": None}
+    return sse_event({"error": error})
+
+
+def anthropic_stream_error(message: str, *, type: str = "api_error") -> str:
+    """An Anthropic ``error`` event inside a stream, once the 200 is sent."""
+    return sse_event({"type": "error", "error": {"type": type, "message": message}}, event="error")
 
 
 def parse_request(model: type[RequestT], inputs: Mapping[str, Any] | Any) -> RequestT:

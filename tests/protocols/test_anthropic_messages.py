@@ -13,6 +13,7 @@ from kingpost.protocols import (
     MessagesRequest,
     MessageStream,
     ToolUseBlock,
+    anthropic_stream_error,
     message,
     parse_request,
     parse_sse,
@@ -154,4 +155,13 @@ def test_anthropic_error_response_has_the_anthropic_shape() -> None:
     assert json.loads(bytes(response.body)) == {
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+    }
+
+
+def test_stream_error_is_an_anthropic_error_event() -> None:
+    ((event, data),) = parse_sse(anthropic_stream_error("overloaded", type="overloaded_error"))
+    assert event == "error"
+    assert json.loads(data) == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "overloaded"},
     }

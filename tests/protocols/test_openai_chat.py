@@ -17,6 +17,7 @@ from kingpost.protocols import (
     TopLogprob,
     Usage,
     chat_completion,
+    openai_stream_error,
     parse_request,
     parse_sse,
 )
@@ -162,3 +163,9 @@ def test_openai_error_response_has_the_openai_shape() -> None:
             "code": None,
         }
     }
+
+
+def test_stream_error_is_what_the_openai_sdk_raises_on() -> None:
+    ((event, data),) = parse_sse(openai_stream_error("engine failed"))
+    assert event is None
+    assert json.loads(data)["error"]["message"] == "engine failed"
