@@ -16,7 +16,6 @@ engine (:mod:`kingpost.engines.llm_endpoints`).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import importlib
 import json
 import logging
@@ -25,7 +24,7 @@ import os
 import threading
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -38,6 +37,9 @@ from kingpost.engines.generation import (
 from kingpost.engines.llm_endpoints import LLMEndpoints
 from kingpost.errors import ConfigError, ModelLoadError
 from kingpost.protocols import InvalidParameterError
+
+if TYPE_CHECKING:
+    from kingpost.engines.llama_cpp_templates import ChatTemplate
 
 logger = logging.getLogger("kingpost.engines.llama_cpp")
 
@@ -117,7 +119,7 @@ class LlamaCppModel(LLMEndpoints):
         self._context: Any = None
         self._vocab: Any = None
         self._scheduler: Any = None
-        self._template: Any = None
+        self._template: ChatTemplate | None = None
         self._grammars: dict[str, str] = {}
         self._embedder: _Embedder | None = None
 
@@ -130,6 +132,7 @@ class LlamaCppModel(LLMEndpoints):
             import llama_cpp
 
             from kingpost.engines.llama_cpp_batch import BatchScheduler
+            from kingpost.engines.llama_cpp_templates import chat_template
         except ImportError as error:
             raise ModelLoadError(
                 f"the llama_cpp engine needs llama-cpp-python ({error}): "
@@ -144,7 +147,7 @@ class LlamaCppModel(LLMEndpoints):
         if not self._model:
             raise ModelLoadError(f"llama.cpp could not load the GGUF at {path}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-        self._template = self._chat_template()
+        self._template = chat_template(self._model, self._vocab, settings.chat_format)
         threads = settings.threads or os.cpu_count() or 1
         params = llama_cpp.llama_context_default_params()
         params.n_seq_max = settings.max_concurrent_sequences
@@ -168,31 +171,6 @@ class LlamaCppModel(LLMEndpoints):
             self._embedder = _Embedder(self._model, self._vocab, settings.context_length, threads)
         logger.info("llama.cpp serving %s (%s)", path, self.served_model_name)
 
-    def _chat_template(self) -> Any:
-        import llama_cpp
-
-        name = self.settings.chat_format
-        if name is not None:
-            known = _builtin_templates()
-            if name not in known:
-                raise ConfigError(
-                    f"engine.chat_format: unknown {name!r} (known: {', '.join(known)})"
-                )
-            return name
-        template = llama_cpp.llama_model_chat_template(self._model, None)
-        if not template:
-            raise ConfigError(
-                "engine.chat_format: the GGUF has no chat template; name one "
-                f"(one of: {', '.join(_builtin_templates())})"
-            )
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        return Jinja2ChatFormatter(
-            template.decode(),
-            eos_token=self._piece(llama_cpp.llama_vocab_eos(self._vocab)),
-            bos_token=self._piece(llama_cpp.llama_vocab_bos(self._vocab)),
-        )
-
     # ---- what the endpoint layer needs --------------------------------------------
 
     @property
@@ -200,10 +178,8 @@ class LlamaCppModel(LLMEndpoints):
         return self.settings.context_length
 
     def render_chat(self, turns: list[ChatTurn]) -> str:
-        if not isinstance(self._template, str):
-            messages = [{"role": turn.role, "content": turn.content} for turn in turns]
-            return str(self._template(messages=messages).prompt)
-        return _apply_builtin_template(self._template, turns)
+        assert self._template is not None, "load() has not run"
+        return self._template.render(turns)
 
     def tokenize(self, text: str) -> list[int]:
         import llama_cpp
@@ -281,45 +257,6 @@ class LlamaCppModel(LLMEndpoints):
                 ) from None
             self._grammars[key] = grammar
         return grammar
-
-    def _piece(self, token: int) -> str:
-        import llama_cpp
-
-        buffer = ctypes.create_string_buffer(256)
-        size = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, 256, 0, True)
-        return buffer.raw[: max(size, 0)].decode("utf-8", "replace")
-
-
-def _builtin_templates() -> list[str]:
-    import llama_cpp
-
-    names = (ctypes.c_char_p * 256)()
-    count = llama_cpp.llama_chat_builtin_templates(names, 256)
-    return sorted(name.decode() for name in names[:count] if name)
-
-
-def _apply_builtin_template(name: str, turns: list[ChatTurn]) -> str:
-    import llama_cpp
-
-    messages = (llama_cpp.llama_chat_message * len(turns))()
-    keep = []  # the C structs point into these bytes objects
-    for index, turn in enumerate(turns):
-        role, content = turn.role.encode(), turn.content.encode()
-        keep += [role, content]
-        messages[index].role = role
-        messages[index].content = content
-    size = 2 * sum(len(turn.content) for turn in turns) + 256
-    for _ in range(2):
-        buffer = ctypes.create_string_buffer(size)
-        written = llama_cpp.llama_chat_apply_template(
-            name.encode(), messages, len(turns), True, buffer, size
-        )
-        if written < 0:
-            raise InvalidParameterError("messages", f"the {name!r} chat template refused them")
-        if written <= size:
-            return buffer.raw[:written].decode("utf-8", "replace")
-        size = written
-    raise RuntimeError("chat template output kept growing")
 
 
 class _Embedder:
