@@ -47,8 +47,9 @@ def send_and_hang_up(server: ServerProcess, path: str, payload: object, wait: fl
 def wait_for(path: Path, timeout: float = 5.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists():
-            return path.read_text()
+        # The model writes the file in two steps (create, then write): wait for content.
+        if path.exists() and (text := path.read_text()):
+            return text
         time.sleep(0.05)
     raise AssertionError(f"{path.name} was never written")
 
