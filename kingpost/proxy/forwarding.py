@@ -27,7 +27,7 @@ from kingpost.proxy.upstream import (
     UpstreamPool,
     UpstreamResponse,
 )
-from kingpost.server.exchange import Exchange
+from kingpost.server.exchange import CancelOnDisconnect, Exchange
 
 logger = logging.getLogger("kingpost.proxy")
 
@@ -71,28 +71,14 @@ class Forwarder:
 
     async def forward(self, ex: Exchange, path: str) -> None:
         """Forward ``ex`` to ``path`` on the server (its query string goes along)."""
-        task = asyncio.current_task()
-        assert task is not None
-
-        def cancel() -> None:
-            task.cancel()
-
-        ex.on_disconnect(cancel)
-        try:
+        # The client leaving cancels this task, which closes the upstream request.
+        with CancelOnDisconnect(ex):
             async with asyncio.timeout(self.timeout):
                 response = await self._send(ex, path)
             try:
                 await self._relay(ex, response)
             finally:
                 response.release()
-        except asyncio.CancelledError:
-            # The client left: the cancellation closed the upstream request. Say so
-            # with an ordinary error so the request ends as a 499, not a crash.
-            if ex.disconnected and task.uncancel() == 0:
-                raise ClientDisconnectedError("client disconnected") from None
-            raise
-        finally:
-            ex.remove_disconnect_callback(cancel)
 
     async def _send(self, ex: Exchange, path: str) -> UpstreamResponse:
         scope = ex.scope

@@ -94,6 +94,40 @@ class Deadline:
             self._task.cancel()
 
 
+class CancelOnDisconnect:
+    """Inside this block, the client leaving cancels the current task.
+
+    The cancellation then leaves the block as ClientDisconnectedError (a 499),
+    unless something else also cancelled the task.
+
+        with CancelOnDisconnect(ex):
+            result = await model_coroutine
+    """
+
+    __slots__ = ("ex", "task")
+
+    def __init__(self, ex: Exchange) -> None:
+        self.ex = ex
+        task = asyncio.current_task()
+        assert task is not None, "CancelOnDisconnect needs a running task"
+        self.task = task
+
+    def _cancel(self) -> None:
+        self.task.cancel()
+
+    def __enter__(self) -> None:
+        self.ex.on_disconnect(self._cancel)
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.ex.remove_disconnect_callback(self._cancel)
+        if (
+            exc_type is asyncio.CancelledError
+            and self.ex.disconnected
+            and self.task.uncancel() == 0
+        ):
+            raise ClientDisconnectedError("client disconnected; its work was cancelled")
+
+
 class Exchange:
     """Per-request state shared by the route handler, the hook and the stream."""
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from kingpost.errors import ClientDisconnectedError, InvalidInputError
 from kingpost.model.descriptor import HookDescriptor, HookKind
-from kingpost.server.exchange import Exchange
+from kingpost.server.exchange import CancelOnDisconnect, Exchange
 from kingpost.server.threads import HookThreads
 
 
@@ -185,21 +185,8 @@ class Resumed:
 
 async def cancel_on_disconnect(ex: Exchange, awaitable: Any) -> Any:
     """Await a coroutine of the model, cancelling it if the client goes away."""
-    task = asyncio.current_task()
-    assert task is not None
-
-    def cancel() -> None:
-        task.cancel()
-
-    ex.on_disconnect(cancel)
-    try:
+    with CancelOnDisconnect(ex):
         return await awaitable
-    except asyncio.CancelledError:
-        if ex.disconnected and task.uncancel() == 0:
-            raise ClientDisconnectedError("client disconnected; the hook was cancelled") from None
-        raise
-    finally:
-        ex.remove_disconnect_callback(cancel)
 
 
 def validate_input(model: type[BaseModel], inputs: Any) -> BaseModel:
