@@ -14,22 +14,27 @@ clients share forward passes instead of queueing for one each.
 
 from __future__ import annotations
 
-import base64
 import importlib.metadata
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from kingpost.batching import DynamicBatcher
-from kingpost.errors import ConfigError, InvalidInputError, ModelLoadError
+from kingpost.errors import ConfigError, ModelLoadError
+from kingpost.protocols import (
+    EmbeddingList,
+    EmbeddingRequest,
+    InvalidParameterError,
+    embeddings,
+    parse_request,
+)
 
 logger = logging.getLogger("kingpost.engines.sentence_transformers")
 
@@ -39,7 +44,6 @@ DEFAULT_MAX_INPUTS_PER_REQUEST = 2048
 
 TokenIds = list[int]
 EmbeddingInput = str | TokenIds
-EncodingFormat = Literal["float", "base64"]
 
 
 class SentenceTransformersSettings(BaseModel):
@@ -126,80 +130,17 @@ def model_directory_of(config: dict[str, Any], data_dir: Path | None) -> Path:
     return base
 
 
-class InvalidParameterError(InvalidInputError):
-    """A request parameter is invalid; ``param`` names it as OpenAI does."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-def invalid_request_response(exc: InvalidParameterError) -> JSONResponse:
-    """The OpenAI error shape for a 400, naming the parameter."""
-    error = {"message": exc.message, "type": "invalid_request_error", "param": exc.param}
-    return JSONResponse({"error": {**error, "code": None}}, status_code=400)
-
-
-@dataclass(frozen=True, slots=True)
-class EmbeddingsRequest:
-    """A validated OpenAI embeddings request body."""
-
-    inputs: list[EmbeddingInput]
-    encoding_format: EncodingFormat = "float"
-    dimensions: int | None = None
-
-    @classmethod
-    def parse(
-        cls, body: Any, max_inputs: int = DEFAULT_MAX_INPUTS_PER_REQUEST
-    ) -> EmbeddingsRequest:
-        """Check the body's fields; InvalidParameterError names the first bad one."""
-        if not isinstance(body, dict):
-            raise InvalidParameterError("input", "the request body must be a JSON object")
-        if "input" not in body:
-            raise InvalidParameterError("input", "input is required")
-        inputs = _parse_input(body["input"])
-        if len(inputs) > max_inputs:
-            raise InvalidParameterError(
-                "input", f"at most {max_inputs} inputs per request, got {len(inputs)}"
-            )
-        model = body.get("model")
-        if model is not None and not isinstance(model, str):
-            raise InvalidParameterError("model", "model must be a string")
-        encoding_format = body.get("encoding_format") or "float"
-        if encoding_format not in ("float", "base64"):
-            raise InvalidParameterError(
-                "encoding_format",
-                f"encoding_format must be 'float' or 'base64', got {encoding_format!r}",
-            )
-        dimensions = body.get("dimensions")
-        if dimensions is not None and (not _is_int(dimensions) or dimensions < 1):
-            raise InvalidParameterError("dimensions", "dimensions must be a positive integer")
-        return cls(inputs, cast(EncodingFormat, encoding_format), dimensions)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parse_input(value: Any) -> list[EmbeddingInput]:
-    shapes = "a string, an array of strings, an array of token ids or an array of token arrays"
-    if isinstance(value, str):
-        value = [value]
-    elif not isinstance(value, list):
-        raise InvalidParameterError("input", f"input must be {shapes}")
-    if not value:
-        raise InvalidParameterError("input", "input must not be an empty array")
-    if all(_is_int(token) for token in value):
-        return [value]  # one token array
-    for index, item in enumerate(value):
-        if isinstance(item, str):
-            if not item:
-                raise InvalidParameterError("input", f"input[{index}] is an empty string")
-        elif isinstance(item, list) and item and all(_is_int(token) for token in item):
-            continue
-        else:
-            raise InvalidParameterError("input", f"input[{index}]: input must be {shapes}")
-    return value
+def parse_embeddings_request(
+    body: Any, max_inputs: int = DEFAULT_MAX_INPUTS_PER_REQUEST
+) -> EmbeddingRequest:
+    """Validate an embeddings body; InvalidParameterError names the first bad parameter."""
+    request = parse_request(EmbeddingRequest, body)
+    count = len(request.inputs())
+    if count > max_inputs:
+        raise InvalidParameterError(
+            "input", f"at most {max_inputs} inputs per request, got {count}"
+        )
+    return request
 
 
 class EncodedInput(NamedTuple):
@@ -272,25 +213,22 @@ class SentenceTransformersModel:
 
     async def embeddings(
         self, inputs: dict[str, Any], request: Request
-    ) -> dict[str, Any] | JSONResponse:
-        """OpenAI ``POST /v1/embeddings``: a dict the server sends as JSON, or a 400."""
+    ) -> EmbeddingList | Response:
+        """OpenAI ``POST /v1/embeddings``: the embeddings the server sends as JSON, or a 400."""
         try:
-            parsed = EmbeddingsRequest.parse(inputs, self.settings.max_inputs_per_request)
-            self._check_fits_model(parsed)
-        except InvalidParameterError as exc:
-            return invalid_request_response(exc)
-        encoded = await self.batcher.submit_many(parsed.inputs)
-        vectors = self._fit_dimensions(np.stack([e.vector for e in encoded]), parsed.dimensions)
-        tokens = sum(e.tokens for e in encoded)
-        return {
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": _encode(v, parsed.encoding_format)}
-                for i, v in enumerate(vectors)
-            ],
-            "model": self.served_name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+            body = parse_embeddings_request(inputs, self.settings.max_inputs_per_request)
+            items = body.inputs()
+            self._check_fits_model(items, body.dimensions)
+        except InvalidParameterError as error:
+            return error.openai_response()
+        encoded = await self.batcher.submit_many(items)
+        vectors = self._fit_dimensions(np.stack([e.vector for e in encoded]), body.dimensions)
+        return embeddings(
+            vectors.tolist(),
+            model=self.served_name,
+            prompt_tokens=sum(e.tokens for e in encoded),
+            encoding_format=body.encoding_format,
+        )
 
     def encode_batch(self, items: list[EmbeddingInput]) -> list[EncodedInput]:
         """Embed a batch in one forward pass (runs in the batcher's thread)."""
@@ -337,18 +275,16 @@ class SentenceTransformersModel:
             features["token_type_ids"] = torch.zeros_like(input_ids)
         return features
 
-    def _check_fits_model(self, request: EmbeddingsRequest) -> None:
-        if request.dimensions is not None and request.dimensions > self.dimensions:
+    def _check_fits_model(self, items: list[EmbeddingInput], dimensions: int | None) -> None:
+        if dimensions is not None and dimensions > self.dimensions:
             raise InvalidParameterError(
-                "dimensions",
-                f"dimensions must be at most {self.dimensions} for this model, "
-                f"got {request.dimensions}",
+                "dimensions", f"at most {self.dimensions} for this model, got {dimensions}"
             )
-        for index, item in enumerate(request.inputs):
+        for index, item in enumerate(items):
             if isinstance(item, list) and not all(0 <= t < self.vocab_size for t in item):
                 raise InvalidParameterError(
                     "input",
-                    f"input[{index}] holds a token id outside this model's vocabulary "
+                    f"item {index} holds a token id outside this model's vocabulary "
                     f"(0 to {self.vocab_size - 1})",
                 )
 
@@ -361,13 +297,6 @@ class SentenceTransformersModel:
         # A normalizing model promises unit vectors; keep that promise after truncation.
         norms = np.linalg.norm(shortened, axis=1, keepdims=True)
         return shortened / np.maximum(norms, 1e-12)
-
-
-def _encode(vector: np.ndarray, encoding_format: EncodingFormat) -> np.ndarray | str:
-    if encoding_format == "base64":
-        # As OpenAI does: the raw little-endian float32 bytes, base64-encoded.
-        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-    return vector
 
 
 def _torch_device(requested: str) -> str:

@@ -10,29 +10,62 @@ import base64
 import sys
 from array import array
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from kingpost.protocols.openai_common import WireModel
 
+# Strict, so that neither booleans nor numeric strings pass for token ids.
+TokenIds = list[StrictInt]
+INPUT_SHAPES = "a string, an array of strings, an array of token ids or an array of token arrays"
+
 
 class EmbeddingRequest(WireModel):
-    """The body of ``POST /v1/embeddings``."""
+    """The body of ``POST /v1/embeddings``.
+
+    Nothing empty is embedded: an empty string, array or token array is refused,
+    naming ``input``.
+    """
 
     model: str = ""
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str] | TokenIds | list[TokenIds]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: StrictInt | None = Field(None, ge=1)
     user: str | None = None
 
-    @model_validator(mode="after")
-    def _not_empty(self) -> EmbeddingRequest:
-        if isinstance(self.input, list) and not self.input:
-            raise ValueError("input must not be empty")
-        if self.input == "":
-            raise ValueError("input must not be an empty string")
-        return self
+    @field_validator("model", "encoding_format", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, value: Any, info: ValidationInfo) -> Any:
+        # clients that send every field write null for the ones they leave unset
+        if value is None and info.field_name is not None:
+            return cls.model_fields[info.field_name].default
+        return value
+
+    @field_validator("input", mode="wrap")
+    @classmethod
+    def _one_shape_nothing_empty(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # one message for the whole union, rather than pydantic's guess at a member
+        try:
+            parsed = handler(value)
+        except ValidationError:
+            raise PydanticCustomError("input_shape", f"must be {INPUT_SHAPES}") from None
+        if not parsed:
+            raise PydanticCustomError("input_empty", "must not be empty")
+        if isinstance(parsed, list):
+            for index, item in enumerate(parsed):
+                if isinstance(item, str | list) and not item:
+                    raise PydanticCustomError("input_empty", f"item {index} is empty")
+        return parsed
 
     def inputs(self) -> list[str | list[int]]:
         """The inputs to embed: each a string or a list of token ids."""

@@ -15,13 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from kingpost.engines.sentence_transformers import (
-    EmbeddingsRequest,
-    InvalidParameterError,
     SentenceTransformersModel,
     SentenceTransformersSettings,
+    parse_embeddings_request,
     resolve_model_directory,
 )
 from kingpost.errors import ConfigError
+from kingpost.protocols import EmbeddingList, InvalidParameterError
 
 HAS_MODEL = (
     importlib.util.find_spec("sentence_transformers") is not None
@@ -55,8 +55,8 @@ def engine() -> SentenceTransformersModel:
 
 async def embed(engine: SentenceTransformersModel, **body: Any) -> dict[str, Any]:
     result = await engine.embeddings(body, REQUEST)
-    assert isinstance(result, dict), result
-    return result
+    assert isinstance(result, EmbeddingList), result
+    return result.model_dump(mode="json")
 
 
 async def rejected(engine: SentenceTransformersModel, **body: Any) -> dict[str, Any]:
@@ -132,52 +132,15 @@ def test_constructing_with_a_missing_path_fails_naming_it(tmp_path: Path) -> Non
 # -- request validation ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("value", "inputs"),
-    [
-        ("hello", ["hello"]),
-        (["a", "b"], ["a", "b"]),
-        ([101, 7592, 102], [[101, 7592, 102]]),
-        ([[101, 102], [101, 7592, 102]], [[101, 102], [101, 7592, 102]]),
-    ],
-)
-def test_input_takes_the_four_openai_shapes(value: Any, inputs: list[Any]) -> None:
-    assert EmbeddingsRequest.parse({"input": value}).inputs == inputs
-
-
-@pytest.mark.parametrize(
-    "value", ["", [], [""], ["a", 1], [[]], [True, False], {"text": "a"}, None, [["a"]]]
-)
-def test_malformed_input_is_refused_naming_input(value: Any) -> None:
-    with pytest.raises(InvalidParameterError) as info:
-        EmbeddingsRequest.parse({"input": value})
-    assert info.value.param == "input"
-
-
 def test_a_missing_input_is_refused() -> None:
-    with pytest.raises(InvalidParameterError, match="input is required"):
-        EmbeddingsRequest.parse({"model": "m"})
+    with pytest.raises(InvalidParameterError) as info:
+        parse_embeddings_request({"model": "m"})
+    assert info.value.param == "input"
 
 
 def test_more_inputs_than_allowed_are_refused() -> None:
     with pytest.raises(InvalidParameterError, match="at most 3 inputs"):
-        EmbeddingsRequest.parse({"input": ["a"] * 4}, max_inputs=3)
-
-
-@pytest.mark.parametrize(
-    ("body", "param"),
-    [
-        ({"encoding_format": "int8"}, "encoding_format"),
-        ({"dimensions": 0}, "dimensions"),
-        ({"dimensions": "64"}, "dimensions"),
-        ({"dimensions": True}, "dimensions"),
-        ({"model": 3}, "model"),
-    ],
-)
-def test_invalid_parameters_are_refused_naming_them(body: dict[str, Any], param: str) -> None:
-    with pytest.raises(InvalidParameterError) as info:
-        EmbeddingsRequest.parse({"input": "a", **body})
-    assert info.value.param == param
+        parse_embeddings_request({"input": ["a"] * 4}, max_inputs=3)
 
 
 # -- embeddings from the real model ----------------------------------------------------------
@@ -294,7 +257,7 @@ async def test_a_malformed_request_is_an_openai_shaped_400(
     error = await rejected(engine, input=[])
 
     assert error == {
-        "message": "input must not be an empty array",
+        "message": "input: must not be empty",
         "type": "invalid_request_error",
         "param": "input",
         "code": None,

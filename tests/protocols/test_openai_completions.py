@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from array import array
+from typing import Any
 
 import pytest
 from openai.types import Completion, CreateEmbeddingResponse
@@ -97,3 +98,48 @@ def test_embedding_request_refuses_an_empty_input() -> None:
     with pytest.raises(InvalidParameterError) as caught:
         parse_request(EmbeddingRequest, {"input": []})
     assert "input" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "inputs"),
+    [
+        ("hello", ["hello"]),
+        (["a", "b"], ["a", "b"]),
+        ([101, 7592, 102], [[101, 7592, 102]]),
+        ([[101, 102], [101, 7592, 102]], [[101, 102], [101, 7592, 102]]),
+    ],
+)
+def test_embedding_input_takes_the_four_openai_shapes(value: Any, inputs: list[Any]) -> None:
+    assert parse_request(EmbeddingRequest, {"input": value}).inputs() == inputs
+
+
+@pytest.mark.parametrize(
+    "value", ["", [], [""], ["a", 1], [[]], [True, False], {"text": "a"}, None, [["a"]]]
+)
+def test_malformed_embedding_input_is_refused_naming_input(value: Any) -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        parse_request(EmbeddingRequest, {"input": value})
+    assert info.value.param == "input"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"encoding_format": "int8"}, "encoding_format"),
+        ({"dimensions": 0}, "dimensions"),
+        ({"dimensions": "64"}, "dimensions"),
+        ({"dimensions": True}, "dimensions"),
+        ({"model": 3}, "model"),
+    ],
+)
+def test_invalid_embedding_parameters_are_refused_naming_them(
+    body: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        parse_request(EmbeddingRequest, {"input": "a", **body})
+    assert info.value.param == param
+
+
+def test_null_embedding_options_take_their_defaults() -> None:
+    body = parse_request(EmbeddingRequest, {"input": "a", "model": None, "encoding_format": None})
+    assert (body.model, body.encoding_format) == ("", "float")
