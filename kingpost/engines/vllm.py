@@ -22,7 +22,7 @@ import dataclasses
 import inspect
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -131,13 +131,12 @@ def resolve_model_source(
     return Path(found)
 
 
-def sampling_arguments(params: SamplingParams, *, top_k_off: int = 0) -> dict[str, Any]:
+def sampling_arguments(params: SamplingParams) -> dict[str, Any]:
     """vLLM ``SamplingParams`` keyword arguments for Kingpost's sampling settings.
 
     Stop sequences are not passed: the shared reply reader cuts them and closes the
     stream, which aborts the vLLM request. Structured output is added by the engine
-    (its parameter class depends on the vLLM version). ``top_k_off`` is how this
-    vLLM spells "no top-k" (0 in recent versions, -1 in older ones).
+    (its parameter class depends on the vLLM version).
 
     >>> sampling_arguments(SamplingParams(max_tokens=8, temperature=0))["temperature"]
     0.0
@@ -147,7 +146,7 @@ def sampling_arguments(params: SamplingParams, *, top_k_off: int = 0) -> dict[st
         "max_tokens": params.max_tokens,
         "temperature": float(params.temperature),
         "top_p": float(params.top_p),
-        "top_k": params.top_k if params.top_k > 0 else top_k_off,
+        "top_k": params.top_k,  # 0: off, in vLLM as in Kingpost
         "seed": params.seed,
         "presence_penalty": float(params.presence_penalty),
         "frequency_penalty": float(params.frequency_penalty),
@@ -157,7 +156,7 @@ def sampling_arguments(params: SamplingParams, *, top_k_off: int = 0) -> dict[st
 
 
 class LogprobEntry(Protocol):
-    """What vLLM reports for one candidate token (``vllm.sequence.Logprob``)."""
+    """What vLLM reports for one candidate token (its ``Logprob``)."""
 
     logprob: float
     rank: int | None
@@ -191,27 +190,29 @@ def _token_bytes(entry: LogprobEntry) -> list[int]:
     return list(_token_text(entry).encode())
 
 
-@dataclasses.dataclass
-class OutputCursor:
-    """Turns a vLLM completion output into what is new since the last one.
+def delta_tokens(
+    token_ids: Sequence[int],
+    text: str,
+    logprobs: Sequence[Mapping[int, LogprobEntry]] | None,
+    params: SamplingParams,
+) -> list[GeneratedToken]:
+    """One vLLM output delta as tokens: its text rides on the first token of the step.
 
-    vLLM streams outputs either as deltas (``RequestOutputKind.DELTA``, where
-    available) or cumulatively (older versions); the cursor gives deltas for both.
+    vLLM detokenizes per step, not per token; a step usually holds one token, and the
+    token count (what usage reports) stays exact either way.
     """
-
-    cumulative: bool
-    tokens_seen: int = 0
-    chars_seen: int = 0
-
-    def advance(
-        self, token_ids: list[int], text: str, logprobs: list[Any] | None
-    ) -> tuple[list[int], str, list[Any] | None]:
-        if self.cumulative:
-            token_ids, text = token_ids[self.tokens_seen :], text[self.chars_seen :]
-            logprobs = logprobs[self.tokens_seen :] if logprobs is not None else None
-        self.tokens_seen += len(token_ids)
-        self.chars_seen += len(text)
-        return token_ids, text, logprobs
+    tokens = [
+        GeneratedToken(
+            text if index == 0 else "",
+            token_logprob(token_id, logprobs[index], params.top_logprobs)
+            if params.logprobs and logprobs
+            else None,
+        )
+        for index, token_id in enumerate(token_ids)
+    ]
+    if text and not tokens:
+        tokens.append(GeneratedToken(text))  # text released without a new token
+    return tokens
 
 
 class VLLMModel(LLMEndpoints):
@@ -228,8 +229,7 @@ class VLLMModel(LLMEndpoints):
         self._chat_template: str | None = None
         self._context_length = self.settings.context_length or 0
         self._vllm_sampling: Any = None
-        self._top_k_off = 0
-        self._delta_kind: Any = None
+        self._deltas: Any = None
         self._refusals: tuple[type[Exception], ...] = (ValueError,)
 
     # ---- loading ------------------------------------------------------------------
@@ -247,9 +247,7 @@ class VLLMModel(LLMEndpoints):
         arguments = engine_arguments(settings, path, accepted=_field_names(AsyncEngineArgs))
         self._engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**arguments))
         self._vllm_sampling = vllm_sampling
-        self._top_k_off = _top_k_off(vllm_sampling.SamplingParams)
-        kind = getattr(vllm_sampling, "RequestOutputKind", None)
-        self._delta_kind = getattr(kind, "DELTA", None)
+        self._deltas = vllm_sampling.RequestOutputKind.DELTA
         self._refusals = _refusal_errors()
         self._tokenizer = _resolve(self._engine.get_tokenizer())
         if self._chat_template is None and not getattr(self._tokenizer, "chat_template", None):
@@ -311,7 +309,6 @@ class VLLMModel(LLMEndpoints):
         request_id = f"kingpost-{uuid.uuid4().hex}"
         prompt_ids = request.prompt if isinstance(request.prompt, list) else []
         prompt = {"prompt_token_ids": prompt_ids} if prompt_ids else request.prompt
-        cursor = OutputCursor(cumulative=self._delta_kind is None)
         started = finished = False
         produced = 0
         try:
@@ -319,20 +316,12 @@ class VLLMModel(LLMEndpoints):
             async with aclosing(outputs):
                 async for output in outputs:
                     started = True
-                    completion = output.outputs[0]
-                    token_ids, text, logprobs = cursor.advance(
-                        list(completion.token_ids), completion.text, completion.logprobs
-                    )
-                    for index, token_id in enumerate(token_ids):
-                        logprob = (
-                            token_logprob(token_id, logprobs[index], params.top_logprobs)
-                            if params.logprobs and logprobs
-                            else None
-                        )
-                        yield GeneratedToken(text if index == 0 else "", logprob)
-                    if text and not token_ids:
-                        yield GeneratedToken(text)  # text released without a new token
-                    produced += len(token_ids)
+                    completion = output.outputs[0]  # only what is new: RequestOutputKind.DELTA
+                    for token in delta_tokens(
+                        completion.token_ids, completion.text, completion.logprobs, params
+                    ):
+                        yield token
+                    produced += len(completion.token_ids)
                     if output.finished:
                         finished = True
                         yield GenerationOutcome(
@@ -347,15 +336,15 @@ class VLLMModel(LLMEndpoints):
             raise InvalidParameterError(None, f"vLLM refused the request: {error}") from None
         finally:
             if not finished:
+                logger.debug("aborting vLLM request %s after %d tokens", request_id, produced)
                 await self._abort(request_id)
 
     # ---- helpers ------------------------------------------------------------------
 
     def _sampling_params(self, params: SamplingParams) -> Any:
         vllm_sampling = self._vllm_sampling
-        arguments = sampling_arguments(params, top_k_off=self._top_k_off)
-        if self._delta_kind is not None:
-            arguments["output_kind"] = self._delta_kind
+        arguments = sampling_arguments(params)
+        arguments["output_kind"] = self._deltas
         if params.json_schema is not None:
             arguments.update(structured_output_argument(vllm_sampling, params.json_schema))
         return vllm_sampling.SamplingParams(**arguments)
@@ -421,14 +410,6 @@ def _refusal_errors() -> tuple[type[Exception], ...]:
 
 def _field_names(args_class: type) -> set[str]:
     return {field.name for field in dataclasses.fields(args_class)}
-
-
-def _top_k_off(sampling_class: Any) -> int:
-    try:
-        sampling_class(top_k=0)
-    except ValueError:
-        return -1  # older vLLM refuses 0 and spells "off" as -1
-    return 0
 
 
 def _resolve(value: Any) -> Any:

@@ -12,8 +12,8 @@ import pytest
 from kingpost.engines import engine_model_class
 from kingpost.engines.generation import SamplingParams
 from kingpost.engines.vllm import (
-    OutputCursor,
     VLLMModel,
+    delta_tokens,
     engine_arguments,
     parse_engine_config,
     resolve_model_source,
@@ -141,10 +141,8 @@ def test_sampling_settings_become_vllm_keyword_arguments() -> None:
     }
 
 
-def test_no_top_k_is_spelled_as_this_vllm_wants() -> None:
-    params = SamplingParams(max_tokens=4, top_k=0)
-    assert sampling_arguments(params)["top_k"] == 0
-    assert sampling_arguments(params, top_k_off=-1)["top_k"] == -1
+def test_no_top_k_stays_zero_which_vllm_reads_as_off() -> None:
+    assert sampling_arguments(SamplingParams(max_tokens=4, top_k=0))["top_k"] == 0
 
 
 def test_logprobs_off_asks_vllm_for_none() -> None:
@@ -175,18 +173,22 @@ def test_the_sampled_token_and_its_best_alternatives_in_rank_order() -> None:
     assert [top.token for top in logprob.top_logprobs] == [" cat", " cow"]
 
 
-def test_cumulative_outputs_are_cut_to_what_is_new() -> None:
-    cursor = OutputCursor(cumulative=True)
-    assert cursor.advance([1, 2], "ab", ["l1", "l2"]) == ([1, 2], "ab", ["l1", "l2"])
-    assert cursor.advance([1, 2, 3], "abc", ["l1", "l2", "l3"]) == ([3], "c", ["l3"])
-    assert cursor.advance([1, 2, 3], "abc!", None) == ([], "!", None)
+def test_a_step_s_text_rides_on_its_first_token() -> None:
+    tokens = delta_tokens([3, 4], "hello", None, SamplingParams(max_tokens=4))
+    assert [token.text for token in tokens] == ["hello", ""]
+    assert all(token.logprob is None for token in tokens)
 
 
-def test_delta_outputs_pass_through_and_are_counted() -> None:
-    cursor = OutputCursor(cumulative=False)
-    assert cursor.advance([4], "x", None) == ([4], "x", None)
-    assert cursor.advance([5, 6], "yz", None) == ([5, 6], "yz", None)
-    assert cursor.tokens_seen == 3 and cursor.chars_seen == 3
+def test_each_token_of_a_step_gets_its_own_logprob() -> None:
+    params = SamplingParams(max_tokens=4, logprobs=True, top_logprobs=1)
+    steps = [{3: Candidate(-0.1, 1, "he")}, {4: Candidate(-0.2, 1, "llo")}]
+    tokens = delta_tokens([3, 4], "hello", steps, params)
+    assert [token.logprob.token for token in tokens if token.logprob] == ["he", "llo"]
+
+
+def test_text_released_without_a_new_token_is_not_lost() -> None:
+    tokens = delta_tokens([], "!", None, SamplingParams(max_tokens=4))
+    assert [token.text for token in tokens] == ["!"]
 
 
 def test_engine_arguments_map_kingpost_names_to_vllm_names(tmp_path: Path) -> None:
