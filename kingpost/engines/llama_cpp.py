@@ -26,7 +26,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from kingpost.engines.generation import (
     ChatTurn,
@@ -35,6 +35,7 @@ from kingpost.engines.generation import (
     GenerationRequest,
 )
 from kingpost.engines.llm_endpoints import LLMEndpoints
+from kingpost.engines.settings import parse_engine_block
 from kingpost.errors import ConfigError, ModelLoadError
 from kingpost.protocols import InvalidParameterError
 
@@ -73,15 +74,7 @@ class LlamaCppConfig(BaseModel):
 
 def parse_engine_config(config: dict[str, Any]) -> LlamaCppConfig:
     """The engine block of config.yaml, validated; ConfigError names the field."""
-    block = config.get("engine")
-    if not isinstance(block, dict):
-        raise ConfigError("engine: expected a mapping with kind: llama_cpp")
-    try:
-        return LlamaCppConfig.model_validate(block)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in error["loc"])
-        raise ConfigError(f"engine.{field}: {error['msg']}") from None
+    return parse_engine_block(config, LlamaCppConfig, "llama_cpp")
 
 
 def resolve_model_path(source: str, model_dir: Path | None) -> Path:

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
 from kingpost.batching import DynamicBatcher
+from kingpost.engines.settings import parse_engine_block
 from kingpost.errors import ConfigError, ModelLoadError
 from kingpost.protocols import (
     EmbeddingList,
@@ -62,25 +63,7 @@ class SentenceTransformersSettings(BaseModel):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SentenceTransformersSettings:
         """Validate ``config["engine"]``; ConfigError names the offending field."""
-        block = config.get("engine")
-        if not isinstance(block, dict):
-            raise ConfigError("engine: must be a mapping with kind and model")
-        try:
-            return cls.model_validate(block)
-        except ValidationError as exc:
-            raise ConfigError(_describe_settings_error(exc)) from None
-
-
-def _describe_settings_error(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"])
-        if error["type"] == "extra_forbidden":
-            known = ", ".join(SentenceTransformersSettings.model_fields)
-            parts.append(f"engine.{field}: not a sentence_transformers setting (known: {known})")
-        else:
-            parts.append(f"engine.{field}: {error['msg']}")
-    return "; ".join(parts)
+        return parse_engine_block(config, cls, "sentence_transformers")
 
 
 def resolve_model_directory(source: str, base_dir: Path) -> Path:

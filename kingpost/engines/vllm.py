@@ -27,7 +27,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from kingpost.engines.generation import (
     ChatTurn,
@@ -37,6 +37,7 @@ from kingpost.engines.generation import (
     SamplingParams,
 )
 from kingpost.engines.llm_endpoints import LLMEndpoints
+from kingpost.engines.settings import parse_engine_block
 from kingpost.errors import ConfigError, ModelLoadError
 from kingpost.protocols import InvalidParameterError, TokenLogprob, TopLogprob
 
@@ -81,15 +82,7 @@ class VLLMConfig(BaseModel):
 
 def parse_engine_config(config: dict[str, Any]) -> VLLMConfig:
     """The engine block of config.yaml, validated; ConfigError names the field."""
-    block = config.get("engine")
-    if not isinstance(block, dict):
-        raise ConfigError("engine: expected a mapping with kind: vllm")
-    try:
-        return VLLMConfig.model_validate(block)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in error["loc"])
-        raise ConfigError(f"engine.{field}: {error['msg']}") from None
+    return parse_engine_block(config, VLLMConfig, "vllm")
 
 
 def resolve_model_source(
