@@ -102,17 +102,6 @@ def _model_directory_in_distribution(name: str) -> Path:
     raise ConfigError(f"engine.model: the package {name!r} holds no model directory")
 
 
-def model_directory_of(config: dict[str, Any], data_dir: Path | None) -> Path:
-    """The served model directory, recovered from ``data_dir`` (= model dir / config data_dir)."""
-    relative = Path(str(config.get("data_dir") or "data"))
-    if data_dir is None or relative.is_absolute() or ".." in relative.parts:
-        return Path.cwd()
-    base = Path(data_dir)
-    for _ in relative.parts:
-        base = base.parent
-    return base
-
-
 def parse_embeddings_request(
     body: Any, max_inputs: int = DEFAULT_MAX_INPUTS_PER_REQUEST
 ) -> EmbeddingRequest:
@@ -136,7 +125,9 @@ class EncodedInput(NamedTuple):
 class SentenceTransformersModel:
     """A Model class serving ``/v1/embeddings`` from a sentence-transformers model."""
 
-    def __init__(self, config: dict[str, Any], data_dir: Path | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, config: dict[str, Any], model_dir: Path | None = None, **kwargs: Any
+    ) -> None:
         self.settings = SentenceTransformersSettings.from_config(config)
         self.served_name = str(config.get("model_name") or "model")
         if importlib.util.find_spec("sentence_transformers") is None:
@@ -145,7 +136,7 @@ class SentenceTransformersModel:
                 "(pip install 'kingpost[embeddings]')"
             )
         self.model_path = resolve_model_directory(
-            self.settings.model, model_directory_of(config, data_dir)
+            self.settings.model, Path(model_dir) if model_dir is not None else Path.cwd()
         )
         # Known once loaded:
         self.dimensions = 0

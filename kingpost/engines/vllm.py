@@ -215,8 +215,8 @@ class VLLMModel(LLMEndpoints):
         self.settings = parse_engine_config(config)
         self.served_model_name = str(config.get("model_name") or "model")
         self.default_top_k = self.settings.default_top_k
-        data_dir = kwargs.get("data_dir")
-        self._model_dir = Path(data_dir).parent if data_dir is not None else None
+        model_dir = kwargs.get("model_dir")
+        self._model_dir = Path(model_dir) if model_dir is not None else None
         self._engine: Any = None
         self._tokenizer: Any = None
         self._chat_template: str | None = None

@@ -15,7 +15,8 @@ from kingpost.errors import ModelDefinitionError, ModelLoadError
 from kingpost.model.descriptor import ModelDescriptor
 from kingpost.model.secrets import DEFAULT_SECRETS_DIR, Secrets
 
-INIT_KWARGS = ("config", "data_dir", "secrets", "environment", "lazy_data_resolver")
+# Truss's constructor keywords, plus Kingpost's model_dir (the served directory).
+INIT_KWARGS = ("config", "data_dir", "secrets", "environment", "lazy_data_resolver", "model_dir")
 
 
 class LazyDataResolver:
@@ -100,6 +101,7 @@ def construct_model(descriptor: ModelDescriptor, source: ModelSource) -> Any:
     available: dict[str, Any] = {
         "config": source.config.as_dict(),
         "data_dir": source.data_dir,
+        "model_dir": source.model_dir,
         "secrets": Secrets(set(source.config.secrets), source.secrets_dir),
         "environment": source.environment,
         "lazy_data_resolver": LazyDataResolver(),

@@ -126,7 +126,7 @@ def test_a_package_source_finds_the_model_directory_inside_it(tmp_path: Path) ->
 def test_constructing_with_a_missing_path_fails_naming_it(tmp_path: Path) -> None:
     config = {"engine": {"kind": "sentence_transformers", "model": "weights/minilm"}}
     with pytest.raises(ConfigError, match=str(tmp_path / "weights" / "minilm")):
-        SentenceTransformersModel(config, data_dir=tmp_path / "data")
+        SentenceTransformersModel(config, model_dir=tmp_path)
 
 
 # -- request validation ----------------------------------------------------------------------
