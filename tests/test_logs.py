@@ -112,3 +112,20 @@ def test_enable_debug_logs_shows_the_models_debug_lines(
     while "looking closely at {'x': 1}" not in server.logs():
         assert time.monotonic() < deadline, server.logs()
         time.sleep(0.05)
+
+
+def test_access_lines_are_written_whole_in_the_text_format(tmp_path: Path) -> None:
+    import logging
+
+    from kingpost.logs import AccessLog
+
+    target = tmp_path / "access.log"
+    logging.getLogger("kingpost.access").setLevel(logging.INFO)
+    try:
+        with target.open("wb") as sink:
+            AccessLog("text", sink.fileno()).write("POST", "/predict", 200, 0.0123, "predict", "r1")
+    finally:
+        logging.getLogger("kingpost.access").setLevel(logging.NOTSET)
+    line = target.read_text()
+    assert line.endswith(" INFO  [r1] kingpost.access: POST /predict 200 12.3ms\n")
+    assert line.count("\n") == 1

@@ -27,7 +27,7 @@ from kingpost.errors import (
     NotReadyError,
     RequestTimeoutError,
 )
-from kingpost.logs import access_logger, request_id_var
+from kingpost.logs import access_log, request_id_var
 from kingpost.model.descriptor import ENDPOINT_HOOKS, ModelDescriptor
 from kingpost.model.loader import ModelSource
 from kingpost.model.schema import ModelSchema
@@ -60,6 +60,8 @@ ENDPOINT_PATHS = {
     "messages": "/v1/messages",
     "responses": "/v1/responses",
 }
+# Health checks and scrapes come every few seconds and would drown the access log.
+_UNLOGGED_ROUTES = frozenset({"liveness", "readiness", "metrics"})
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
@@ -177,14 +179,9 @@ class ModelApp:
             ex.close()
             elapsed = time.perf_counter() - started
             self.metrics.observe(route_name, ex.status, elapsed)
-            if self.settings.access_log and route_name not in ("liveness", "readiness", "metrics"):
-                access_logger.info(
-                    "%s %s %d %.1fms",
-                    scope["method"],
-                    path,
-                    ex.status,
-                    elapsed * 1000,
-                    extra={"route": route_name, "status": ex.status, "latency_ms": elapsed * 1000},
+            if self.settings.access_log and route_name not in _UNLOGGED_ROUTES:
+                access_log().write(
+                    scope["method"], path, ex.status, elapsed, route_name, ex.request_id
                 )
             request_id_var.reset(token)
 
