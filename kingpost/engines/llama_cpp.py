@@ -104,10 +104,7 @@ class LlamaCppModel(LLMEndpoints):
 
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
         self.settings = parse_engine_config(config)
-        self.served_model_name = str(config.get("model_name") or "model")
-        self.default_top_k = self.settings.default_top_k
-        model_dir = kwargs.get("model_dir")
-        self._model_dir = Path(model_dir) if model_dir is not None else None
+        super().__init__(config, self.settings.default_top_k, kwargs.get("model_dir"))
         self._model: Any = None
         self._context: Any = None
         self._vocab: Any = None

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -84,6 +85,12 @@ class LLMEndpoints(abc.ABC):
 
     served_model_name: str = "model"
     default_top_k: int = 40
+
+    def __init__(self, config: dict[str, Any], default_top_k: int, model_dir: Any = None) -> None:
+        """What every engine keeps from the constructor keywords Kingpost passes."""
+        self.served_model_name = str(config.get("model_name") or "model")
+        self.default_top_k = default_top_k
+        self._model_dir = Path(model_dir) if model_dir is not None else None
 
     @property
     @abc.abstractmethod
