@@ -73,6 +73,14 @@ class BatchStats:
         self.largest_batch = max(self.largest_batch, size)
         self.sizes[size] = self.sizes.get(size, 0) + 1
 
+    def as_metrics(self) -> dict[str, float]:
+        """The counters as ``kingpost_metrics()`` numbers."""
+        return {
+            "batches_total": self.batches,
+            "batched_items_total": self.items,
+            "largest_batch": self.largest_batch,
+        }
+
 
 class DynamicBatcher(Generic[ItemT, ResultT]):
     """Collect items from concurrent async callers and run them as batches.

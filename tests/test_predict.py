@@ -75,6 +75,18 @@ def test_metrics_count_requests(pipeline: ServerProcess) -> None:
     text = httpx.get(pipeline.url("/metrics")).text
     assert 'kingpost_requests_total{route="predict",status="200"}' in text
     assert "kingpost_model_ready 1.0" in text
+    assert "kingpost_requests_in_flight 0.0" in text
+
+
+def test_metrics_include_what_the_model_reports(pipeline: ServerProcess) -> None:
+    httpx.post(pipeline.url("/predict"), json={"x": 0})
+    samples = dict(
+        line.rsplit(" ", 1)
+        for line in httpx.get(pipeline.url("/metrics")).text.splitlines()
+        if line.startswith("kingpost_model_") and not line.startswith("kingpost_model_load")
+    )
+    assert float(samples["kingpost_model_predictions_total"]) >= 1
+    assert samples["kingpost_model_cache_entries"] == "7.0"
 
 
 def test_endpoint_routes_without_a_hook_answer_404_json(pipeline: ServerProcess) -> None:

@@ -115,6 +115,10 @@ class LlamaCppModel(LLMEndpoints):
 
     # ---- loading ------------------------------------------------------------------
 
+    def kingpost_metrics(self) -> dict[str, float]:
+        """Scheduler numbers for /metrics (``kingpost_model_*``)."""
+        return self._scheduler.stats() if self._scheduler is not None else {}
+
     def load(self) -> None:
         settings = self.settings
         path = resolve_model_path(settings.model, self._model_dir)

@@ -86,6 +86,9 @@ class BatchScheduler:
         self._active: dict[int, Sequence] = {}
         self._wakeup = threading.Condition()
         self._closed = False
+        # Read by /metrics from another thread; ints are swapped whole, no lock needed.
+        self.prompt_tokens = 0
+        self.generated_tokens = 0
         self._piece = ctypes.create_string_buffer(256)
         self._thread = threading.Thread(target=self._run, name="llama-cpp-batch", daemon=True)
 
@@ -105,6 +108,15 @@ class BatchScheduler:
                 raise RuntimeError("the llama.cpp engine is shut down")
             self._waiting.append(sequence)
             self._wakeup.notify()
+
+    def stats(self) -> dict[str, float]:
+        """Sequences running and waiting, and tokens read and made so far."""
+        return {
+            "active_sequences": len(self._active),
+            "waiting_sequences": len(self._waiting),
+            "prompt_tokens_total": self.prompt_tokens,
+            "generated_tokens_total": self.generated_tokens,
+        }
 
     def cancel(self, sequence: Sequence) -> None:
         """Stop a sequence; its KV cache is freed before the next decode."""
@@ -144,6 +156,7 @@ class BatchScheduler:
                 continue
             sequence.seq_id = self._free_ids.pop()
             self._active[sequence.seq_id] = sequence
+            self.prompt_tokens += len(sequence.prompt)
             admitted.append(sequence)
         return admitted
 
@@ -193,6 +206,7 @@ class BatchScheduler:
         piece = self._token_bytes(token)
         logprob = self._logprob(sequence, token, piece) if sequence.params.logprobs else None
         sequence.generated += 1
+        self.generated_tokens += 1
         sequence.emit(GeneratedToken(sequence.decoder.decode(piece), logprob))
         if (
             sequence.generated >= sequence.params.max_tokens

@@ -148,6 +148,10 @@ class SentenceTransformersModel:
         self._model: Any = None
         self._batcher: DynamicBatcher[EmbeddingInput, EncodedInput] | None = None
 
+    def kingpost_metrics(self) -> dict[str, float]:
+        """Batcher numbers for /metrics (``kingpost_model_*``)."""
+        return self._batcher.stats.as_metrics() if self._batcher is not None else {}
+
     def load(self) -> None:
         # Nothing may be fetched from a model hub: the model is a local directory.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

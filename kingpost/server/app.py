@@ -112,6 +112,7 @@ class ModelApp:
         self.lifecycle = ModelLifecycle(source, descriptor, self.executor, self.metrics, on_fatal)
         self.draining = False
         self.in_flight = 0  # requests doing model work; the drain waits for zero
+        self.metrics.watch(lambda: self.in_flight, lambda: self.lifecycle.model)
         self.runners: dict[str, HookRunner] = {}
         self.pass_request = descriptor.takes_request_anywhere
         schema = ModelSchema.from_descriptor(descriptor)

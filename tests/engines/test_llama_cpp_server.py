@@ -70,6 +70,18 @@ def ask(text: str) -> list[dict[str, str]]:
 # ---- every endpoint, stream and non-stream ------------------------------------------
 
 
+def test_metrics_count_the_engines_tokens(server: ServerProcess, client: openai.OpenAI) -> None:
+    client.completions.create(model="gemma-270m", prompt="One, two,", max_tokens=4, temperature=0)
+    samples = dict(
+        line.rsplit(" ", 1)
+        for line in httpx.get(server.url("/metrics")).text.splitlines()
+        if line.startswith("kingpost_model_") and " " in line
+    )
+    assert float(samples["kingpost_model_generated_tokens_total"]) >= 1
+    assert float(samples["kingpost_model_prompt_tokens_total"]) >= 3
+    assert samples["kingpost_model_active_sequences"] == "0.0"
+
+
 def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
     assert [model.id for model in client.models.list()] == ["gemma-270m"]
 

@@ -8,6 +8,7 @@ import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -37,6 +38,16 @@ def server() -> Iterator[ServerProcess]:
 @pytest.fixture
 def client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
+
+
+def test_metrics_count_the_batches(server: ServerProcess, client: openai.OpenAI) -> None:
+    client.embeddings.create(model="all-MiniLM-L6-v2", input=["a", "b"])
+    text = httpx.get(server.url("/metrics")).text
+    samples = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("kingpost_model_")
+    )
+    assert float(samples["kingpost_model_batches_total"]) >= 1
+    assert float(samples["kingpost_model_batched_items_total"]) >= 2
 
 
 def test_float_embeddings_through_the_sdk(client: openai.OpenAI) -> None:
