@@ -8,9 +8,8 @@ line, in :mod:`kingpost.engines.llm_endpoints`, and is shared by all engines.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from kingpost.protocols import TokenLogprob
 
@@ -65,20 +64,6 @@ class GenerationOutcome:
     prompt_tokens: int
     completion_tokens: int
     stop_sequence: str | None = None
-
-
-class TextGenerator(Protocol):
-    """What an engine provides to the shared endpoint layer."""
-
-    def render_chat(self, turns: list[ChatTurn]) -> str:
-        """The prompt for a conversation, ending where the assistant's reply begins."""
-        ...
-
-    def generate(
-        self, request: GenerationRequest
-    ) -> AsyncGenerator[GeneratedToken | GenerationOutcome, None]:
-        """Stream tokens, then exactly one outcome; closing the iterator stops generation."""
-        ...
 
 
 class StopMatcher:
