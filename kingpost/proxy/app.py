@@ -99,11 +99,8 @@ class CustomServerApp(ModelApp):
 
     async def _forward(self, ex: Exchange, path: str) -> None:
         self._require_server()
-        self.in_flight += 1  # a drain on SIGTERM waits for these
-        try:
+        with self.model_work:  # a drain on SIGTERM waits for these
             await self.forwarder.forward(ex, path)
-        finally:
-            self.in_flight -= 1
 
     async def handle_server_liveness(self, ex: Exchange) -> None:
         if ex.scope["method"] not in ("GET", "HEAD"):

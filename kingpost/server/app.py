@@ -89,6 +89,25 @@ def dump_json(value: Any) -> bytes:
     return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS)
 
 
+class ModelWork:
+    """``with app.model_work:`` counts a request in ``app.in_flight`` while it runs.
+
+    The drain on SIGTERM waits for that count to reach zero. One instance serves
+    every request (it holds no per-request state).
+    """
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: ModelApp) -> None:
+        self.app = app
+
+    def __enter__(self) -> None:
+        self.app.in_flight += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.app.in_flight -= 1
+
+
 class ModelApp:
     """ASGI app serving one model directory."""
 
@@ -112,6 +131,7 @@ class ModelApp:
         self.lifecycle = ModelLifecycle(source, descriptor, self.executor, self.metrics, on_fatal)
         self.draining = False
         self.in_flight = 0  # requests doing model work; the drain waits for zero
+        self.model_work = ModelWork(self)
         self.metrics.watch(lambda: self.in_flight, lambda: self.lifecycle.model)
         self.runners: dict[str, HookRunner] = {}
         self.pass_request = descriptor.takes_request_anywhere
@@ -315,11 +335,8 @@ class ModelApp:
 
     async def handle_predict(self, ex: Exchange) -> None:
         self._require_ready()
-        self.in_flight += 1
-        try:
+        with self.model_work:
             await self._predict(ex)
-        finally:
-            self.in_flight -= 1
 
     async def _predict(self, ex: Exchange) -> None:
         runners = self.runners
@@ -353,11 +370,8 @@ class ModelApp:
 
     async def handle_endpoint(self, ex: Exchange, hook: str) -> None:
         self._require_ready()
-        self.in_flight += 1
-        try:
+        with self.model_work:
             await self._endpoint(ex, hook)
-        finally:
-            self.in_flight -= 1
 
     async def _endpoint(self, ex: Exchange, hook: str) -> None:
         runner = self.runners.get(hook)
