@@ -359,8 +359,7 @@ class ModelApp:
                 if ex.accept == JSON:
                     await self._send_gathered(ex, result)
                     return
-                producer = self._start_stream(ex, result)
-                first_chunk = await self._first_chunk(producer)
+                producer, first_chunk = await self._open_stream(ex, result)
             elif postprocess is not None and not isinstance(result, Response):
                 result = await postprocess(ex, result, request)
         if isinstance(result, StreamResult):
@@ -383,8 +382,7 @@ class ModelApp:
         async with ex.within(self.runtime.request_timeout):
             result = await runner(ex, inputs, request)
             if isinstance(result, StreamResult):
-                producer = self._start_stream(ex, result)
-                first_chunk = await self._first_chunk(producer)
+                producer, first_chunk = await self._open_stream(ex, result)
         if isinstance(result, StreamResult):
             # /v1 streams are always event streams, whatever the client's Accept says.
             await self._send_stream(ex, producer, first_chunk, EVENT_STREAM)
@@ -429,8 +427,13 @@ class ModelApp:
         ex.begin_wait()
         return producer
 
-    async def _first_chunk(self, producer: ChunkProducer) -> Any:
-        """Wait for the first item so that a failure before any output is a proper error."""
+    async def _open_stream(self, ex: Exchange, result: StreamResult) -> tuple[ChunkProducer, Any]:
+        """Start the stream and wait for its first item.
+
+        Waiting before the response begins means a failure before any output is a
+        proper error reply, not a cut-off stream.
+        """
+        producer = self._start_stream(ex, result)
         try:
             item = await producer.channel.pull(self.runtime.request_timeout)
         except BaseException:
@@ -440,7 +443,7 @@ class ModelApp:
             raise item.exc
         if item is STOPPED:
             raise ClientDisconnectedError("client disconnected")
-        return item
+        return producer, item
 
     async def _send_stream(
         self, ex: Exchange, producer: ChunkProducer, first: Any, media_type: bytes
