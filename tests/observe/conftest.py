@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kingpost.testing import ServerProcess
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+# Until the observe routes are in the core's route table, tests serve through this stand-in.
+OBSERVED_SERVER = [sys.executable, "-m", "tests.observe.observed_server"]
+
+
+def chromium_path() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def start_observed() -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(model: str, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        root = Path(__file__).resolve().parent.parent.parent
+        server = ServerProcess(
+            MODELS / model,
+            *args,
+            env={"PYTHONPATH": str(root), **(env or {})},
+            command=OBSERVED_SERVER,
+        )
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    executable = chromium_path()
+    if executable is None:
+        if os.environ.get("KINGPOST_REQUIRE_BROWSER"):
+            pytest.fail("no chromium on PATH (apt-get install chromium)")
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        launched.close()
