@@ -52,9 +52,7 @@ QUEUE_BUCKETS = (
     120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 )  # fmt: skip
 # Token counts per request (vLLM: 1-2-5 steps up to the context length).
-TOKEN_BUCKETS = tuple(
-    float(step * 10**power) for power in range(6) for step in (1, 2, 5)
-)
+TOKEN_BUCKETS = tuple(float(step * 10**power) for power in range(6) for step in (1, 2, 5))
 # Sequences decoded together in one step (TGI's batch size).
 BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 

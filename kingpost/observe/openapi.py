@@ -61,7 +61,12 @@ ENDPOINT_ROUTES = (
         "openai",
     ),
     EndpointRoute(
-        "completions", "/v1/completions", "OpenAI completions", CompletionRequest, Completion, "openai"
+        "completions",
+        "/v1/completions",
+        "OpenAI completions",
+        CompletionRequest,
+        Completion,
+        "openai",
     ),
     EndpointRoute(
         "embeddings",
@@ -216,9 +221,8 @@ class _DocumentBuilder:
         body = self.ref(input_model, "validation") if input_model else {}
         result = self.ref(output_model, "serialization") if output_model else {}
         ok: dict[str, Any] = {"application/json": {"schema": result}}
-        if schema is not None and schema.supports_streaming or predict.kind.name.endswith(
-            "GENERATOR"
-        ):
+        streams = schema is not None and schema.supports_streaming
+        if streams or predict.kind.name.endswith("GENERATOR"):
             ok["application/octet-stream"] = {"schema": {"type": "string"}}
         operation: dict[str, Any] = {
             "summary": "Run the predict pipeline",
@@ -242,7 +246,9 @@ class _DocumentBuilder:
         return operation
 
     def endpoint_operation(self, route: EndpointRoute) -> dict[str, Any]:
-        ok: dict[str, Any] = {"application/json": {"schema": self.ref(route.response, "serialization")}}
+        ok: dict[str, Any] = {
+            "application/json": {"schema": self.ref(route.response, "serialization")}
+        }
         if route.hook != "embeddings":
             ok["text/event-stream"] = {
                 "schema": {"type": "string"},

@@ -71,7 +71,10 @@ class StaticBody:
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: str) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -135,7 +138,9 @@ def observe_routes(
 ) -> list[PageRoute]:
     """The routes for an OpenAPI document, its docs page and (when given) the playground."""
     routes = [
-        PageRoute("/openapi.json", "openapi", StaticBody(orjson.dumps(document), "application/json"))
+        PageRoute(
+            "/openapi.json", "openapi", StaticBody(orjson.dumps(document), "application/json")
+        )
     ]
     if not docs and playground is None:
         return routes

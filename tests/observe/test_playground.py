@@ -141,7 +141,8 @@ def test_charts_draw_request_rate_latency_and_tokens(page: Any, server: ServerPr
         painted = page.evaluate(
             """(id) => {
                 const canvas = document.querySelector(`[data-testid=${id}]`);
-                const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+                const context = canvas.getContext('2d');
+                const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
                 let painted = 0;
                 for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
                 return painted;
