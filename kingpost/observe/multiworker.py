@@ -94,10 +94,10 @@ def render(families: list[Metric]) -> bytes:
 class WorkerMetrics:
     """This worker's snapshots in a directory shared with its siblings."""
 
-    def __init__(self, directory: Path, registry: CollectorRegistry) -> None:
+    def __init__(self, directory: Path, registry: CollectorRegistry, name: str = "") -> None:
         self.directory = directory
         self.registry = registry
-        self.path = directory / f"{os.getpid()}.json"
+        self.path = directory / f"{name or os.getpid()}.json"
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
