@@ -130,6 +130,17 @@ ANTHROPIC_ERROR: dict[str, Any] = {
     },
     "required": ["type", "error"],
 }
+# One server-sent event (the shape OpenAPI 3.2 gives text/event-stream items).
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
+}
 _ERROR_SCHEMAS = {
     "kingpost": ("KingpostError", KINGPOST_ERROR),
     "openai": ("OpenAIError", OPENAI_ERROR),
@@ -255,8 +266,9 @@ class _DocumentBuilder:
         }
         if route.hook != "embeddings":
             ok["text/event-stream"] = {
-                "schema": {"type": "string"},
-                "description": 'server-sent events, when the request sets "stream": true',
+                "schema": SSE_EVENT,
+                "description": 'server-sent events, when the request sets "stream": true; '
+                "each event's data is one JSON chunk of the API's stream",
             }
         return {
             "summary": route.summary,
