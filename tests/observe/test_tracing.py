@@ -14,6 +14,9 @@ import pytest
 from kingpost.observe import tracing
 from kingpost.testing import ServerProcess
 from tests.observe.conftest import MODELS, OBSERVED_SERVER
+
+pytest.importorskip("opentelemetry.sdk", reason="the otel extra: pip install 'kingpost[otel]'")
+pytest.importorskip("opentelemetry.proto", reason="the test extra has opentelemetry-proto")
 from tests.observe.otlp_receiver import OTLPReceiver
 
 ROOT = Path(__file__).resolve().parent.parent.parent
