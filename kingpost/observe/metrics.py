@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,6 +33,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from kingpost.observe.multiworker import WorkerMetrics
 
 logger = logging.getLogger("kingpost.server")
 
@@ -213,7 +216,11 @@ GENERATIONS = GenerationStats()
 
 
 class QueueStats:
-    """Requests waiting for a concurrency slot, and how long they waited."""
+    """Requests waiting for a concurrency slot, and how long they waited.
+
+    One per process (:data:`QUEUE`), like :data:`GENERATIONS`: the slot is taken
+    deep in the hook runner, which knows no registry.
+    """
 
     __slots__ = ("wait", "waiting")
 
@@ -223,6 +230,13 @@ class QueueStats:
 
     def observe(self, seconds: float) -> None:
         self.wait.observe(seconds)
+
+    def observe_no_wait(self) -> None:
+        """A slot that was free: the first bucket, without a search."""
+        self.wait.counts[0] += 1
+
+
+QUEUE = QueueStats()
 
 
 class ServingMetrics:
@@ -238,6 +252,7 @@ class ServingMetrics:
         environment: str | None = None,
         deployment: str | None = None,
         generations: GenerationStats = GENERATIONS,
+        queue: QueueStats | None = None,
     ) -> None:
         constant = {"model_name": model_name}
         if environment:
@@ -248,8 +263,9 @@ class ServingMetrics:
         self.registry = CollectorRegistry()
         self.requests = RequestStats(self.labels)
         self.observe = self.requests.observe
-        self.queue = QueueStats()
+        self.queue = QUEUE if queue is None else queue
         self.generations = generations
+        self.shared: WorkerMetrics | None = None
         self.ready = 0.0
         self.load_seconds = 0.0
         self._in_flight: Callable[[], float] = lambda: 0.0
@@ -267,7 +283,14 @@ class ServingMetrics:
         """A number read at each scrape, e.g. ``kingpost_async_queue_depth``."""
         self._gauges[name] = (documentation, read)
 
+    def share(self, directory: Path) -> None:
+        """Serve every worker's numbers: ``--workers N`` gives each the same ``directory``."""
+        self.shared = WorkerMetrics(directory, self.registry)
+        self.shared.start()
+
     def render(self) -> bytes:
+        if self.shared is not None:
+            return self.shared.render()
         return generate_latest(self.registry)
 
     def _collect(self) -> Iterator[Metric]:

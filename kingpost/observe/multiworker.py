@@ -1,23 +1,24 @@
 """One ``/metrics`` scrape that covers every worker of ``kingpost serve --workers N``.
 
 Each worker keeps its numbers in memory (nothing on the request path changes)
-and writes a snapshot of its registry to ``<dir>/<pid>.json`` every half
-second, by atomic rename. The worker that answers a scrape writes its own
-snapshot afresh, reads its siblings', and adds them up: counters and
+and a thread of its own writes a snapshot of its registry to
+``<dir>/<pid>.json`` every half second, by atomic rename. The worker that
+answers a scrape takes its own numbers live, reads its siblings' snapshots,
+and adds them up: counters and
 histograms are summed, gauges too, except those named in ``GAUGE_MERGE``
 (readiness is the least of the workers', a load time the longest). A
 sibling's numbers are thus at most one flush interval old.
 
-    shared = WorkerMetrics(Path(os.environ["KINGPOST_METRICS_DIR"]), registry)
-    shared.start()                  # on the worker's event loop
+    shared = WorkerMetrics(directory, registry)
+    shared.start()                  # in each worker, after the fork
     body = shared.render()          # the /metrics body, all workers together
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -92,29 +93,40 @@ def render(families: list[Metric]) -> bytes:
 
 
 class WorkerMetrics:
-    """This worker's snapshots in a directory shared with its siblings."""
+    """This worker's snapshots in a directory shared with its siblings.
+
+    A daemon thread writes them: it only reads numbers the event loop updates
+    (whole ints and floats under the GIL), so the loop never waits for it.
+    """
 
     def __init__(self, directory: Path, registry: CollectorRegistry, name: str = "") -> None:
         self.directory = directory
         self.registry = registry
         self.path = directory / f"{name or os.getpid()}.json"
-        self._task: asyncio.Task[None] | None = None
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Begin flushing (call on the event loop that serves requests)."""
+        """Write a snapshot now, then every FLUSH_SECONDS until ``stop()``."""
         self.flush()
-        self._task = asyncio.get_running_loop().create_task(self._flush_forever())
+        self._thread = threading.Thread(
+            target=self._flush_forever, name="kingpost-metrics", daemon=True
+        )
+        self._thread.start()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
         self.flush()  # the last numbers stay, so counters never go back
 
     def flush(self) -> None:
+        try:
+            data = orjson.dumps(snapshot(self.registry))
+        except RuntimeError:  # a dict grew while it was read: the next flush has it
+            return
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_bytes(orjson.dumps(snapshot(self.registry)))
+        temporary.write_bytes(data)
         os.replace(temporary, self.path)
 
     def render(self) -> bytes:
@@ -128,7 +140,7 @@ class WorkerMetrics:
             with contextlib.suppress(OSError, orjson.JSONDecodeError):
                 yield orjson.loads(path.read_bytes())
 
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            self.flush()
+    def _flush_forever(self) -> None:
+        while not self._stopped.wait(FLUSH_SECONDS):
+            with contextlib.suppress(OSError):
+                self.flush()
