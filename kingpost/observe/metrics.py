@@ -93,6 +93,18 @@ class Histogram:
         return buckets
 
 
+class Value:
+    """A number set now and then (readiness, load time), read at each scrape."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+
 class Labels:
     """The constant labels every family carries, as names and values."""
 
@@ -266,8 +278,8 @@ class ServingMetrics:
         self.queue = QUEUE if queue is None else queue
         self.generations = generations
         self.shared: WorkerMetrics | None = None
-        self.ready = 0.0
-        self.load_seconds = 0.0
+        self.ready = Value()
+        self.load_seconds = Value()
         self._in_flight: Callable[[], float] = lambda: 0.0
         self._model: Callable[[], Any] = lambda: None
         self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
@@ -302,8 +314,8 @@ class ServingMetrics:
             ("kingpost_requests_in_flight", "Requests doing model work now", in_flight),
             ("kingpost_num_requests_running", "Requests running on the model", in_flight - waiting),
             ("kingpost_num_requests_waiting", "Requests waiting for a slot", waiting),
-            ("kingpost_model_ready", "1 when the model is ready", self.ready),
-            ("kingpost_model_load_seconds", "Time the model took to load", self.load_seconds),
+            ("kingpost_model_ready", "1 when the model is ready", self.ready.value),
+            ("kingpost_model_load_seconds", "Time the model took to load", self.load_seconds.value),
         ):
             gauge = labels.gauge(name, documentation)
             gauge.add_metric(values, value)

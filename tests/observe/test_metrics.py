@@ -99,8 +99,10 @@ def test_one_scrape_adds_up_every_workers_numbers(tmp_path: Path) -> None:
     second.observe("predict", 200, 0.03)
     first.generations.observe(5, 7, 0.1, 0.01)
     second.generations.observe(5, 3, 0.1, 0.01)
-    first.ready, second.ready = 1.0, 0.0
-    first.load_seconds, second.load_seconds = 2.0, 5.0
+    first.ready.set(1)
+    second.ready.set(0)
+    first.load_seconds.set(2.0)
+    second.load_seconds.set(5.0)
     WorkerMetrics(tmp_path, second.registry, name="2").flush()
     text = WorkerMetrics(tmp_path, first.registry, name="1").render().decode()
     assert sample(text, "kingpost_requests_total", route="predict") == 3
