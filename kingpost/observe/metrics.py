@@ -2,15 +2,16 @@
 
 Names and buckets follow vLLM's (``vllm:time_to_first_token_seconds`` is
 ``kingpost_time_to_first_token_seconds`` here, with the same buckets) and TGI's
-where vLLM has none (batch sizes). Every family carries the constant labels
-``model_name`` (and ``environment``, ``deployment`` when the platform sets them).
+where vLLM has none (batch sizes). On the platform every family also carries
+the labels ``model_name``, ``environment`` and ``deployment`` (``labels=``); a
+single server's scrape target names its model already, so it adds none.
 
 Counts and sums are plain integers and floats updated on the event loop (the
 one thread that serves requests) or, for engines, under the GIL by a single
 writer per number; they become Prometheus samples only when ``/metrics`` is
 read, so the request path takes no lock and formats nothing.
 
-    metrics = ServingMetrics(model_name="gemma")
+    metrics = ServingMetrics(labels={"model_name": "gemma", "environment": "production"})
     metrics.observe("predict", 200, 0.012)      # once per request, by the core
     GENERATIONS.observe(12, 40, 0.08, 0.01)     # once per generation, by the engine
     metrics.render()                             # the /metrics body
@@ -260,18 +261,11 @@ class ServingMetrics:
 
     def __init__(
         self,
-        model_name: str = "model",
-        environment: str | None = None,
-        deployment: str | None = None,
+        labels: Mapping[str, str] | None = None,
         generations: GenerationStats = GENERATIONS,
         queue: QueueStats | None = None,
     ) -> None:
-        constant = {"model_name": model_name}
-        if environment:
-            constant["environment"] = environment
-        if deployment:
-            constant["deployment"] = deployment
-        self.labels = Labels(constant)
+        self.labels = Labels(labels or {})
         self.registry = CollectorRegistry()
         self.requests = RequestStats(self.labels)
         self.observe = self.requests.observe

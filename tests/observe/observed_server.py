@@ -26,7 +26,7 @@ from kingpost.server.runner import ServeOptions, build_app
 
 class _Generations(Collector):
     def __init__(self, model_name: str) -> None:
-        self.labels = Labels({"model_name": model_name})
+        self.labels = Labels({})
 
     def collect(self) -> Iterator[Any]:
         return GENERATIONS.collect(self.labels)

@@ -13,6 +13,7 @@ from kingpost.observe.metrics import (
     TPOT_BUCKETS,
     TTFT_BUCKETS,
     GenerationStats,
+    QueueStats,
     ServingMetrics,
 )
 from kingpost.observe.multiworker import WorkerMetrics
@@ -44,7 +45,7 @@ class Engine:
 
 
 def serving(**labels: str) -> ServingMetrics:
-    metrics = ServingMetrics(generations=GenerationStats(), **labels)
+    metrics = ServingMetrics(labels, generations=GenerationStats(), queue=QueueStats())
     metrics.watch(lambda: 3, Engine)
     return metrics
 
@@ -137,7 +138,7 @@ def llm(start_observed: Any) -> ServerProcess:
 
 def test_a_real_scrape_counts_generated_tokens_and_time_to_first_token(llm: ServerProcess) -> None:
     before = httpx.get(llm.url("/metrics")).text
-    tokens_before = sample(before, "kingpost_generation_tokens_total", model_name="scripted-llm")
+    tokens_before = sample(before, "kingpost_generation_tokens_total")
     ttft_before = sample(before, "kingpost_time_to_first_token_seconds_count")
     body = {"messages": [{"role": "user", "content": "a b c"}], "max_tokens": 6, "stream": True}
     with httpx.stream("POST", llm.url("/v1/chat/completions"), json=body) as reply:
