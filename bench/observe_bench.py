@@ -5,7 +5,8 @@
 
 Each server is ``kingpost serve bench/models/echo_async``; only its environment
 differs. "on" exports every span over OTLP/HTTP to a receiver this script runs
-on 127.0.0.1 (it answers 200 and discards the body); "truss file" writes
+on 127.0.0.1 (it answers 200 and discards the body), or a sample of 1 request
+in 100 (``OTEL_TRACES_SAMPLER=traceidratio``); "truss file" writes
 Truss's one ``predict-endpoint`` span per request to an NDJSON file. The load is
 wrk, 32 connections, ``POST /predict``; the figure that matters is the server's
 CPU time per request, with its ratio to "off" measured in the same run.
@@ -66,6 +67,14 @@ def truss_model(workdir: Path) -> Path:
 def targets(receiver: str, workdir: Path) -> list[Target]:
     off = kingpost("echo_async", 1, "--no-access-log")
     on = replace(off, env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver})
+    sampled = replace(
+        off,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver,
+            "OTEL_TRACES_SAMPLER": "traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        },
+    )
     truss = kingpost("echo_async", 1, "--no-access-log")
     truss.argv[truss.argv.index(str(MODELS / "echo_async"))] = str(truss_model(workdir))
     truss.env = {"OTEL_TRACING_NDJSON_FILE": str(workdir / "spans.ndjson")}
@@ -73,6 +82,7 @@ def targets(receiver: str, workdir: Path) -> list[Target]:
         Target("tracing off (baseline)", off),
         Target("tracing off, a second server (noise)", replace(off)),
         Target("OTLP tracing on, every request", on),
+        Target("OTLP tracing on, 1 request in 100 sampled", sampled),
         Target("Truss predict-endpoint file", truss),
     ]
 

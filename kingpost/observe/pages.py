@@ -1,10 +1,11 @@
 """The routes that show a model: ``/openapi.json``, ``/docs`` and ``/playground``.
 
-Each is a plain ASGI callable answering GET and HEAD from bytes prepared at
-load time, so the core can put them in its route table like any other route:
+Each is a :class:`StaticBody` answering GET and HEAD from bytes prepared at
+load time: a plain ASGI app, whose ``answer(scope)`` a server core can also
+send itself (``kingpost.server.page_routes`` puts them in the route table):
 
-    for route in observe_routes(document, playground=True):
-        table.add(route.path, route.name, route.app)
+    for page in observe_routes(document, playground=PlaygroundConfig()):
+        page.path, page.name, page.app.answer(scope)
 
 The playground's page asks ``/playground/config.json`` what to show. Its
 ``panes`` list names the built-in panes; ``extensions`` adds panes from other
@@ -28,7 +29,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ASSETS_PACKAGE = "kingpost.observe"
 ASSETS_DIR = "assets"
@@ -47,27 +47,33 @@ class StaticBody:
 
     def __init__(self, body: bytes, content_type: str, cache: str = "no-cache") -> None:
         self.body = body
+        self.content_type = content_type.encode()
         self.etag = b'"' + hashlib.sha1(body).hexdigest()[:16].encode() + b'"'
         self.headers = [
-            (b"content-type", content_type.encode()),
             (b"etag", self.etag),
             (b"cache-control", cache.encode()),
             (b"x-content-type-options", b"nosniff"),
         ]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope.get("method", "GET")
-        if method not in ("GET", "HEAD"):
-            await _send(send, 405, b'{"error":"only GET and HEAD"}', "application/json")
-            return
+    def answer(self, scope: Scope) -> tuple[int, bytes]:
+        """The status and body for a GET or HEAD (304 when the client's copy is current)."""
         for name, value in scope.get("headers", ()):
             if name == b"if-none-match" and value == self.etag:
-                await send({"type": "http.response.start", "status": 304, "headers": self.headers})
-                await send({"type": "http.response.body", "body": b""})
-                return
-        headers = [*self.headers, (b"content-length", str(len(self.body)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else self.body})
+                return 304, b""
+        return 200, b"" if scope.get("method") == "HEAD" else self.body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method", "GET") not in ("GET", "HEAD"):
+            await _send(send, 405, b'{"error":"only GET and HEAD"}', "application/json")
+            return
+        status, body = self.answer(scope)
+        headers = [
+            (b"content-type", self.content_type),
+            (b"content-length", str(len(body)).encode()),
+            *self.headers,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: str) -> None:
@@ -83,7 +89,7 @@ async def _send(send: Send, status: int, body: bytes, content_type: str) -> None
 class PageRoute:
     path: str
     name: str
-    app: ASGIApp
+    app: StaticBody
 
 
 @dataclass

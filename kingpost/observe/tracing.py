@@ -17,16 +17,16 @@ the request path is the same code as without this module.
 
     tracing = configure(config.runtime.enable_tracing_data)   # once, at start
     app = TracedApp(app, tracing, route_name) if tracing else app
+    runner = tracing.traced_hook(runner) if tracing else runner
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ from typing import Any
 logger = logging.getLogger("kingpost.tracing")
 
 Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 NDJSON_VARIABLE = "OTEL_TRACING_NDJSON_FILE"
@@ -70,7 +69,7 @@ class NDJSONSpanExporter:
     def export(self, spans: Sequence[Any]) -> Any:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
-        lines = "".join(json.dumps(json.loads(span.to_json())) + "\n" for span in spans)
+        lines = "".join(span.to_json(indent=None) + "\n" for span in spans)
         with self._lock:
             self._file.write(lines)
             self._file.flush()
@@ -195,6 +194,8 @@ def configure(
     Also makes it :data:`ACTIVE` for the engines of this process.
     """
     global ACTIVE
+    if ACTIVE is not None:
+        return ACTIVE  # once per process: a reloaded model keeps the providers it had
     environ = os.environ if environ is None else environ
     otlp = wants_otlp(environ)
     truss_file = wants_truss_file(enable_tracing_data, environ)
@@ -275,8 +276,9 @@ class TracedApp:
     Only installed when tracing is on.
     """
 
-    def __init__(self, app: ASGIApp, tracing: Tracing, route_of: Callable[[str], str]) -> None:
+    def __init__(self, app: Any, tracing: Tracing, route_of: Callable[[str], str]) -> None:
         self.app = app
+        self.drain: Any = getattr(app, "drain", None)  # what the drain on SIGTERM reads
         self.tracing = tracing
         self.route_of = route_of
         from opentelemetry import context, trace
@@ -285,7 +287,7 @@ class TracedApp:
         self._trace = trace
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.app, name)  # the core reads its app's attributes (draining...)
+        return getattr(self.app, name)  # the rest of what the wrapped app offers
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
