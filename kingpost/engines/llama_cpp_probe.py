@@ -25,6 +25,9 @@ from pathlib import Path
 from kingpost.errors import ModelLoadError
 
 PROBE_TIMEOUT_S = 180.0
+# How a build for the wrong CPU dies: SIGILL at an instruction the CPU refuses, or SIGSEGV
+# (seen with a native AMX build on a VM that traps AMX's tile set-up).
+_BUILD_MISMATCH_SIGNALS = frozenset({signal.SIGILL, signal.SIGSEGV, signal.SIGBUS})
 PORTABLE_REBUILD = (
     ". scripts/llama-build-env.sh && "
     "pip install --force-reinstall --no-cache-dir --no-deps llama-cpp-python"
@@ -59,12 +62,12 @@ def describe_failure(returncode: int, features: str, stderr: bytes) -> str:
     """The message for a probe that exited with ``returncode`` (negative: a signal)."""
     if returncode < 0:
         name = _signal_name(-returncode)
-        cause = f"died with {name} during its first decode"
-        if -returncode == signal.SIGILL:
+        cause = f"died with {name} before finishing one decode"
+        if -returncode in _BUILD_MISMATCH_SIGNALS:
             cause += (
-                ": this llama-cpp-python build uses CPU instructions this machine does not "
-                "allow (a native build that picked up AMX on a VM that advertises it, or a "
-                "wheel built on another CPU and reused from pip's cache)"
+                ": this llama-cpp-python build most likely uses CPU instructions this machine "
+                "does not allow (a native build that picked up AMX on a VM that advertises "
+                "it, or a wheel built on another CPU and reused from pip's cache)"
             )
     else:
         tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
