@@ -38,12 +38,29 @@ class ServerSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def kingpost(model: str, workers: int, *extra: str) -> ServerSpec:
+def kingpost(model: str, workers: int, *extra: str, source: Path | None = None) -> ServerSpec:
+    """``kingpost serve`` of a bench model; ``source``: run the package found there instead."""
     argv = [sys.executable, "-m", "kingpost", "serve", str(MODELS / model), "--port", "{port}"]
     argv += ["--log-level", "warning", *extra]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    return ServerSpec(f"kingpost {model}", argv, ready_path="/v1/models/model")
+    env = {"PYTHONPATH": str(source)} if source is not None else {}
+    name = f"kingpost {model}" + (f" from {source}" if source is not None else "")
+    return ServerSpec(name, argv, ready_path="/v1/models/model", env=env)
+
+
+def check_out(revision: str) -> Path:
+    """The tree of ``revision`` in a new temporary directory (``git archive``: the
+    repository itself is not touched). The caller removes it."""
+    target = Path(tempfile.mkdtemp(prefix="kingpost-bench-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", revision],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True, timeout=60)
+    return target
 
 
 def uvicorn(app: str, workers: int) -> ServerSpec:
