@@ -8,7 +8,8 @@ Starts every server itself on 127.0.0.1, interleaves the measurements of each
 round (rotating their order), and prints medians over rounds with ratios to
 the baseline of the same run. No load run lasts over 20 s. With ``--against REV``
 the Kingpost rows are also served from ``REV`` (checked out into a temporary
-directory) side by side, and a last table compares their server CPU per request.
+directory) side by side, and a last table compares their server CPU per request
+(the raw-ASGI limit and access-log rows are left out then).
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ def echo_targets(workers: int, against: Against | None = None) -> list[EchoTarge
         ),
     ]
     if against is not None:
+        # Comparing revisions: the limit rows and the access-log row only add noise.
+        targets = [t for t in targets if "limit" not in t.label and "log on" not in t.label]
         for model, label in (("echo_async", "async predict"), ("echo_sync", "sync predict")):
             spec = kingpost(model, workers, "--no-access-log", source=against.tree)
             targets.append(EchoTarget(f"kingpost {label} @{against.revision}", spec))
@@ -174,7 +177,7 @@ def start_all(specs: list[ServerSpec]) -> dict[str, Server]:
 
 
 def spec_key(spec: ServerSpec) -> str:
-    return " ".join([*spec.argv, *sorted(f"{k}={v}" for k, v in spec.env.items())])
+    return " ".join([*spec.argv, str(spec.cwd), *sorted(f"{k}={v}" for k, v in spec.env.items())])
 
 
 def server_for(servers: dict[str, Server], spec: ServerSpec) -> Server:

@@ -36,6 +36,7 @@ class ServerSpec:
     argv: list[str]
     ready_path: str = "/"
     env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT  # ``python -m`` imports from here first
 
 
 def kingpost(model: str, workers: int, *extra: str, source: Path | None = None) -> ServerSpec:
@@ -44,9 +45,11 @@ def kingpost(model: str, workers: int, *extra: str, source: Path | None = None) 
     argv += ["--log-level", "warning", *extra]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    env = {"PYTHONPATH": str(source)} if source is not None else {}
-    name = f"kingpost {model}" + (f" from {source}" if source is not None else "")
-    return ServerSpec(name, argv, ready_path="/v1/models/model", env=env)
+    if source is None:
+        return ServerSpec(f"kingpost {model}", argv, ready_path="/v1/models/model")
+    env = {"PYTHONPATH": str(source)}
+    name = f"kingpost {model} from {source}"
+    return ServerSpec(name, argv, ready_path="/v1/models/model", env=env, cwd=source)
 
 
 def check_out(revision: str) -> Path:
@@ -98,7 +101,7 @@ class Server:
         self.started_at = time.perf_counter()
         self.process = subprocess.Popen(
             argv,
-            cwd=ROOT,
+            cwd=self.spec.cwd,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
