@@ -133,7 +133,7 @@ def test_a_broken_model_report_leaves_the_rest_of_the_scrape() -> None:
 
 @pytest.fixture(scope="module")
 def llm(start_observed: Any) -> ServerProcess:
-    return start_observed("scripted_llm", env={"TOKEN_DELAY": "0.005"})
+    return start_observed("observed_llm", env={"TOKEN_DELAY": "0.005"})
 
 
 def test_a_real_scrape_counts_generated_tokens_and_time_to_first_token(llm: ServerProcess) -> None:

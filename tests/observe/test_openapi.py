@@ -34,7 +34,7 @@ def test_an_untyped_model_documents_predict_as_any_json_and_no_v1_routes() -> No
 
 @pytest.fixture(scope="module")
 def llm(start_observed: Any) -> ServerProcess:
-    return start_observed("scripted_llm")
+    return start_observed("observed_llm")
 
 
 def test_served_document_names_typed_and_protocol_schemas(llm: ServerProcess) -> None:

@@ -24,7 +24,7 @@ def markers(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(start_observed: Any, markers: Path) -> ServerProcess:
     env = {"TOKEN_DELAY": "0.04", "MARKER_DIR": str(markers)}
-    return start_observed("scripted_llm", "--dev", env=env)
+    return start_observed("observed_llm", "--dev", env=env)
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_playground_loads_with_readiness_and_hooks(page: Any) -> None:
     hooks = page.inner_text("[data-testid=hooks]")
     for hook in ("predict", "chat_completions", "messages"):
         assert hook in hooks
-    assert page.inner_text("#model-name") == "scripted-llm"
+    assert page.inner_text("#model-name") == "observed-llm"
     assert page.outside == [] and page.errors == []
 
 
@@ -201,7 +201,7 @@ def test_docs_page_renders_the_routes_without_leaving_the_server(
 
 
 def test_playground_is_off_without_dev(start_observed: Any) -> None:
-    plain = start_observed("scripted_llm")
+    plain = start_observed("observed_llm")
     assert httpx.get(plain.url("/playground")).status_code == 404
     assert httpx.get(plain.url("/docs")).status_code == 200
 

@@ -39,10 +39,10 @@ def receiver() -> Iterator[OTLPReceiver]:
 def traced(receiver: OTLPReceiver) -> Iterator[ServerProcess]:
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_SERVICE_NAME": "scripted-test",
+        "OTEL_SERVICE_NAME": "observed-test",
         "OTEL_BSP_SCHEDULE_DELAY": "50",
     }
-    with observed(MODELS / "scripted_llm", env) as server:
+    with observed(MODELS / "observed_llm", env) as server:
         yield server
 
 
@@ -58,7 +58,7 @@ def test_a_request_span_continues_the_incoming_traceparent(
     assert request["kind"] == 2  # SERVER
     assert request["attributes"]["http.response.status_code"] == 200
     assert request["attributes"]["kingpost.request_id"] == reply.headers["x-request-id"]
-    assert request["resource"]["service.name"] == "scripted-test"
+    assert request["resource"]["service.name"] == "observed-test"
     hooks = [s for s in receiver.wait_for("predict") if s["trace_id"] == TRACE_ID]
     assert [hook["parent_span_id"] for hook in hooks] == [request["span_id"]]
 
@@ -76,14 +76,14 @@ def test_a_generation_span_has_the_genai_attributes(
     usage = reply.json()["usage"]
     spans = {s["name"]: s for s in receiver.spans if s["trace_id"] == trace_id}
     deadline = time.monotonic() + 10
-    while "chat scripted-llm" not in spans and time.monotonic() < deadline:
+    while "chat observed-llm" not in spans and time.monotonic() < deadline:
         time.sleep(0.05)
         spans = {s["name"]: s for s in receiver.spans if s["trace_id"] == trace_id}
-    generation = spans["chat scripted-llm"]
+    generation = spans["chat observed-llm"]
     attributes = generation["attributes"]
     assert attributes["gen_ai.operation.name"] == "chat"
-    assert attributes["gen_ai.request.model"] == "scripted-llm"
-    assert attributes["gen_ai.response.model"] == "scripted-llm"
+    assert attributes["gen_ai.request.model"] == "observed-llm"
+    assert attributes["gen_ai.response.model"] == "observed-llm"
     assert attributes["gen_ai.request.max_tokens"] == 5
     assert attributes["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
     assert attributes["gen_ai.usage.output_tokens"] == usage["completion_tokens"] == 5
@@ -98,7 +98,7 @@ def test_truss_enable_tracing_data_writes_one_predict_endpoint_span_per_request(
     tmp_path: Path,
 ) -> None:
     model_dir = tmp_path / "model"
-    shutil.copytree(MODELS / "scripted_llm", model_dir)
+    shutil.copytree(MODELS / "observed_llm", model_dir)
     config = model_dir / "config.yaml"
     config.write_text(
         config.read_text().replace("runtime:", "runtime:\n  enable_tracing_data: true")
