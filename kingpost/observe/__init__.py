@@ -1,11 +1,12 @@
-"""Seeing inside a model server: metrics, traces, the API document and the playground.
+"""Seeing inside a model server: metrics, traces, and the pages that show a model.
 
-    openapi.py     the OpenAPI document of the routes this model serves
-    assets.py      package files (the playground, the docs page) served from memory
-    pages.py       the ASGI routes: /openapi.json, /docs, /playground
-    metrics.py     conventional metric families (vLLM / TGI names and buckets)
-    multiworker.py one scrape covering every worker of ``--workers N``
-    tracing.py     OpenTelemetry spans (extra ``kingpost[otel]``), off unless configured
+    metrics.py      conventional metric families (vLLM / TGI names and buckets)
+    multiworker.py  one scrape covering every worker of ``--workers N``
+    generations.py  what one engine generation reports: metrics and a GenAI span
+    tracing.py      OpenTelemetry spans (extra ``kingpost[otel]``), off unless configured
+    pages.py        ASGI routes serving /openapi.json, /docs and /playground from memory
+    assets/         the playground and docs pages: HTML, CSS, ES modules
 
-Nothing here is on the request path unless it is switched on.
+It imports nothing else of Kingpost, so every layer may use it; the server
+builds the API document (``kingpost.server.openapi``) and wires these in.
 """

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import pytest
 from kingpost.testing import ServerProcess
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-# Until the observe routes are in the core's route table, tests serve through this stand-in.
-OBSERVED_SERVER = [sys.executable, "-m", "tests.observe.observed_server"]
 
 
 def chromium_path() -> str | None:
@@ -28,13 +25,7 @@ def start_observed() -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     def start(model: str, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
-        root = Path(__file__).resolve().parent.parent.parent
-        server = ServerProcess(
-            MODELS / model,
-            *args,
-            env={"PYTHONPATH": str(root), **(env or {})},
-            command=OBSERVED_SERVER,
-        )
+        server = ServerProcess(MODELS / model, *args, env=env)
         started.append(server)
         return server.start()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,22 @@ def test_a_real_scrape_counts_generated_tokens_and_time_to_first_token(llm: Serv
     assert sample(after, "kingpost_time_to_first_token_seconds_count") == ttft_before + 1
     assert sample(after, "kingpost_request_success_total", finished_reason="length") >= 1
     assert sample(after, "kingpost_requests_total", route="chat_completions", status="200") >= 1
+
+
+def test_with_two_workers_one_scrape_counts_every_workers_requests(start_observed: Any) -> None:
+    server = start_observed("worker_pid", "--workers", "2")
+    pids = set()
+    for _ in range(24):  # a new connection each: the kernel spreads them across workers
+        pids.add(httpx.post(server.url("/predict"), json={}).json()["pid"])
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    while True:  # a sibling's numbers are at most one flush (0.5 s) old
+        text = httpx.get(server.url("/metrics")).text
+        counted = sample(text, "kingpost_requests_total", route="predict", status="200")
+        if counted == 24 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert counted == 24
+    assert sample(text, "kingpost_model_ready") == 1
+    names = [family.name for family in text_string_to_metric_families(text)]
+    assert names.count("kingpost_requests") == 1

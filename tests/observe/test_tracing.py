@@ -13,20 +13,19 @@ import pytest
 
 from kingpost.observe import tracing
 from kingpost.testing import ServerProcess
-from tests.observe.conftest import MODELS, OBSERVED_SERVER
+from tests.observe.conftest import MODELS
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra: pip install 'kingpost[otel]'")
 pytest.importorskip("opentelemetry.proto", reason="the test extra has opentelemetry-proto")
 from tests.observe.otlp_receiver import OTLPReceiver
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
 
 def observed(model_dir: Path, env: dict[str, str]) -> ServerProcess:
-    return ServerProcess(model_dir, env={"PYTHONPATH": str(ROOT), **env}, command=OBSERVED_SERVER)
+    return ServerProcess(model_dir, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -215,12 +215,8 @@ class _DocumentBuilder:
 
     def error_responses(self, dialect: str, statuses: dict[str, str]) -> dict[str, Any]:
         name, _ = _ERROR_SCHEMAS[dialect]
-        self._errors.update((dialect, "kingpost"))
-        schema: dict[str, Any] = {"$ref": f"{REF_PREFIX}{name}"}
-        if dialect != "kingpost":
-            # Errors the server raises itself (a body that is not JSON, a model still
-            # loading) are still in Kingpost's shape on these routes.
-            schema = {"anyOf": [schema, {"$ref": f"{REF_PREFIX}KingpostError"}]}
+        self._errors.add(dialect)
+        schema = {"$ref": f"{REF_PREFIX}{name}"}
         return {
             status: {"description": text, "content": {"application/json": {"schema": schema}}}
             for status, text in statuses.items()
