@@ -18,7 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("model_dir", type=Path, help="directory with config.yaml and model/")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--dev", action="store_true", help="put exception details in 500 bodies")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="put exception details in 500 bodies, and serve the playground at /playground",
+    )
     serve.add_argument("--environment", default=None, help="environment name handed to the model")
     serve.add_argument("--secrets-dir", type=Path, default=DEFAULT_SECRETS_DIR)
     serve.add_argument("--graceful-timeout", type=float, default=30.0)
