@@ -48,7 +48,7 @@ class NewModel(BaseModel):
 class NewEnvironment(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    autoscaling: Autoscaling = Field(default_factory=lambda: Autoscaling())
 
 
 class PromoteRequest(BaseModel):
@@ -56,8 +56,8 @@ class PromoteRequest(BaseModel):
     environment: str = "production"
     rolling: bool = False
     scale_down_previous: bool = True
-    step_percent: float = Field(25.0, ge=1, le=100)
-    step_interval: float = Field(10.0, ge=0, le=3600)
+    step_percent: float = Field(default=25.0, ge=1, le=100)
+    step_interval: float = Field(default=10.0, ge=0, le=3600)
 
 
 def build_admin(platform: Platform) -> FastAPI:

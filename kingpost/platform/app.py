@@ -103,7 +103,9 @@ class PlatformApp:
         except (ClientGone, UpstreamError):
             return  # nobody to answer, or the reply was already under way
 
-    async def _invoke(self, invocation: Invocation, scope: Scope, receive: Receive, send: Send):
+    async def _invoke(
+        self, invocation: Invocation, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         endpoint = invocation.endpoint
         if invocation.path:
             pool = self.platform.resolve(invocation)
@@ -171,7 +173,9 @@ async def _send_json(send: Send, status: int, body: object) -> None:
 
 async def _send_error(send: Send, exc: PlatformError) -> None:
     try:
-        await send({"type": "http.response.start", "status": exc.status_code, "headers": exc.headers()})
+        await send(
+            {"type": "http.response.start", "status": exc.status_code, "headers": exc.headers()}
+        )
         await send({"type": "http.response.body", "body": exc.body()})
     except Exception:  # the reply had begun, or the client left: nothing more to say
         logger.debug("could not send the error %r", exc)

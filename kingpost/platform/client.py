@@ -1,8 +1,8 @@
 """A client of the admin API; the ``kingpost`` platform commands use nothing else.
 
-    client = AdminClient("http://127.0.0.1:8080")
-    deployment = client.deploy(Path("examples/echo"), model="echo", environment="production")
-    client.wait_deployed(deployment["id"], "production")
+client = AdminClient("http://127.0.0.1:8080")
+deployment = client.deploy(Path("examples/echo"), model="echo", environment="production")
+client.wait_deployed(deployment["id"], "production")
 """
 
 from __future__ import annotations

@@ -35,14 +35,31 @@ COMMANDS = frozenset(
         "apply",
     }
 )
-MODEL_COLUMNS = [("name", "name"), ("id", "id"), ("environments", "environments"),
-                 ("development", "development"), ("deployments", "deployments")]
-DEPLOYMENT_COLUMNS = [("id", "id"), ("model", "model"), ("status", "status"),
-                      ("environments", "environments"), ("replicas", "replicas"),
-                      ("ready", "ready"), ("dev", "development"), ("source", "source")]
-ENVIRONMENT_COLUMNS = [("model", "model"), ("environment", "name"),
-                       ("deployment", "deployment_id"), ("replicas", "replicas"),
-                       ("autoscaling", "autoscaling"), ("promotion", "promotion")]
+MODEL_COLUMNS = [
+    ("name", "name"),
+    ("id", "id"),
+    ("environments", "environments"),
+    ("development", "development"),
+    ("deployments", "deployments"),
+]
+DEPLOYMENT_COLUMNS = [
+    ("id", "id"),
+    ("model", "model"),
+    ("status", "status"),
+    ("environments", "environments"),
+    ("replicas", "replicas"),
+    ("ready", "ready"),
+    ("dev", "development"),
+    ("source", "source"),
+]
+ENVIRONMENT_COLUMNS = [
+    ("model", "model"),
+    ("environment", "name"),
+    ("deployment", "deployment_id"),
+    ("replicas", "replicas"),
+    ("autoscaling", "autoscaling"),
+    ("promotion", "promotion"),
+]
 AUTOSCALING_FLAGS = {
     "min_replica": int,
     "max_replica": int,
@@ -138,7 +155,9 @@ def _up(args: argparse.Namespace) -> int:
     from kingpost.platform.settings import DEFAULT_HOME, PlatformOptions
     from kingpost.platform.up import run_platform
 
-    file = args.file if args.file is not None else (DEFAULT_FILE if DEFAULT_FILE.is_file() else None)
+    file = (
+        args.file if args.file is not None else (DEFAULT_FILE if DEFAULT_FILE.is_file() else None)
+    )
     options = PlatformOptions(
         home=(args.home or DEFAULT_HOME).expanduser().resolve(),
         host=args.host,
@@ -213,8 +232,13 @@ def _promote(client: AdminClient, args: argparse.Namespace) -> int:
         client.wait_deployed(promoted, args.environment, progress=_progress(args))
         model = client.deployment(promoted)["model_id"]
         run = client.environment(model, args.environment)
-    return _print(args, run, ENVIRONMENT_COLUMNS if "name" in run else list(
-        (key, key) for key in ("deployment_id", "environment", "state", "share")))
+    return _print(
+        args,
+        run,
+        ENVIRONMENT_COLUMNS
+        if "name" in run
+        else list((key, key) for key in ("deployment_id", "environment", "state", "share")),
+    )
 
 
 def _models(client: AdminClient, args: argparse.Namespace) -> int:
@@ -247,7 +271,9 @@ def _environments(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def _autoscaling(client: AdminClient, args: argparse.Namespace) -> int:
-    changes = {key: getattr(args, key) for key in AUTOSCALING_FLAGS if getattr(args, key) is not None}
+    changes = {
+        key: getattr(args, key) for key in AUTOSCALING_FLAGS if getattr(args, key) is not None
+    }
     settings = client.autoscaling(args.model, args.environment, changes)
     columns = [(key, key) for key in AUTOSCALING_FLAGS]
     return _print(args, settings, columns)
@@ -270,8 +296,11 @@ def _logs(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def _wake(client: AdminClient, args: argparse.Namespace) -> int:
-    return _print(args, client.wake(args.model, args.environment), [
-        ("status", "status"), ("deployment", "deployment_id")])
+    return _print(
+        args,
+        client.wake(args.model, args.environment),
+        [("status", "status"), ("deployment", "deployment_id")],
+    )
 
 
 def _apply(client: AdminClient, args: argparse.Namespace) -> int:

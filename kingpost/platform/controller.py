@@ -19,8 +19,10 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kingpost.platform import bundle, promotion
 from kingpost.platform.errors import InvalidRequestError, NotFoundError
@@ -98,8 +100,8 @@ class Platform:
         self.traffic.clear()
         await asyncio.gather(*(pool.close() for pool in pools), return_exceptions=True)
 
-    def spawn(self, coroutine: object) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -224,7 +226,9 @@ class Platform:
             return traffic.choose()
         env = snapshot.environment(model.id, invocation.target)
         if env.deployment_id is None:
-            raise NotFoundError(f"environment {env.name!r} of model {model.name!r} has no deployment")
+            raise NotFoundError(
+                f"environment {env.name!r} of model {model.name!r} has no deployment"
+            )
         raise NotFoundError(
             f"the deployment of environment {env.name!r} of model {model.name!r} is deactivated"
         )
@@ -333,7 +337,9 @@ class Platform:
     def _freeze(self, deployment: DeploymentRecord) -> DeploymentRecord:
         """An immutable deployment of the development deployment's current files."""
         model = self.snapshot.models[deployment.model_id]
-        return self.deploy(model.name, bundle.pack(Path(deployment.source)), deployment.source, False)
+        return self.deploy(
+            model.name, bundle.pack(Path(deployment.source)), deployment.source, False
+        )
 
     def set_active(self, deployment_id: str, active: bool) -> DeploymentRecord:
         self.snapshot.deployment(deployment_id)

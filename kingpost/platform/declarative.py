@@ -36,11 +36,11 @@ DEFAULT_FILE = Path("kingpost.yaml")
 
 class PlatformSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    park_timeout: float | None = Field(None, gt=0)
-    park_limit: int | None = Field(None, ge=1)
-    request_timeout: float | None = Field(None, gt=0)
-    replica_start_timeout: float | None = Field(None, gt=0)
-    development_idle: float | None = Field(None, ge=0)
+    park_timeout: float | None = Field(default=None, gt=0)
+    park_limit: int | None = Field(default=None, ge=1)
+    request_timeout: float | None = Field(default=None, gt=0)
+    replica_start_timeout: float | None = Field(default=None, gt=0)
+    development_idle: float | None = Field(default=None, ge=0)
 
 
 class ModelSection(BaseModel):
@@ -53,7 +53,7 @@ class ModelSection(BaseModel):
 
 class PlatformFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    platform: PlatformSection = Field(default_factory=PlatformSection)
+    platform: PlatformSection = Field(default_factory=lambda: PlatformSection())
     models: dict[str, ModelSection] = Field(default_factory=dict)
 
 

@@ -1,13 +1,13 @@
 """Errors at the platform edge, each with its HTTP status; bodies are ``{"error": "..."}``.
 
-    PlatformError
-      InvalidRequestError      400  a bad name, setting or file
-      NotFoundError            404  unknown model, environment, deployment; deactivated
-      ConflictError            409  a promotion already under way; a name taken
-      PayloadTooLargeError     413
-      ReplicaFailedError       502  the replica crashed or broke the reply
-      UnavailableError         503  not ready, parked too long, queue full (Retry-After)
-      GatewayTimeoutError      504  no reply within the sync limit
+PlatformError
+  InvalidRequestError      400  a bad name, setting or file
+  NotFoundError            404  unknown model, environment, deployment; deactivated
+  ConflictError            409  a promotion already under way; a name taken
+  PayloadTooLargeError     413
+  ReplicaFailedError       502  the replica crashed or broke the reply
+  UnavailableError         503  not ready, parked too long, queue full (Retry-After)
+  GatewayTimeoutError      504  no reply within the sync limit
 """
 
 from __future__ import annotations

@@ -134,8 +134,10 @@ class ReplicaPool:
         replicas = self.replicas + self.retiring
         self.replicas, self.ready, self.retiring = [], [], []
         await asyncio.gather(
-            *(self._drain_and_stop(r, self.options.grace if grace is None else grace)
-              for r in replicas),
+            *(
+                self._drain_and_stop(r, self.options.grace if grace is None else grace)
+                for r in replicas
+            ),
             *self._retire_tasks,
             return_exceptions=True,
         )

@@ -48,7 +48,7 @@ _names = itertools.count(1)
 
 @dataclass(frozen=True)
 class ProcessOptions:
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     start_timeout: float = 600.0
     restart_delay: float = 0.5
     max_restart_delay: float = 10.0

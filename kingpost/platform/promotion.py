@@ -119,9 +119,9 @@ class Promotion:
             count = max(1, settings.min_replica, len(old.replicas) if old else 0)
             count = min(count, settings.max_replica)
             candidate = platform.pool_for(self.deployment, self.env.name, settings)
-            if self.rolling and traffic is not None and old is not None:
-                if not await self._shift(traffic, old, candidate, count):
-                    return
+            rolling = self.rolling and traffic is not None and old is not None
+            if rolling and not await self._shift(traffic, old, candidate, count):  # type: ignore[arg-type]
+                return
             await self._scale(candidate, count)
             self._finish(candidate, old)
         except asyncio.CancelledError:

@@ -24,12 +24,12 @@ class Autoscaling(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min_replica: int = Field(0, ge=0, le=64)
-    max_replica: int = Field(1, ge=1, le=64)
-    autoscaling_window: float = Field(60.0, gt=0, le=3600)
-    scale_down_delay: float = Field(900.0, ge=0, le=86400)
-    concurrency_target: int = Field(1, ge=1, le=100000)
-    target_utilization_percentage: int = Field(70, ge=1, le=100)
+    min_replica: int = Field(default=0, ge=0, le=64)
+    max_replica: int = Field(default=1, ge=1, le=64)
+    autoscaling_window: float = Field(default=60.0, gt=0, le=3600)
+    scale_down_delay: float = Field(default=900.0, ge=0, le=86400)
+    concurrency_target: int = Field(default=1, ge=1, le=100000)
+    target_utilization_percentage: int = Field(default=70, ge=1, le=100)
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> Autoscaling:

@@ -196,15 +196,15 @@ class StateStore:
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=4)
         metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            exists = conn.execute(
-                sa.select(meta_table.c.value).where(meta_table.c.key == "generation")
-            ).first()
-            if exists is None:
-                try:
+        try:
+            with self.engine.begin() as conn:
+                exists = conn.execute(
+                    sa.select(meta_table.c.value).where(meta_table.c.key == "generation")
+                ).first()
+                if exists is None:
                     conn.execute(sa.insert(meta_table).values(key="generation", value=0))
-                except sa.exc.IntegrityError:
-                    pass  # another process made it first
+        except sa.exc.IntegrityError:
+            pass  # another process made it first
 
     def close(self) -> None:
         self.engine.dispose()
@@ -268,9 +268,7 @@ class StateStore:
     def archive(self, deployment_id: str) -> bytes:
         with self.engine.connect() as conn:
             archive = conn.execute(
-                sa.select(files_table.c.archive).where(
-                    files_table.c.deployment_id == deployment_id
-                )
+                sa.select(files_table.c.archive).where(files_table.c.deployment_id == deployment_id)
             ).scalar()
         if archive is None:
             raise NotFoundError(f"deployment {deployment_id!r} has no files")
@@ -361,7 +359,9 @@ class StateStore:
                     )
             conn.execute(sa.insert(deployments_table).values(**record.__dict__))
             if archive is not None:
-                conn.execute(sa.insert(files_table).values(deployment_id=record.id, archive=archive))
+                conn.execute(
+                    sa.insert(files_table).values(deployment_id=record.id, archive=archive)
+                )
         return record
 
     def set_status(self, deployment_id: str, status: str, error: str | None = None) -> None:
@@ -399,7 +399,9 @@ class StateStore:
         if not taken:
             raise ConflictError(f"a promotion to environment {name!r} is already under way")
 
-    def finish_promotion(self, model_id: str, name: str, owner: str, deployment_id: str | None):
+    def finish_promotion(
+        self, model_id: str, name: str, owner: str, deployment_id: str | None
+    ) -> None:
         """Release the lock; with ``deployment_id``, the environment now serves it."""
         env = environments_table.c
         values: dict[str, Any] = {"promotion_owner": None, "promotion_until": None}

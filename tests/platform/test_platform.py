@@ -14,12 +14,14 @@ import httpx
 import openai
 import pytest
 
-from tests.platform.conftest import ROOT, PlatformProcess, model_copy, pid_alive, wait_for
+from tests.platform.conftest import ROOT, PlatformProcess, model_copy, wait_for
 
 PARROT = ROOT / "examples" / "openai-compatible"
 
 
-def predict(platform: PlatformProcess, path: str, body: dict[str, Any], **kw: Any) -> httpx.Response:
+def predict(
+    platform: PlatformProcess, path: str, body: dict[str, Any], **kw: Any
+) -> httpx.Response:
     return httpx.post(platform.url(path), json=body, timeout=30, **kw)
 
 
@@ -47,7 +49,10 @@ def test_two_models_with_production_and_staging_through_both_url_forms(
         platform.admin.create_environment(model, "staging")
         for env in ("production", "staging"):
             directory = model_copy(
-                tmp_path, f"{model}-{env}", PARROT, **{"config.yaml": f"model_name: {model}-{env}\n"}
+                tmp_path,
+                f"{model}-{env}",
+                PARROT,
+                **{"config.yaml": f"model_name: {model}-{env}\n"},
             )
             deploy(platform, directory, model, env)
 
@@ -113,14 +118,19 @@ def test_deactivated_deployment_and_deleted_environment_answer_404(
     platform.admin.create_model("gamma")
     platform.admin.create_environment("gamma", "staging")
     deployment = deploy(platform, model_copy(tmp_path, "g"), "gamma", "staging")
-    assert predict(platform, f"/models/gamma/deployment/{deployment}/predict", {}).status_code == 200
+    assert (
+        predict(platform, f"/models/gamma/deployment/{deployment}/predict", {}).status_code == 200
+    )
     assert platform.cli("deactivate", deployment).returncode == 0
-    assert predict(platform, f"/models/gamma/deployment/{deployment}/predict", {}).status_code == 404
+    assert (
+        predict(platform, f"/models/gamma/deployment/{deployment}/predict", {}).status_code == 404
+    )
     assert predict(platform, "/models/gamma/environments/staging/predict", {}).status_code == 404
     assert platform.cli("activate", deployment).returncode == 0
     wait_for(
-        lambda: predict(platform, "/models/gamma/environments/staging/predict", {}).status_code
-        == 200,
+        lambda: (
+            predict(platform, "/models/gamma/environments/staging/predict", {}).status_code == 200
+        ),
         30,
         "the reactivated deployment",
     )
@@ -149,7 +159,9 @@ async def _load(
                     return
                 try:
                     response = await http.post(url, json=body or {"x": 1})
-                    version = response.json().get("version", "") if response.status_code == 200 else ""
+                    version = (
+                        response.json().get("version", "") if response.status_code == 200 else ""
+                    )
                     results.append((time.monotonic(), response.status_code, version))
                 except httpx.HTTPError as exc:
                     results.append((time.monotonic(), 0, repr(exc)))
@@ -219,9 +231,13 @@ def test_load_across_a_rolling_promotion_fails_nothing(
 def test_a_second_promotion_to_the_same_environment_is_409(
     platform: PlatformProcess, tmp_path: Path
 ) -> None:
-    record = platform.admin.deploy(model_copy(tmp_path, "p4", **{"model__version.txt": "v4"}), "promo")
+    record = platform.admin.deploy(
+        model_copy(tmp_path, "p4", **{"model__version.txt": "v4"}), "promo"
+    )
     platform.admin.wait_deployed(record["id"], None, timeout=60)
-    platform.admin.promote(record["id"], "production", rolling=True, step_percent=50, step_interval=30)
+    platform.admin.promote(
+        record["id"], "production", rolling=True, step_percent=50, step_interval=30
+    )
     second = platform.cli("promote", record["id"], "--environment", "production")
     assert second.returncode == 1
     assert "already under way" in second.stderr
@@ -250,8 +266,19 @@ def test_replicas_grow_to_max_under_load_and_shrink_after_the_delay(
 ) -> None:
     platform.admin.create_model("scaled")
     result = platform.cli(
-        "autoscaling", "scaled", "production", "--min-replica", "1", "--max-replica", "3",
-        "--concurrency-target", "1", "--autoscaling-window", "0.5", "--scale-down-delay", "1",
+        "autoscaling",
+        "scaled",
+        "production",
+        "--min-replica",
+        "1",
+        "--max-replica",
+        "3",
+        "--concurrency-target",
+        "1",
+        "--autoscaling-window",
+        "0.5",
+        "--scale-down-delay",
+        "1",
     )
     assert result.returncode == 0, result.stderr
     assert "max_replica" in result.stdout.lower()
@@ -306,8 +333,9 @@ def test_kill_9_of_a_replica_under_load_fails_only_its_requests_and_it_comes_bac
     platform: PlatformProcess, tmp_path: Path
 ) -> None:
     platform.admin.create_model("crashy")
-    platform.admin.autoscaling("crashy", "production", {"min_replica": 2, "max_replica": 2,
-                                                        "concurrency_target": 100})
+    platform.admin.autoscaling(
+        "crashy", "production", {"min_replica": 2, "max_replica": 2, "concurrency_target": 100}
+    )
     deploy(platform, model_copy(tmp_path, "c"), "crashy", "production")
     wait_for(lambda: env_replicas(platform, "crashy", "production")["ready"] == 2, 30, "2 ready")
     url = platform.url("/models/crashy/production/predict")
