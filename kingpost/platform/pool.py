@@ -73,7 +73,6 @@ class ReplicaPool:
         self.parked: collections.deque[asyncio.Future[None]] = collections.deque()
         self.error: str | None = None  # set when a replica never got ready
         self.target = settings.concurrency_target
-        self.last_request = time.monotonic()
         self._poke: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._retire_tasks: set[asyncio.Task[None]] = set()
@@ -105,6 +104,7 @@ class ReplicaPool:
             "in_flight": self.in_flight,
             "parked": len(self.parked),
             "error": self.error,
+            "list": [replica.describe() for replica in self.replicas],
         }
 
     # -- lifecycle -------------------------------------------------------------
@@ -158,7 +158,6 @@ class ReplicaPool:
 
     async def acquire(self) -> Replica:
         """A replica to send a request to, parking for one if none has room."""
-        self.last_request = time.monotonic()
         replica = self.pick()
         if replica is not None:
             return replica
@@ -167,7 +166,7 @@ class ReplicaPool:
     async def handle(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         """Forward one HTTP request to a replica of this pool."""
         for attempt in range(_RETRIES):
-            replica = await self.acquire()
+            replica = self.pick() or await self._park()
             replica.in_flight += 1
             try:
                 await replica.forward(scope, receive, send, path)
@@ -194,7 +193,6 @@ class ReplicaPool:
 
     async def wake(self) -> None:
         """Start a replica if there is none (``wake``), without a request."""
-        self.last_request = time.monotonic()
         self.autoscaler.hold(time.monotonic())
         if not self.replicas:
             self._scale_to(max(1, self.autoscaler.bounds()[0]))

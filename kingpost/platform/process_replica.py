@@ -105,6 +105,16 @@ class ProcessReplica:
             self._state = state
             self.on_change(self)
 
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "state": self._state.value,
+            "address": f"127.0.0.1:{self.port}" if self.port else None,
+            "pid": self.pid,
+            "in_flight": self.in_flight,
+            "restarts": self.restarts,
+        }
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._supervise())
 

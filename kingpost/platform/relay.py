@@ -3,9 +3,9 @@
 The request goes on as it came (method, query, headers less hop-by-hop ones,
 body streamed when it arrives in pieces) and each chunk of the reply goes to
 the client as soon as the replica writes it. A client that goes away closes
-the connection to the replica, which cancels the model's work there; the
-watch on the client (a task) only starts once a reply is slow to begin or
-streams, so a quick request pays for one timer.
+the connection to the replica, which cancels the model's work there. The
+watch on the client (a task) and the deadline (a timer) only start once an
+exchange has lasted ``WATCH_AFTER``, so a quick request pays for one timer.
 
     await relay_http(upstream, scope, receive, send, "/predict", limits)
 """
@@ -13,7 +13,6 @@ streams, so a quick request pays for one timer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -51,22 +50,57 @@ class ClientGone(Exception):
     """The client disconnected; there is nobody left to answer."""
 
 
-class _ClientWatch:
-    """Cancels ``task`` when the client disconnects (once started)."""
+class _Guard:
+    """One timer per request. An exchange still going after WATCH_AFTER gets a watch on the
+    client (its leaving cancels the task) and, until the reply begins, the deadline."""
 
-    __slots__ = ("disconnected", "receive", "task", "waiter")
+    __slots__ = (
+        "_deadline",
+        "_timer",
+        "_waiter",
+        "disconnected",
+        "expired",
+        "head",
+        "receive",
+        "task",
+        "timeout",
+    )
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, timeout: float) -> None:
         self.receive = receive
+        self.timeout = timeout
         task = asyncio.current_task()
         assert task is not None
         self.task = task
-        self.waiter: asyncio.Task[None] | None = None
+        self.head = False  # the reply has begun: the deadline no longer applies
         self.disconnected = False
+        self.expired = False
+        self._waiter: asyncio.Task[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
-    def start(self) -> None:
-        if self.waiter is None:
-            self.waiter = asyncio.get_running_loop().create_task(self._wait())
+    def arm(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._slow)
+
+    def _slow(self) -> None:
+        self.watch()
+        if not self.head:
+            delay = max(0.0, self.timeout - WATCH_AFTER)
+            self._deadline = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def watch(self) -> None:
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_task(self._wait())
+
+    def began(self) -> None:
+        self.head = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+
+    def _expire(self) -> None:
+        if not self.head:
+            self.expired = True
+            self.task.cancel()
 
     async def _wait(self) -> None:
         while True:
@@ -77,8 +111,12 @@ class _ClientWatch:
                 return
 
     def stop(self) -> None:
-        if self.waiter is not None:
-            self.waiter.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self._waiter is not None:
+            self._waiter.cancel()
 
 
 async def relay_http(
@@ -86,56 +124,53 @@ async def relay_http(
 ) -> None:
     """Forward the request to ``path`` on ``upstream`` and relay the reply to the client."""
     target = _target(path, scope["query_string"])
-    headers = [(name, value) for name, value in scope["headers"] if name not in _NOT_UP]
+    headers = []
+    length = -1
+    for name, value in scope["headers"]:
+        if name not in _NOT_UP:
+            headers.append((name, value))
+        elif name == b"content-length":
+            length = _content_length(value)
     client = scope.get("client")
     if client:
         headers.append((b"x-forwarded-for", client[0].encode()))
-    content_length = _content_length(scope)
-    if content_length > limits.max_body:
+    if length > limits.max_body:
         raise PayloadTooLargeError(f"the request body is larger than {limits.max_body} bytes")
-    watch = _ClientWatch(receive)
+    guard = _Guard(receive, limits.timeout)
     try:
-        body, streamed = await _request_body(receive, scope, limits.max_body, watch)
-        length = content_length if content_length >= 0 else None
-        timer = None
-        if not streamed:
-            timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.start)
+        body = await _request_body(receive, scope, limits.max_body, guard)
+        guard.arm()
         try:
-            async with asyncio.timeout(limits.timeout):
-                response = await upstream.request(
-                    scope["method"].encode(), target, headers, body, length
-                )
+            response = await upstream.request(
+                scope["method"].encode(), target, headers, body, length if length >= 0 else None
+            )
         except UpstreamConnectError as exc:
             raise ReplicaUnreachableError(str(exc)) from None
         except UpstreamError as exc:
             raise ReplicaFailedError(f"the replica failed while answering: {exc}") from None
-        except TimeoutError:
-            raise GatewayTimeoutError(
-                f"no reply from the model within {limits.timeout:g} s"
-            ) from None
-        finally:
-            if timer is not None:
-                timer.cancel()
+        guard.began()
         try:
-            await _relay_reply(response, send, watch)
+            await _relay_reply(response, send)
         finally:
             response.release()
     except asyncio.CancelledError:
-        if watch.disconnected:
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            raise ClientGone() from None
-        raise
+        if not (guard.disconnected or guard.expired):
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        if guard.expired:
+            raise GatewayTimeoutError(
+                f"no reply from the model within {limits.timeout:g} s"
+            ) from None
+        raise ClientGone() from None
     finally:
-        watch.stop()
+        guard.stop()
 
 
-async def _relay_reply(response: UpstreamResponse, send: Send, watch: _ClientWatch) -> None:
+async def _relay_reply(response: UpstreamResponse, send: Send) -> None:
     headers = [(name, value) for name, value in response.headers if name not in _NOT_DOWN]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    if not response.complete:
-        watch.start()  # more is coming: notice the client leaving meanwhile
     take = response.take
     while True:
         try:
@@ -159,33 +194,32 @@ def _target(path: str, query: bytes) -> bytes:
     return target + b"?" + query if query else target
 
 
-def _content_length(scope: Scope) -> int:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            with contextlib.suppress(ValueError):
-                return int(value)
-    return -1
+def _content_length(value: bytes) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return -1
 
 
 async def _request_body(
-    receive: Receive, scope: Scope, max_body: int, watch: _ClientWatch
-) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
-    """The body as bytes when it came in one message, else a stream; and whether streamed."""
+    receive: Receive, scope: Scope, max_body: int, guard: _Guard
+) -> bytes | AsyncIterator[bytes] | None:
+    """The body as bytes when it came in one message, else a stream of its chunks."""
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientGone()
     body: bytes = message.get("body", b"")
     if message.get("more_body"):
-        return _stream_body(receive, body, max_body, watch), True
+        return _stream_body(receive, body, max_body, guard)
     if len(body) > max_body:
         raise PayloadTooLargeError(f"the request body is larger than {max_body} bytes")
     if not body and scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
-        return None, False  # no body: do not invent a Content-Length for a GET
-    return body, False
+        return None  # no body: do not invent a Content-Length for a GET
+    return body
 
 
 async def _stream_body(
-    receive: Receive, first: bytes, max_body: int, watch: _ClientWatch
+    receive: Receive, first: bytes, max_body: int, guard: _Guard
 ) -> AsyncIterator[bytes]:
     size = len(first)
     yield first
@@ -201,4 +235,4 @@ async def _stream_body(
             yield chunk
         if not message.get("more_body"):
             break
-    watch.start()  # only now is ``receive`` free to watch for the client leaving
+    guard.watch()  # only now is ``receive`` free to watch for the client leaving

@@ -63,6 +63,10 @@ class Replica(Protocol):
         """Why it failed to start (its last output lines), when ``state`` is FAILED."""
         ...
 
+    def describe(self) -> dict[str, object]:
+        """What an operator sees in the admin API (name, state, address, ...)."""
+        ...
+
     def start(self) -> None:
         """Begin starting (on the event loop); ``state`` goes to READY or FAILED."""
 

@@ -47,7 +47,7 @@ _ASYNC_REQUEST = re.compile(r"^/async_request/(?P<id>[^/]+)/?$")
 _HOST = re.compile(rb"^model-(?P<label>[A-Za-z0-9_-]+)\.")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every request, and frozen init is slower
 class Invocation:
     """A request for ``endpoint`` of a model's target (environment, development, deployment)."""
 

@@ -46,7 +46,7 @@ def build_platform(
 
 
 def run_platform(options: PlatformOptions) -> int:
-    from kingpost.server.runner import new_event_loop
+    from kingpost.server.runner import bind_socket, new_event_loop
 
     app = build_platform(options)
     if options.file is not None:
@@ -62,9 +62,13 @@ def run_platform(options: PlatformOptions) -> int:
         log_config=None,
         log_level=options.log_level,
         server_header=False,
+        proxy_headers=False,  # the platform is the edge: the client address is the peer's
         timeout_graceful_shutdown=int(options.replica_grace),
     )
     server = uvicorn.Server(config)
+    # TCP_NODELAY on the listening socket, inherited by accepted ones: a reply's head
+    # and body go out as two writes, and the second must not wait for a delayed ACK.
+    sock = bind_socket(options.host, options.port)
     logger.info(
         "platform on http://%s:%d (home %s, state %s)",
         options.host,
@@ -73,7 +77,7 @@ def run_platform(options: PlatformOptions) -> int:
         "postgresql" if options.shared else "sqlite",
     )
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(server.serve())
+        runner.run(server.serve(sockets=[sock]))
     app.platform.store.close()
     return 0
 
