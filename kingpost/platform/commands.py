@@ -18,6 +18,7 @@ import orjson
 import yaml
 
 from kingpost.platform.client import AdminClient, AdminError, platform_url, render_table
+from kingpost.platform.errors import PlatformError
 
 COMMANDS = frozenset(
     {
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with AdminClient(platform_url(args.platform)) as client:
             return handler(client, args)
-    except AdminError as exc:
+    except (AdminError, PlatformError) as exc:
         print(f"kingpost: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

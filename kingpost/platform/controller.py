@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from kingpost.platform import bundle, promotion
 from kingpost.platform.errors import InvalidRequestError, NotFoundError
 from kingpost.platform.pool import PoolKey, PoolOptions, ReplicaPool
@@ -36,6 +38,7 @@ from kingpost.platform.store import (
     ModelRecord,
     Snapshot,
     StateStore,
+    check_name,
 )
 from kingpost.platform.traffic import Traffic
 
@@ -269,10 +272,11 @@ class Platform:
         self, model_name: str, archive: bytes | None, source: str, development: bool
     ) -> DeploymentRecord:
         """Record a new deployment from an archive (or, for development, a local directory)."""
-        model = self.ensure_model(model_name)
+        check_name("model", model_name)
         if development:
             directory = Path(source).resolve()
             bundle.check_model_dir(directory)
+            model = self.ensure_model(model_name)
             record = self.store.add_deployment(
                 model.id, bundle.digest(directory), str(directory), None, True
             )
@@ -287,6 +291,7 @@ class Platform:
         incoming = self.deployments_dir / f".incoming-{os.urandom(4).hex()}"
         try:
             bundle.unpack(archive, incoming)
+            model = self.ensure_model(model_name)
             record = self.store.add_deployment(
                 model.id, bundle.digest(incoming), source, archive, False
             )
@@ -368,8 +373,12 @@ class Platform:
         env = self.snapshot.environment(model.id, name)
         try:
             settings = Autoscaling.model_validate({**env.autoscaling.model_dump(), **changes})
-        except ValueError as exc:
-            raise InvalidRequestError(f"autoscaling: {exc}") from None
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise InvalidRequestError(f"autoscaling: {problems}") from None
         self.store.set_autoscaling(model.id, name, settings)
         self.refresh()
         for pool in self.pools.values():

@@ -68,7 +68,11 @@ def run_platform(options: PlatformOptions) -> int:
     server = uvicorn.Server(config)
     # TCP_NODELAY on the listening socket, inherited by accepted ones: a reply's head
     # and body go out as two writes, and the second must not wait for a delayed ACK.
-    sock = bind_socket(options.host, options.port)
+    try:
+        sock = bind_socket(options.host, options.port)
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", options.host, options.port, exc)
+        return 1
     logger.info(
         "platform on http://%s:%d (home %s, state %s)",
         options.host,

@@ -433,3 +433,33 @@ def test_the_development_deployment_reloads_on_save_and_can_be_promoted(
     assert answer["version"] == "d2" and answer["environment"] == "production"
     listing = platform.cli("deployments", "devmodel")
     assert "production" in listing.stdout and dev_id in listing.stdout
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+def test_bad_admin_input_gets_a_clear_400_and_changes_nothing(platform: PlatformProcess) -> None:
+    garbage = httpx.post(
+        platform.url("/admin/v1/deployments"), params={"model": "junk"}, content=b"not a tarball"
+    )
+    assert garbage.status_code == 400 and "cannot be read" in garbage.json()["error"]
+    assert all(model["name"] != "junk" for model in platform.admin.models())
+    bad = httpx.patch(
+        platform.url("/admin/v1/models/crashy/environments/production/autoscaling"),
+        json={"max_replica": 0, "bogus": 1},
+    )
+    assert bad.status_code == 400
+    assert "max_replica" in bad.json()["error"] and "bogus" in bad.json()["error"]
+    name = httpx.post(platform.url("/admin/v1/models"), json={"name": "no spaces"})
+    assert name.status_code == 400 and "letters, digits" in name.json()["error"]
+
+
+def test_a_streamed_request_body_passes_through(platform: PlatformProcess) -> None:
+    def pieces():  # type: ignore[no-untyped-def]
+        yield b'{"x": '
+        yield b'"streamed"}'
+
+    response = httpx.post(
+        platform.url("/models/crashy/production/predict"), content=pieces(), timeout=30
+    )
+    assert response.status_code == 200 and response.json()["x"] == "streamed"

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 MARKERS = os.environ.get("MARKER_DIR")
@@ -11,6 +12,11 @@ class Model:
     def __init__(self, environment=None):
         self.version = (Path(__file__).parent / "version.txt").read_text().strip()
         self.environment = (environment or {}).get("name")
+
+    def load(self):
+        delay = Path(__file__).parent / "load_delay.txt"
+        if delay.exists():
+            time.sleep(float(delay.read_text()))
 
     async def predict(self, model_input):
         delay = float(model_input.get("sleep", 0))
