@@ -16,6 +16,7 @@ import uvicorn
 from kingpost.platform.admin import build_admin
 from kingpost.platform.app import AsyncRoutes, PlatformApp
 from kingpost.platform.controller import Platform
+from kingpost.platform.edge import EdgeProtocol
 from kingpost.platform.process_replica import ProcessOptions, ProcessReplicaFactory
 from kingpost.platform.relay import Limits
 from kingpost.platform.replica import ReplicaFactory
@@ -56,7 +57,7 @@ def run_platform(options: PlatformOptions) -> int:
         host=options.host,
         port=options.port,
         loop="uvloop",
-        http="httptools",
+        http=EdgeProtocol,  # httptools, one write per loop turn
         lifespan="on",
         access_log=False,
         log_config=None,
