@@ -171,6 +171,10 @@ class Promotion:
             old.autoscaler.ceiling = None
             if self.scale_down_previous:
                 platform.spawn(platform.retire(old))
+        # Reached by its id, the deployment now goes to the environment's replicas.
+        by_id = platform.pools.get((self.deployment.id, None))
+        if by_id is not None and not self.deployment.development:
+            platform.spawn(platform.retire(by_id))
 
     async def _shift(
         self, traffic: Traffic, old: ReplicaPool, candidate: ReplicaPool, count: int
