@@ -4,8 +4,9 @@ The request goes on as it came (method, query, headers less hop-by-hop ones,
 body streamed when it arrives in pieces) and each chunk of the reply goes to
 the client as soon as the replica writes it. A client that goes away closes
 the connection to the replica, which cancels the model's work there. The
-watch on the client (a task) and the deadline (a timer) only start once an
-exchange has lasted ``WATCH_AFTER``, so a quick request pays for one timer.
+watch on the client (a task) and the deadline only start once an exchange has
+lasted ``WATCH_AFTER``, from one timer per event loop, so a quick request pays
+for neither.
 
     await relay_http(upstream, scope, receive, send, "/predict", limits)
 """
@@ -51,56 +52,38 @@ class ClientGone(Exception):
 
 
 class _Guard:
-    """One timer per request. An exchange still going after WATCH_AFTER gets a watch on the
-    client (its leaving cancels the task) and, until the reply begins, the deadline."""
+    """What a request needs if it turns out slow: a watch on the client (its leaving
+    cancels the task) and, until the reply begins, the deadline. Started by the
+    loop's ``_Watchdog`` once the exchange has lasted WATCH_AFTER."""
 
     __slots__ = (
-        "_deadline",
-        "_timer",
         "_waiter",
         "disconnected",
         "expired",
         "head",
+        "reading",
         "receive",
+        "started",
         "task",
-        "timeout",
     )
 
-    def __init__(self, receive: Receive, timeout: float) -> None:
+    def __init__(self, receive: Receive, task: asyncio.Task[None], started: float) -> None:
         self.receive = receive
-        self.timeout = timeout
-        task = asyncio.current_task()
-        assert task is not None
         self.task = task
+        self.started = started
         self.head = False  # the reply has begun: the deadline no longer applies
         self.disconnected = False
         self.expired = False
+        self.reading = False  # a streamed body is still being read: ``receive`` is taken
         self._waiter: asyncio.Task[None] | None = None
-        self._deadline: asyncio.TimerHandle | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def arm(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._slow)
-
-    def _slow(self) -> None:
-        self.watch()
-        if not self.head:
-            delay = max(0.0, self.timeout - WATCH_AFTER)
-            self._deadline = asyncio.get_running_loop().call_later(delay, self._expire)
 
     def watch(self) -> None:
-        if self._waiter is None:
-            self._waiter = asyncio.get_running_loop().create_task(self._wait())
+        if self._waiter is None and not self.reading:
+            self._waiter = self.task.get_loop().create_task(self._wait())
 
-    def began(self) -> None:
-        self.head = True
-        if self._deadline is not None:
-            self._deadline.cancel()
-
-    def _expire(self) -> None:
-        if not self.head:
-            self.expired = True
-            self.task.cancel()
+    def expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
 
     async def _wait(self) -> None:
         while True:
@@ -111,12 +94,52 @@ class _Guard:
                 return
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._deadline is not None:
-            self._deadline.cancel()
         if self._waiter is not None:
             self._waiter.cancel()
+
+
+class _Watchdog:
+    """One timer for every request on a loop, instead of one per request: each tick
+    starts the watch of requests older than WATCH_AFTER and ends those past the deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.guards: dict[_Guard, None] = {}
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, guard: _Guard) -> None:
+        self.guards[guard] = None
+        if self._handle is None:
+            self._handle = self.loop.call_later(WATCH_AFTER, self._tick)
+
+    def discard(self, guard: _Guard) -> None:
+        self.guards.pop(guard, None)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        for guard in list(self.guards):
+            age = now - guard.started
+            if age < WATCH_AFTER:
+                continue
+            guard.watch()
+            if guard.head:
+                del self.guards[guard]  # watched; no deadline once the reply has begun
+            elif age >= self.timeout:
+                del self.guards[guard]
+                guard.expire()
+        self._handle = self.loop.call_later(WATCH_AFTER, self._tick) if self.guards else None
+
+
+_watchdogs: dict[tuple[int, float], _Watchdog] = {}
+
+
+def _watchdog(loop: asyncio.AbstractEventLoop, timeout: float) -> _Watchdog:
+    key = (id(loop), timeout)
+    watchdog = _watchdogs.get(key)
+    if watchdog is None or watchdog.loop is not loop:
+        watchdog = _watchdogs[key] = _Watchdog(loop, timeout)
+    return watchdog
 
 
 async def relay_http(
@@ -136,10 +159,14 @@ async def relay_http(
         headers.append((b"x-forwarded-for", client[0].encode()))
     if length > limits.max_body:
         raise PayloadTooLargeError(f"the request body is larger than {limits.max_body} bytes")
-    guard = _Guard(receive, limits.timeout)
+    task = asyncio.current_task()
+    assert task is not None
+    loop = task.get_loop()
+    guard = _Guard(receive, task, loop.time())
+    watchdog = _watchdog(loop, limits.timeout)
     try:
         body = await _request_body(receive, scope, limits.max_body, guard)
-        guard.arm()
+        watchdog.add(guard)
         try:
             response = await upstream.request(
                 scope["method"].encode(), target, headers, body, length if length >= 0 else None
@@ -148,7 +175,7 @@ async def relay_http(
             raise ReplicaUnreachableError(str(exc)) from None
         except UpstreamError as exc:
             raise ReplicaFailedError(f"the replica failed while answering: {exc}") from None
-        guard.began()
+        guard.head = True
         try:
             await _relay_reply(response, send)
         finally:
@@ -156,15 +183,14 @@ async def relay_http(
     except asyncio.CancelledError:
         if not (guard.disconnected or guard.expired):
             raise
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
+        task.uncancel()
         if guard.expired:
             raise GatewayTimeoutError(
                 f"no reply from the model within {limits.timeout:g} s"
             ) from None
         raise ClientGone() from None
     finally:
+        watchdog.discard(guard)
         guard.stop()
 
 
@@ -210,6 +236,7 @@ async def _request_body(
         raise ClientGone()
     body: bytes = message.get("body", b"")
     if message.get("more_body"):
+        guard.reading = True
         return _stream_body(receive, body, max_body, guard)
     if len(body) > max_body:
         raise PayloadTooLargeError(f"the request body is larger than {max_body} bytes")
@@ -235,4 +262,5 @@ async def _stream_body(
             yield chunk
         if not message.get("more_body"):
             break
-    guard.watch()  # only now is ``receive`` free to watch for the client leaving
+    guard.reading = False  # only now is ``receive`` free to watch for the client leaving
+    guard.watch()

@@ -1,8 +1,10 @@
-"""Parking is bounded: past the wait or the queue length, 503 with Retry-After."""
+"""Parking is bounded: past the wait or the queue length, 503 with Retry-After; and the
+sync limit: no reply within ``request_timeout``, 504."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +15,11 @@ from tests.platform.conftest import PlatformProcess, model_copy, wait_for
 def test_parked_requests_past_the_timeout_or_the_limit_get_503_with_retry_after(
     home: Path, tmp_path: Path
 ) -> None:
-    platform = PlatformProcess(home, "--park-timeout", "0.5", "--park-limit", "1").start()
+    file = tmp_path / "kingpost.yaml"
+    file.write_text("platform:\n  request_timeout: 1\n")
+    platform = PlatformProcess(
+        home, str(file), "--park-timeout", "0.5", "--park-limit", "1"
+    ).start()
     try:
         platform.admin.create_model("slow")
         platform.admin.autoscaling(
@@ -39,5 +45,9 @@ def test_parked_requests_past_the_timeout_or_the_limit_get_503_with_retry_after(
             assert int(response.headers["retry-after"]) >= 1
         # The parked request did wake the deployment: once loaded, it answers.
         wait_for(lambda: httpx.post(url, json={}).status_code == 200, 30, "the woken replica")
+        started = time.monotonic()
+        late = httpx.post(url, json={"sleep": 5}, timeout=30)
+        assert late.status_code == 504 and "within 1 s" in late.json()["error"]
+        assert time.monotonic() - started < 3
     finally:
         platform.close()
