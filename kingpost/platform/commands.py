@@ -106,6 +106,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     promote.add_argument("--step-percent", type=float, default=None)
     promote.add_argument("--step-interval", type=float, default=None)
     promote.add_argument("--no-wait", action="store_true")
+    steer = promote.add_mutually_exclusive_group()
+    for action in ("pause", "resume", "cancel", "force"):
+        steer.add_argument(
+            f"--{action}",
+            dest="action",
+            action="store_const",
+            const=action,
+            help=f"{action} the rolling promotion of DEPLOYMENT under way",
+        )
 
     client_command("models", "list models")
     deployments = client_command("deployments", "list deployments")
@@ -220,6 +229,11 @@ def _deploy(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def _promote(client: AdminClient, args: argparse.Namespace) -> int:
+    if args.action is not None:
+        model = client.deployment(args.deployment)["model_id"]
+        run = client.promotion(model, args.environment, args.action)
+        columns = [(key, key) for key in ("deployment_id", "environment", "state", "share")]
+        return _print(args, run, columns)
     run = client.promote(
         args.deployment,
         args.environment,

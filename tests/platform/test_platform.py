@@ -241,7 +241,10 @@ def test_a_second_promotion_to_the_same_environment_is_409(
     second = platform.cli("promote", record["id"], "--environment", "production")
     assert second.returncode == 1
     assert "already under way" in second.stderr
-    platform.admin.promotion("promo", "production", "force")
+    paused = platform.cli("promote", record["id"], "--environment", "production", "--pause")
+    assert paused.returncode == 0 and "paused" in paused.stdout
+    forced = platform.cli("promote", record["id"], "--environment", "production", "--force")
+    assert forced.returncode == 0, forced.stderr
     platform.admin.wait_deployed(record["id"], "production", timeout=30)
 
 
