@@ -38,11 +38,6 @@ ASYNC_PREDICT = "async_predict"
 ASYNC_QUEUE_STATUS = "async_queue_status"
 PLATFORM_ENDPOINTS = frozenset({WAKE, ASYNC_PREDICT, ASYNC_QUEUE_STATUS})
 
-_TARGET = re.compile(
-    r"^/(?:environments/(?P<env>[^/]+)|(?P<named>production|development)|deployment/(?P<deployment>[^/]+))"
-    r"(?P<rest>/.*)?$"
-)
-_PATH_FORM = re.compile(r"^/models/(?P<model>[^/]+)(?P<rest>/.*)$")
 _ASYNC_REQUEST = re.compile(r"^/async_request/(?P<id>[^/]+)/?$")
 _HOST = re.compile(rb"^model-(?P<label>[A-Za-z0-9_-]+)\.")
 
@@ -82,29 +77,47 @@ def parse_invocation(host: bytes | None, path: str) -> Invocation | AsyncRequest
         if found is not None:
             return found
         return _parse_regional(label, path)
-    match = _PATH_FORM.match(path)
-    if match is not None:
-        return _parse_target(match["model"], match["rest"])
+    if path.startswith("/models/"):  # string slicing: this runs for every request
+        end = path.find("/", 8)
+        if end <= 8:
+            return None
+        return _parse_target(path[8:end], path[end:])
     match = _ASYNC_REQUEST.match(path)
     if match is not None:
         return AsyncRequestPath(None, match["id"])
     return None
 
 
+def _named_part(path: str, prefix: str) -> tuple[str, str] | None:
+    """``path`` = ``prefix`` + name + rest: (name, rest), or None."""
+    end = path.find("/", len(prefix))
+    name, rest = (path[len(prefix) :], "") if end < 0 else (path[len(prefix) : end], path[end:])
+    return (name, rest) if name else None
+
+
 def _parse_target(model: str, path: str) -> Invocation | AsyncRequestPath | None:
-    match = _TARGET.match(path)
-    if match is None:
+    target = ""
+    if path.startswith("/production"):
+        kind, rest = ENVIRONMENT, path[11:]
+        target = "production"
+    elif path.startswith("/environments/"):
+        part = _named_part(path, "/environments/")
+        if part is None:
+            return None
+        kind, (target, rest) = ENVIRONMENT, part
+    elif path.startswith("/development"):
+        kind, rest = DEVELOPMENT, path[12:]
+    elif path.startswith("/deployment/"):
+        part = _named_part(path, "/deployment/")
+        if part is None:
+            return None
+        kind, (target, rest) = DEPLOYMENT, part
+    else:
         request = _ASYNC_REQUEST.match(path)
         return AsyncRequestPath(model, request["id"]) if request else None
-    if match["env"] is not None:
-        kind, target = ENVIRONMENT, match["env"]
-    elif match["deployment"] is not None:
-        kind, target = DEPLOYMENT, match["deployment"]
-    elif match["named"] == "production":
-        kind, target = ENVIRONMENT, "production"
-    else:
-        kind, target = DEVELOPMENT, ""
-    endpoint = _endpoint(match["rest"] or "/")
+    if rest and rest[0] != "/":
+        return None  # /productionx/...
+    endpoint = _endpoint(rest or "/")
     if endpoint is None:
         return None
     return Invocation(model, kind, target, endpoint[0], endpoint[1])

@@ -78,6 +78,10 @@ def test_async_request_paths_name_the_request() -> None:
         (b"model-echo.x", "/staging/predict"),
         (b"model-echo.x", "/nope"),
         (b"modelecho.x", "/production/predict"),
+        (b"model-echo.x", "/productionx/predict"),
+        (None, "/models//production/predict"),
+        (None, "/models/echo"),
+        (None, "/models/echo/environments//predict"),
     ],
 )
 def test_other_paths_are_not_invocations(host: bytes | None, path: str) -> None:
