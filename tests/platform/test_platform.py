@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -251,13 +252,14 @@ def test_a_second_promotion_to_the_same_environment_is_409(
 # -- autoscaling and scale to zero ------------------------------------------------------
 
 
-async def _slow_clients(url: str, clients: int, seconds: float) -> list[int]:
+async def _slow_clients(url: str, clients: int, stop: threading.Event, seconds: float) -> list[int]:
+    """``clients`` loops of slow requests until ``stop`` is set (at most ``seconds``)."""
     deadline = time.monotonic() + seconds
     statuses: list[int] = []
 
     async def loop() -> None:
         async with httpx.AsyncClient(timeout=30) as http:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not stop.is_set():
                 statuses.append((await http.post(url, json={"sleep": 0.4})).status_code)
 
     await asyncio.gather(*(loop() for _ in range(clients)))
@@ -287,10 +289,24 @@ def test_replicas_grow_to_max_under_load_and_shrink_after_the_delay(
     assert "max_replica" in result.stdout.lower()
     deploy(platform, model_copy(tmp_path, "s"), "scaled", "production")
     url = platform.url("/models/scaled/production/predict")
-    statuses = asyncio.run(_slow_clients(url, 4, 6.0))
-    assert set(statuses) == {200}
-    replicas = env_replicas(platform, "scaled", "production")
-    assert replicas["ready"] == 3, replicas
+    stop = threading.Event()
+    statuses: list[int] = []
+    load = threading.Thread(
+        target=lambda: statuses.extend(asyncio.run(_slow_clients(url, 4, stop, 30.0)))
+    )
+    load.start()
+    try:
+        wait_for(
+            lambda: env_replicas(platform, "scaled", "production")["ready"] == 3,
+            30,
+            "max_replica ready replicas under load",
+        )
+        time.sleep(1.0)  # and the load keeps them: no scale-down while it lasts
+        assert env_replicas(platform, "scaled", "production")["replicas"] == 3
+    finally:
+        stop.set()
+        load.join(30)
+    assert statuses and set(statuses) == {200}
     wait_for(
         lambda: env_replicas(platform, "scaled", "production")["replicas"] == 1,
         15,
@@ -317,7 +333,7 @@ def test_min_replica_zero_scales_to_zero_parks_the_next_request_and_wakes(
     wait_for(lambda: platform.admin.deployment(deployment)["replicas"] == 0, 15, "zero again")
     woke = platform.cli("wake", "sleepy", "production", "--json")
     assert woke.returncode == 0 and '"waking"' in woke.stdout
-    wait_for(lambda: env_replicas(platform, "sleepy", "production")["ready"] == 1, 30, "woken")
+    wait_for(lambda: platform.admin.deployment(deployment)["replicas"] >= 1, 30, "woken")
     host_wake = httpx.post(platform.url("/production/wake"), headers={"Host": "model-sleepy.x"})
     assert host_wake.status_code == 202
 
