@@ -31,6 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from kingpost.platform.controller import Platform
 from kingpost.platform.errors import InvalidRequestError, NotFoundError, PlatformError
@@ -71,6 +72,11 @@ def build_admin(platform: Platform) -> FastAPI:
     @app.exception_handler(PlatformError)
     async def platform_error(_: Request, exc: PlatformError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, exc.status_code)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def store_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        message = str(exc.__cause__ or exc).splitlines()[0]
+        return JSONResponse({"error": f"the state store is unavailable: {message}"}, 503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,6 +12,7 @@ import logging
 import threading
 
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from kingpost.platform.admin import build_admin
 from kingpost.platform.app import AsyncRoutes, PlatformApp
@@ -49,7 +50,12 @@ def build_platform(
 def run_platform(options: PlatformOptions) -> int:
     from kingpost.server.runner import bind_socket, new_event_loop
 
-    app = build_platform(options)
+    try:
+        app = build_platform(options)
+    except Exception as exc:  # the state store cannot be opened: say so, no traceback
+        shown = make_url(options.database_url).render_as_string(hide_password=True)
+        logger.error("cannot open the state store %s: %s", shown, str(exc).splitlines()[0])
+        return 1
     if options.file is not None:
         app.on_startup = lambda: _apply_when_listening(options)
     config = uvicorn.Config(
