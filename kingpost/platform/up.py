@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 
 import uvicorn
@@ -48,8 +49,6 @@ def build_platform(
 
 
 def run_platform(options: PlatformOptions) -> int:
-    from kingpost.server.runner import bind_socket, new_event_loop
-
     try:
         app = build_platform(options)
     except Exception as exc:  # the state store cannot be opened: say so, no traceback
@@ -87,10 +86,28 @@ def run_platform(options: PlatformOptions) -> int:
         options.home,
         "postgresql" if options.shared else "sqlite",
     )
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=_new_event_loop) as runner:
         runner.run(server.serve(sockets=[sock]))
     app.platform.store.close()
     return 0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, with TCP_NODELAY for the connections it accepts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _apply_when_listening(options: PlatformOptions) -> None:
