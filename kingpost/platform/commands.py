@@ -61,6 +61,7 @@ ENVIRONMENT_COLUMNS = [
     ("autoscaling", "autoscaling"),
     ("promotion", "promotion"),
 ]
+PROMOTION_COLUMNS = [(key, key) for key in ("deployment_id", "environment", "state", "share")]
 AUTOSCALING_FLAGS = {
     "min_replica": int,
     "max_replica": int,
@@ -232,8 +233,7 @@ def _promote(client: AdminClient, args: argparse.Namespace) -> int:
     if args.action is not None:
         model = client.deployment(args.deployment)["model_id"]
         run = client.promotion(model, args.environment, args.action)
-        columns = [(key, key) for key in ("deployment_id", "environment", "state", "share")]
-        return _print(args, run, columns)
+        return _print(args, run, PROMOTION_COLUMNS)
     run = client.promote(
         args.deployment,
         args.environment,
@@ -242,18 +242,12 @@ def _promote(client: AdminClient, args: argparse.Namespace) -> int:
         step_percent=args.step_percent,
         step_interval=args.step_interval,
     )
-    if not args.no_wait:
-        promoted = str(run["deployment_id"])  # a new one when promoting the development one
-        client.wait_deployed(promoted, args.environment, progress=_progress(args))
-        model = client.deployment(promoted)["model_id"]
-        run = client.environment(model, args.environment)
-    return _print(
-        args,
-        run,
-        ENVIRONMENT_COLUMNS
-        if "name" in run
-        else list((key, key) for key in ("deployment_id", "environment", "state", "share")),
-    )
+    if args.no_wait:
+        return _print(args, run, PROMOTION_COLUMNS)
+    promoted = str(run["deployment_id"])  # a new one when promoting the development one
+    client.wait_deployed(promoted, args.environment, progress=_progress(args))
+    model = client.deployment(promoted)["model_id"]
+    return _environments_table(args, [client.environment(model, args.environment)])
 
 
 def _models(client: AdminClient, args: argparse.Namespace) -> int:
@@ -273,15 +267,18 @@ def _environments(client: AdminClient, args: argparse.Namespace) -> int:
         else:
             client.delete_environment(args.model, args.delete)
     models = [args.model] if args.model else [m["name"] for m in client.models()]
-    rows = [env for model in models for env in client.environments(model)]
-    for row in rows:
-        replicas = row.get("replicas")
-        if isinstance(replicas, dict):
-            row = row  # shown as "ready/replicas"
-            row["replicas"] = f"{replicas['ready']}/{replicas['replicas']}"
-        promotion = row.get("promotion")
-        if isinstance(promotion, dict):
-            row["promotion"] = f"{promotion['state']} {promotion['deployment_id']}"
+    return _environments_table(args, [env for m in models for env in client.environments(m)])
+
+
+def _environments_table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
+    if not args.json:  # short cells: "ready/replicas", "state deployment"
+        for row in rows:
+            replicas = row.get("replicas")
+            if isinstance(replicas, dict):
+                row["replicas"] = f"{replicas['ready']}/{replicas['replicas']}"
+            promotion = row.get("promotion")
+            if isinstance(promotion, dict):
+                row["promotion"] = f"{promotion['state']} {promotion['deployment_id']}"
     return _print(args, rows, ENVIRONMENT_COLUMNS)
 
 
