@@ -91,7 +91,8 @@ class Platform:
         if not self.options.shared:
             self.store.clear_promotions()  # only this process uses the file: none is running
         self.refresh()
-        self._poller = asyncio.get_running_loop().create_task(self._poll())
+        if self.options.shared:  # only other processes change a shared state behind our back
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
 
     async def stop(self) -> None:
         if self._poller is not None:

@@ -172,6 +172,7 @@ class ProcessReplica:
 
     async def _supervise(self) -> None:
         failures = 0
+        port_clashes = 0
         first = True
         while True:
             port = free_port()
@@ -182,6 +183,9 @@ class ProcessReplica:
             if error is not None:
                 upstream.close()
                 await child.reap()
+                if first and "already in use" in error and port_clashes < 5:
+                    port_clashes += 1  # another process took the free port first: pick again
+                    continue
                 if first:
                     self._error = error
                     logger.error("replica %s failed to start: %s", self.name, error)
