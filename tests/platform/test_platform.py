@@ -405,6 +405,23 @@ def test_a_client_that_goes_away_cancels_the_work_on_the_replica(
     assert time.monotonic() - left < 2.0
 
 
+def test_a_client_that_leaves_a_stream_stops_the_model_s_generator(
+    platform: PlatformProcess, markers: Path
+) -> None:
+    marker = markers / "stream-gone"
+    with httpx.stream(
+        "POST",
+        platform.url("/models/crashy/production/predict"),
+        json={"stream": 200, "sleep": 0.05, "marker": "stream-gone"},
+        timeout=30,
+    ) as response:
+        first = next(response.iter_text())
+    assert first.startswith("v1:0;")
+    left = time.monotonic()
+    wait_for(lambda: marker.exists() and marker.read_text() == "cancelled", 5, "the generator")
+    assert time.monotonic() - left < 2.0
+
+
 def test_streams_pass_through_chunk_by_chunk(platform: PlatformProcess) -> None:
     with httpx.stream(
         "POST",

@@ -21,7 +21,7 @@ class Model:
     async def predict(self, model_input):
         delay = float(model_input.get("sleep", 0))
         if model_input.get("stream"):
-            return self._stream(int(model_input["stream"]), delay)
+            return self._stream(int(model_input["stream"]), delay, model_input.get("marker"))
         if delay:
             try:
                 await asyncio.sleep(delay)
@@ -36,8 +36,13 @@ class Model:
             "x": model_input.get("x"),
         }
 
-    async def _stream(self, count, delay):
-        for i in range(count):
-            yield f"{self.version}:{i};"
-            if delay:
-                await asyncio.sleep(delay)
+    async def _stream(self, count, delay, marker=None):
+        try:
+            for i in range(count):
+                yield f"{self.version}:{i};"
+                if delay:
+                    await asyncio.sleep(delay)
+        except (asyncio.CancelledError, GeneratorExit):
+            if MARKERS and marker:
+                Path(MARKERS, marker).write_text("cancelled")
+            raise
