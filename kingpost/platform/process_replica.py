@@ -16,7 +16,6 @@ import itertools
 import logging
 import os
 import shlex
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from kingpost.platform.replica import (
 from kingpost.proxy.process import ChildProcess
 from kingpost.proxy.upstream import UpstreamError, UpstreamPool
 from kingpost.proxy.websocket import relay_websocket
+from kingpost.testing import free_port
 
 logger = logging.getLogger("kingpost.platform")
 
@@ -56,12 +56,6 @@ class ProcessOptions:
     log_level: str = "info"
     extra_args: list[str] = field(default_factory=list)
     max_websocket_message: int = 16 << 20
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ProcessReplicaFactory:
@@ -175,7 +169,7 @@ class ProcessReplica:
         port_clashes = 0
         first = True
         while True:
-            port = free_port()
+            port = free_port()  # below the ephemeral range: no outgoing connection takes it
             child = await ChildProcess.start(self._command(port), _child_env(), self.spec.model_dir)
             self._child, self.pid = child, child.pid
             upstream = UpstreamPool("127.0.0.1", port)
