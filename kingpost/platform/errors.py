@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import orjson
 
-from kingpost.errors import KingpostError
+from kingpost.errors import RequestError
 
 
-class PlatformError(KingpostError):
+class PlatformError(RequestError):
     status_code = 500
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
     def body(self) -> bytes:
         return orjson.dumps({"error": self.message})
