@@ -130,3 +130,18 @@ def test_tracing_is_off_unless_the_environment_asks() -> None:
     )
     assert not tracing.wants_otlp({"OTEL_TRACES_EXPORTER": "none"})
     assert tracing.wants_otlp({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://x/v1/traces"})
+
+
+async def test_with_tracing_off_the_hook_runners_are_not_wrapped() -> None:
+    from kingpost.serve import ServeOptions, build_app
+    from kingpost.server.invoke import HookRunner
+
+    app = build_app(ServeOptions(MODELS / "observed_llm"))
+    assert tracing.ACTIVE is None
+    app.startup()
+    try:
+        assert await app.wait_started() is None
+        hooks = app.service.hooks  # type: ignore[union-attr]
+        assert hooks and all(type(runner) is HookRunner for runner in hooks.values())
+    finally:
+        await app.shutdown()
