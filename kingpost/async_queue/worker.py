@@ -1,0 +1,320 @@
+"""The worker: claims queued requests, runs them through an ``Invoke``, records outcomes,
+delivers webhooks.
+
+Three loops in one event loop:
+
+- claim: take the best waiting requests while a slot is free (and the
+  ``Admission`` lets async work in), run each, record success, a retry after
+  back-off, or failure;
+- upkeep: renew this worker's leases (a request whose lease was taken over is
+  stopped), give back leases of dead workers, expire requests that waited too
+  long, purge settled requests past their retention;
+- webhooks: deliver finished requests' payloads, retrying with back-off.
+
+    worker = AsyncWorker(store, invoke, sender, WorkerSettings(queue="model", concurrency=2))
+    await worker.start()
+    ...
+    await worker.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kingpost.async_queue.invoke import Invoke, InvokeFailure
+from kingpost.async_queue.policy import backoff_seconds, classify
+from kingpost.async_queue.store import AsyncStore, Claim, WebhookJob
+from kingpost.async_queue.webhooks import WebhookSender
+
+logger = logging.getLogger("kingpost.async")
+
+
+class Admission(Protocol):
+    """Whether async work may start one more request now.
+
+    Sync traffic comes first: an admission for a model with N slots says no
+    when starting would take the last free slot while sync requests wait.
+    ``changed`` is awaited when it said no; it returns when asking again may help.
+    """
+
+    def may_start(self, async_running: int) -> bool: ...
+
+    async def changed(self) -> None: ...
+
+
+class OpenAdmission:
+    """Admits everything (the worker's own concurrency is the only bound)."""
+
+    def may_start(self, async_running: int) -> bool:
+        return True
+
+    async def changed(self) -> None:
+        await asyncio.sleep(3600)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    queue: str
+    concurrency: int = 1
+    lease_seconds: float = 30.0
+    poll_interval: float = 0.5
+    keep_outputs: bool = True
+    retention_seconds: float = 3600.0
+    webhook_concurrency: int = 8
+    webhook_max_attempts: int = 5
+    webhook_initial_delay_ms: int = 1000
+    webhook_max_delay_ms: int = 30_000
+    webhook_lease_seconds: float = 60.0
+    purge_interval: float = 60.0
+
+
+class AsyncWorker:
+    """Runs one queue's requests; several workers (processes) may share a store."""
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        invoke: Invoke,
+        sender: WebhookSender,
+        settings: WorkerSettings,
+        admission: Admission | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.invoke = invoke
+        self.sender = sender
+        self.settings = settings
+        self.admission = admission or OpenAdmission()
+        self.clock = clock
+        self.owner = uuid.uuid4().hex
+        self.running: dict[str, tuple[Claim, asyncio.Event]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._work = asyncio.Event()
+        self._webhooks = asyncio.Event()
+        self._delivering = 0
+        self._stopping = False
+        self._last_purge = 0.0
+
+    # -- control -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._work.set()
+        self._webhooks.set()
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="kingpost-async-claim"),
+            asyncio.create_task(self._upkeep_loop(), name="kingpost-async-upkeep"),
+            asyncio.create_task(self._webhook_loop(), name="kingpost-async-webhooks"),
+        ]
+
+    def wake(self) -> None:
+        """New work may be waiting (a request was submitted)."""
+        self._work.set()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let running requests finish within ``grace``, give back the rest."""
+        self._stopping = True
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        unfinished = [claim for claim, _ in self.running.values()]
+        for _, cancelled in self.running.values():
+            cancelled.set()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2.0)
+        if unfinished:
+            await self.store.run(self.store.give_back, unfinished, self.clock())
+
+    # -- claiming and running ---------------------------------------------------
+
+    def _free_slots(self) -> int:
+        free = 0
+        running = len(self.running)
+        while running + free < self.settings.concurrency and self.admission.may_start(
+            running + free
+        ):
+            free += 1
+        return free
+
+    async def _claim_loop(self) -> None:
+        settings = self.settings
+        while True:
+            free = self._free_slots()
+            if free == 0:
+                await self._wait_for_change()
+                continue
+            self._work.clear()
+            try:
+                claims = await self.store.run(
+                    self.store.claim,
+                    settings.queue,
+                    self.owner,
+                    free,
+                    self.clock(),
+                    settings.lease_seconds,
+                )
+            except Exception:
+                logger.exception("async queue: claiming failed; trying again")
+                await asyncio.sleep(settings.poll_interval)
+                continue
+            for claim in claims:
+                self._spawn(self._run(claim))
+            if not claims:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._work.wait(), settings.poll_interval)
+
+    async def _wait_for_change(self) -> None:
+        """Until a running request ends, the admission changes, or a poll interval passes."""
+        self._work.clear()
+        waits = [
+            asyncio.ensure_future(self._work.wait()),
+            asyncio.ensure_future(self.admission.changed()),
+        ]
+        try:
+            await asyncio.wait(
+                waits, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, claim: Claim) -> None:
+        cancelled = asyncio.Event()
+        self.running[claim.id] = (claim, cancelled)
+        output: bytes | None = None
+        failure: InvokeFailure | None = None
+        try:
+            output = await self.invoke(claim.id, claim.model_input, cancelled)
+        except InvokeFailure as exc:
+            failure = exc
+        except Exception as exc:  # an invoke of the platform's may raise anything
+            failure = InvokeFailure(500, f"{type(exc).__name__}: {exc}")
+        finally:
+            del self.running[claim.id]
+            self._work.set()
+        if cancelled.is_set():
+            return  # the lease is gone or being given back: another attempt will run it
+        try:
+            await self._record(claim, output, failure)
+        except Exception:
+            # The lease runs out and the request is run again: nothing is lost.
+            logger.exception("async queue: could not record the outcome of %s", claim.id)
+
+    async def _record(
+        self, claim: Claim, output: bytes | None, failure: InvokeFailure | None
+    ) -> None:
+        store, now = self.store, self.clock()
+        if failure is None:
+            assert output is not None
+            await store.run(store.succeed, claim, output, now, self.settings.keep_outputs)
+            self._webhooks.set()
+            return
+        error = classify(failure.status, failure.message)
+        if error.retryable and claim.attempt < claim.max_attempts:
+            delay = backoff_seconds(claim.attempt, claim.initial_delay_ms, claim.max_delay_ms)
+            await store.run(store.retry, claim, error.as_dict(), now + delay, now)
+            asyncio.get_running_loop().call_later(delay, self._work.set)
+            return
+        await store.run(store.fail, claim, error.as_dict(), now)
+        self._webhooks.set()
+
+    # -- leases, expiry, retention ------------------------------------------------
+
+    async def _upkeep_loop(self) -> None:
+        settings = self.settings
+        interval = min(settings.lease_seconds / 3, 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._upkeep()
+            except Exception:
+                logger.exception("async queue: upkeep failed; trying again")
+
+    async def _upkeep(self) -> None:
+        store, settings, now = self.store, self.settings, self.clock()
+        held_ids = list(self.running)
+        if held_ids:
+            held = await store.run(store.renew, self.owner, held_ids, now, settings.lease_seconds)
+            for request_id in held_ids:
+                entry = self.running.get(request_id)
+                if request_id not in held and entry is not None:
+                    logger.warning("async queue: lost the lease of %s; stopping it", request_id)
+                    entry[1].set()
+        released = await store.run(
+            store.release_lost, now, "the worker running the request stopped"
+        )
+        expired = await store.run(store.expire_due, settings.queue, now)
+        if released or expired:
+            self._work.set()
+            self._webhooks.set()
+        if now - self._last_purge >= settings.purge_interval:
+            self._last_purge = now
+            await store.run(store.purge, now - settings.retention_seconds)
+
+    # -- webhooks -------------------------------------------------------------------
+
+    async def _webhook_loop(self) -> None:
+        settings = self.settings
+        while True:
+            free = settings.webhook_concurrency - self._delivering
+            if free <= 0:
+                self._webhooks.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._webhooks.wait(), settings.poll_interval)
+                continue
+            self._webhooks.clear()
+            try:
+                jobs = await self.store.run(
+                    self.store.claim_webhooks,
+                    self.owner,
+                    free,
+                    self.clock(),
+                    settings.webhook_lease_seconds,
+                    settings.queue,
+                )
+            except Exception:
+                logger.exception("async queue: claiming webhooks failed; trying again")
+                jobs = []
+            for job in jobs:
+                self._delivering += 1
+                self._spawn(self._deliver(job))
+            if not jobs:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._webhooks.wait(), settings.poll_interval)
+
+    async def _deliver(self, job: WebhookJob) -> None:
+        settings, store = self.settings, self.store
+        try:
+            delivery = await self.sender.deliver(job)
+            now = self.clock()
+            if delivery.delivered:
+                await store.run(store.webhook_done, job, True, now, settings.keep_outputs)
+            elif delivery.retry and job.attempt < settings.webhook_max_attempts:
+                delay = backoff_seconds(
+                    job.attempt, settings.webhook_initial_delay_ms, settings.webhook_max_delay_ms
+                )
+                logger.info("webhook of %s: %s; again in %.1f s", job.id, delivery.detail, delay)
+                await store.run(store.webhook_retry, job, now + delay)
+                asyncio.get_running_loop().call_later(delay, self._webhooks.set)
+            else:
+                logger.warning("webhook of %s failed for good: %s", job.id, delivery.detail)
+                await store.run(store.webhook_done, job, False, now, settings.keep_outputs)
+        except Exception:
+            logger.exception("async queue: webhook delivery of %s failed", job.id)
+        finally:
+            self._delivering -= 1
+            self._webhooks.set()
