@@ -430,12 +430,12 @@ class AsyncStore:
                 given += conn.execute(query).rowcount
         return given
 
-    def release_lost(self, now: float, message: str) -> int:
+    def release_lost(self, queue: str, now: float, message: str) -> int:
         """Leases that ran out (their worker died or stalled): back to the queue, or FAILED.
 
         A lost attempt counts, so a request that kills its worker each time ends.
         """
-        lost = sa.and_(c.status == Status.IN_PROGRESS, c.lease_until < now)
+        lost = sa.and_(c.queue == queue, c.status == Status.IN_PROGRESS, c.lease_until < now)
         error = orjson.dumps([{"code": "WORKER_LOST", "message": message}]).decode()
         webhook_pending = c.webhook_status == WebhookStatus.PENDING
         with self.engine.begin() as conn:
@@ -587,10 +587,12 @@ class AsyncStore:
             with self.engine.begin() as conn:
                 conn.execute(requests.update().where(c.id.in_(ids)).values(output=None))
 
-    def purge(self, settled_before: float) -> int:
-        """Delete requests settled before the given time; returns how many."""
+    def purge(self, queue: str, settled_before: float) -> int:
+        """Delete a queue's requests settled before the given time; returns how many."""
         query = requests.delete().where(
-            c.settled_at < settled_before, c.status.in_([s.value for s in TERMINAL])
+            c.queue == queue,
+            c.settled_at < settled_before,
+            c.status.in_([s.value for s in TERMINAL]),
         )
         with self.engine.begin() as conn:
             return int(conn.execute(query).rowcount)

@@ -167,7 +167,10 @@ class AsyncWorker:
                 await asyncio.sleep(settings.poll_interval)
                 continue
             for claim in claims:
-                self._spawn(self._run(claim))
+                # Counted as running from now, so the next pass sees its slot taken.
+                cancelled = asyncio.Event()
+                self.running[claim.id] = (claim, cancelled)
+                self._spawn(self._run(claim, cancelled))
             if not claims:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._work.wait(), settings.poll_interval)
@@ -192,9 +195,7 @@ class AsyncWorker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, claim: Claim) -> None:
-        cancelled = asyncio.Event()
-        self.running[claim.id] = (claim, cancelled)
+    async def _run(self, claim: Claim, cancelled: asyncio.Event) -> None:
         output: bytes | None = None
         failure: InvokeFailure | None = None
         try:
@@ -255,7 +256,7 @@ class AsyncWorker:
                     logger.warning("async queue: lost the lease of %s; stopping it", request_id)
                     entry[1].set()
         released = await store.run(
-            store.release_lost, now, "the worker running the request stopped"
+            store.release_lost, settings.queue, now, "the worker running the request stopped"
         )
         expired = await store.run(store.expire_due, settings.queue, now)
         if released or expired:
@@ -263,7 +264,7 @@ class AsyncWorker:
             self._webhooks.set()
         if now - self._last_purge >= settings.purge_interval:
             self._last_purge = now
-            await store.run(store.purge, now - settings.retention_seconds)
+            await store.run(store.purge, settings.queue, now - settings.retention_seconds)
 
     # -- webhooks -------------------------------------------------------------------
 

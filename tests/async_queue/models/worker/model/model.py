@@ -5,6 +5,7 @@
 {"mode": "bad"}                     -> 400
 {"mode": "flaky", "key": k, "fails": 2}  -> 503 the first `fails` times per key, then succeeds
 {"mode": "sleep", "seconds": 5}     -> sleeps (past request_timeout: 504)
+$ASYNC_TEST_LOAD_DELAY seconds of load() keep the server from being ready.
 Every call is logged to $ASYNC_TEST_LOG (one "start|end N PID TIME" line each) when set.
 """
 
@@ -21,6 +22,9 @@ class Model:
         self.log_path = os.environ.get("ASYNC_TEST_LOG")
         self.delay = float(os.environ.get("ASYNC_TEST_DELAY", "0.002"))
         self.flaky = {}
+
+    def load(self):
+        time.sleep(float(os.environ.get("ASYNC_TEST_LOAD_DELAY", "0")))
 
     def _log(self, event, n):
         if self.log_path and n is not None:
