@@ -86,7 +86,7 @@ def test_a_succeeded_request_is_delivered_signed_both_ways_and_kept(
         "v1=" + hmac.new(s.encode(), delivery.body, hashlib.sha256).hexdigest() for s in SECRETS
     ]
     payload = delivery.payload
-    assert list(payload)[0] == "request_id"
+    assert next(iter(payload)) == "request_id"
     assert payload["request_id"] == request_id
     assert payload["type"] == "async_request_completed"
     assert (payload["model_id"], payload["deployment_id"]) == ("abc123", "dep1")
