@@ -88,7 +88,7 @@ class AsyncQueueApp:
                 webhook_max_attempts=config.webhook_max_attempts,
                 webhook_initial_delay_ms=config.webhook_initial_delay_ms,
                 webhook_max_delay_ms=config.webhook_max_delay_ms,
-                webhook_lease_seconds=2 * config.webhook_timeout_seconds + 5,
+                webhook_lease_seconds=config.lease_seconds,
             ),
             admission,
         )

@@ -12,7 +12,6 @@ raises a ``kingpost.errors.RequestError`` that the server renders:
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from kingpost.async_queue.group_commit import GroupCommit
 from kingpost.async_queue.models import (
     AsyncPredictBody,
     AsyncRequestStatus,
@@ -68,45 +68,6 @@ class QueueTarget:
     deployment_id: str
 
 
-class SubmitBatch:
-    """Writes concurrent submissions in one transaction (group commit).
-
-    A submission waits for the batch that holds it to be committed, so a
-    ``request_id`` is only answered once the request is durable.
-    """
-
-    def __init__(self, store: AsyncStore) -> None:
-        self.store = store
-        self._pending: list[tuple[NewRequest, asyncio.Future[None]]] = []
-        self._writing = False
-        self._writer: asyncio.Future[None] | None = None
-
-    async def add(self, new: NewRequest) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((new, future))
-        if not self._writing:
-            self._writing = True
-            self._writer = asyncio.ensure_future(self._write())
-        await future
-
-    async def _write(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    await self.store.run(self.store.submit, [new for new, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                else:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(None)
-        finally:
-            self._writing = False
-
-
 class AsyncRoutes:
     """Handlers for one queue; ``on_submit`` wakes the worker."""
 
@@ -127,7 +88,9 @@ class AsyncRoutes:
         self.on_submit = on_submit
         self.keep_outputs = keep_outputs
         self.clock = clock
-        self._batch = SubmitBatch(store)
+        self._submits: GroupCommit[NewRequest] = GroupCommit(
+            lambda items: store.run(store.submit, items)
+        )
 
     def check_size(self, size: int) -> None:
         if size > self.max_body_bytes:
@@ -149,7 +112,7 @@ class AsyncRoutes:
         retry = request.inference_retry_config
         request_id = uuid.uuid4().hex
         target = self.target
-        await self._batch.add(
+        await self._submits.add(
             NewRequest(
                 id=request_id,
                 queue=target.queue,

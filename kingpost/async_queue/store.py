@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -151,6 +150,17 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended: ``succeeded`` (output), ``failed`` or ``retry`` (error)."""
+
+    claim: Claim
+    kind: Literal["succeeded", "failed", "retry"]
+    output: bytes | None = None
+    error: dict[str, str] | None = None
+    available_at: float = 0.0
+
+
+@dataclass(frozen=True)
 class WebhookJob:
     """One delivery attempt of a finished request's webhook, leased to one worker."""
 
@@ -164,6 +174,150 @@ class WebhookJob:
     errors: list[dict[str, str]]
     output: bytes | None
     finished_at: float
+
+
+B = sa.bindparam
+_PENDING = c.webhook_status == WebhookStatus.PENDING
+
+
+def _settled_now() -> Any:
+    """``settled_at``: now, unless a webhook is still to be sent."""
+    return sa.case((_PENDING, sa.null()), else_=B("b_now"))
+
+
+class _Statements:
+    """The hot statements, built once (SQLAlchemy then only binds and runs them)."""
+
+    def __init__(self, skip_locked: bool) -> None:
+        queued = sa.select(c.seq).where(
+            c.queue == B("b_queue"), c.status == Status.QUEUED.value, c.available_at <= B("b_now")
+        )
+        queued = queued.order_by(c.priority, c.seq).limit(B("b_limit"))
+        due = sa.select(c.seq).where(
+            c.queue == B("b_queue"),
+            _PENDING,
+            c.status.in_([s.value for s in FINISHED]),
+            c.webhook_next_at <= B("b_now"),
+            sa.or_(c.webhook_lease_until.is_(None), c.webhook_lease_until < B("b_now")),
+        )
+        due = due.order_by(c.webhook_next_at).limit(B("b_limit"))
+        if skip_locked:  # several processes claim at once: each skips the others' rows
+            queued = queued.with_for_update(skip_locked=True)
+            due = due.with_for_update(skip_locked=True)
+        self.claim = (
+            requests.update()
+            .where(c.seq.in_(queued.scalar_subquery()))
+            .values(
+                status=Status.IN_PROGRESS.value,
+                status_at=B("b_now"),
+                lease_owner=B("b_owner"),
+                lease_until=B("b_until"),
+                attempts=c.attempts + 1,
+            )
+            .returning(
+                c.id,
+                c.seq,
+                c.priority,
+                c.attempts,
+                c.max_attempts,
+                c.initial_delay_ms,
+                c.max_delay_ms,
+                c.model_input,
+            )
+        )
+        self.claim_webhooks = (
+            requests.update()
+            .where(c.seq.in_(due.scalar_subquery()))
+            .values(
+                webhook_owner=B("b_owner"),
+                webhook_lease_until=B("b_until"),
+                webhook_attempts=c.webhook_attempts + 1,
+            )
+            .returning(
+                c.id,
+                c.webhook_attempts,
+                c.webhook_endpoint,
+                c.model_id,
+                c.deployment_id,
+                c.status,
+                c.errors,
+                c.output,
+                c.status_at,
+            )
+        )
+        self.get = sa.select(
+            c.id,
+            c.queue,
+            c.model_id,
+            c.deployment_id,
+            c.status,
+            c.webhook_status,
+            c.created_at,
+            c.status_at,
+            c.errors,
+            c.output,
+        ).where(c.id == B("b_id"))
+        leased = requests.update().where(
+            c.id == B("b_id"),
+            c.lease_owner == B("b_owner"),
+            c.attempts == B("b_attempt"),
+            c.status == Status.IN_PROGRESS.value,
+        )
+        released: dict[str, Any] = {
+            "status_at": B("b_now"),
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        self.succeeded = leased.values(
+            status=Status.SUCCEEDED.value,
+            output=sa.case(
+                (_PENDING, B("b_output", type_=sa.LargeBinary())),
+                else_=B("b_kept", type_=sa.LargeBinary()),
+            ),
+            errors="[]",
+            webhook_next_at=B("b_now"),
+            settled_at=_settled_now(),
+            **released,
+        )
+        self.failed = leased.values(
+            status=Status.FAILED.value,
+            errors=B("b_errors"),
+            webhook_next_at=B("b_now"),
+            settled_at=_settled_now(),
+            **released,
+        )
+        self.retry = leased.values(
+            status=Status.QUEUED.value,
+            errors=B("b_errors"),
+            available_at=B("b_available"),
+            **released,
+        )
+        delivering = requests.update().where(
+            c.id == B("b_id"),
+            c.webhook_owner == B("b_owner"),
+            c.webhook_attempts == B("b_attempt"),
+            _PENDING,
+        )
+        settle: dict[str, Any] = {
+            "webhook_owner": None,
+            "webhook_lease_until": None,
+            "settled_at": B("b_now"),
+        }
+        self.delivered = delivering.values(webhook_status=WebhookStatus.SUCCEEDED.value, **settle)
+        undelivered = {
+            "webhook_status": WebhookStatus.FAILED.value,
+            "status": sa.case(
+                (c.status == Status.SUCCEEDED.value, Status.WEBHOOK_FAILED.value),
+                else_=c.status,
+            ),
+            "status_at": B("b_now"),
+            **settle,
+        }
+        self.undelivered = delivering.values(**undelivered)
+        self.delivered_dropped = delivering.values(
+            webhook_status=WebhookStatus.SUCCEEDED.value, output=None, **settle
+        )
+        self.undelivered_dropped = delivering.values(output=None, **undelivered)
 
 
 def default_database_url(name: str) -> str:
@@ -182,12 +336,15 @@ class AsyncStore:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = self._make_engine()
+        self._statements = _Statements(skip_locked=not self.is_sqlite)
         metadata.create_all(self.engine)
-        # SQLite takes one writer at a time: one thread saves it the lock contention.
-        self._threads = ThreadPoolExecutor(
-            max_workers=1 if self.is_sqlite else 4, thread_name_prefix="kingpost-async-db"
+        # SQLite's calls take tens of microseconds, about what a hop to a thread costs,
+        # so they run in the event loop; PostgreSQL's wait on the network, in threads.
+        self._threads = (
+            None
+            if self.is_sqlite
+            else ThreadPoolExecutor(max_workers=4, thread_name_prefix="kingpost-async-db")
         )
-        self._closed = threading.Event()
 
     def _make_engine(self) -> Engine:
         if not self.is_sqlite:
@@ -201,7 +358,8 @@ class AsyncStore:
             cursor.execute("PRAGMA journal_mode=WAL")
             # With WAL, NORMAL loses nothing when the process dies (only on power loss).
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            # Another process's write takes milliseconds; waiting longer means trouble.
+            cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")
@@ -213,12 +371,15 @@ class AsyncStore:
         return engine
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a store method in the store's threads, off the event loop."""
+        """Run a store method from async code (in the store's threads, for PostgreSQL)."""
+        if self._threads is None:
+            return fn(*args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, fn, *args)
 
     def close(self) -> None:
-        self._threads.shutdown(wait=True)
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
         self.engine.dispose()
 
     def _read(self) -> Any:
@@ -231,20 +392,8 @@ class AsyncStore:
             conn.execute(requests.insert(), [item.row() for item in new])
 
     def get(self, request_id: str) -> StoredRequest | None:
-        query = sa.select(
-            c.id,
-            c.queue,
-            c.model_id,
-            c.deployment_id,
-            c.status,
-            c.webhook_status,
-            c.created_at,
-            c.status_at,
-            c.errors,
-            c.output,
-        ).where(c.id == request_id)
         with self._read() as conn, conn.begin():
-            row = conn.execute(query).first()
+            row = conn.execute(self._statements.get, {"b_id": request_id}).first()
         if row is None:
             return None
         return StoredRequest(
@@ -300,37 +449,41 @@ class AsyncStore:
         self, queue: str, owner: str, limit: int, now: float, lease_seconds: float
     ) -> list[Claim]:
         """Lease up to ``limit`` waiting requests, best first."""
-        chosen = (
-            sa.select(c.seq)
-            .where(c.queue == queue, c.status == Status.QUEUED, c.available_at <= now)
-            .order_by(c.priority, c.seq)
-            .limit(limit)
-        )
-        if not self.is_sqlite:
-            chosen = chosen.with_for_update(skip_locked=True)
-        claim = (
-            requests.update()
-            .where(c.seq.in_(chosen.scalar_subquery()))
-            .values(
-                status=Status.IN_PROGRESS.value,
-                status_at=now,
-                lease_owner=owner,
-                lease_until=now + lease_seconds,
-                attempts=c.attempts + 1,
-            )
-            .returning(
-                c.id,
-                c.seq,
-                c.priority,
-                c.attempts,
-                c.max_attempts,
-                c.initial_delay_ms,
-                c.max_delay_ms,
-                c.model_input,
-            )
-        )
+        return self.exchange(queue, owner, (), limit, now, lease_seconds)
+
+    def exchange(
+        self,
+        queue: str,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        keep_output: bool = True,
+    ) -> list[Claim]:
+        """Record finished attempts and lease up to ``limit`` new ones, in one transaction.
+
+        The worker's one round trip per turn: slots freed by the outcomes are
+        filled by the claims.
+        """
         with self.engine.begin() as conn:
-            rows = list(conn.execute(claim).all())
+            if outcomes:
+                self._record(conn, outcomes, now, keep_output)
+            if limit <= 0:
+                return []
+            return self._claim(conn, queue, owner, limit, now, lease_seconds)
+
+    def _claim(
+        self, conn: Connection, queue: str, owner: str, limit: int, now: float, lease: float
+    ) -> list[Claim]:
+        params = {
+            "b_queue": queue,
+            "b_owner": owner,
+            "b_limit": limit,
+            "b_now": now,
+            "b_until": now + lease,
+        }
+        rows = list(conn.execute(self._statements.claim, params).all())
         rows.sort(key=lambda row: (row.priority, row.seq))  # RETURNING keeps no order
         return [
             Claim(
@@ -358,6 +511,52 @@ class AsyncStore:
         with self.engine.begin() as conn:
             return set(conn.execute(query).scalars())
 
+    def record(self, outcomes: Sequence[Outcome], now: float, keep_output: bool = True) -> int:
+        """Record attempts' outcomes in one transaction; returns how many were taken."""
+        with self.engine.begin() as conn:
+            return self._record(conn, outcomes, now, keep_output)
+
+    def _record(
+        self, conn: Connection, outcomes: Sequence[Outcome], now: float, keep_output: bool
+    ) -> int:
+        """An outcome whose lease was lost (the work was given to another worker) is
+        dropped. A success keeps its output for the webhook; after it only if
+        ``keep_output``.
+        """
+        statements = self._statements
+        by_kind: dict[str, list[dict[str, Any]]] = {"succeeded": [], "failed": [], "retry": []}
+        for outcome in outcomes:
+            claim = outcome.claim
+            params: dict[str, Any] = {
+                "b_id": claim.id,
+                "b_owner": claim.owner,
+                "b_attempt": claim.attempt,
+                "b_now": now,
+            }
+            if outcome.kind == "succeeded":
+                params["b_output"] = outcome.output
+                params["b_kept"] = outcome.output if keep_output else None
+            else:
+                params["b_errors"] = orjson.dumps([outcome.error]).decode()
+                params["b_available"] = outcome.available_at
+            by_kind[outcome.kind].append(params)
+        taken = 0
+        for kind, rows in by_kind.items():
+            if rows:
+                taken += conn.execute(getattr(statements, kind), rows).rowcount
+        return taken
+
+    def succeed(self, claim: Claim, output: bytes, now: float, keep_output: bool = True) -> bool:
+        return self.record([Outcome(claim, "succeeded", output=output)], now, keep_output) == 1
+
+    def fail(self, claim: Claim, error: dict[str, str], now: float) -> bool:
+        return self.record([Outcome(claim, "failed", error=error)], now) == 1
+
+    def retry(self, claim: Claim, error: dict[str, str], available_at: float, now: float) -> bool:
+        """Put the request back in the queue, to be claimed from ``available_at``."""
+        outcome = Outcome(claim, "retry", error=error, available_at=available_at)
+        return self.record([outcome], now) == 1
+
     def _fenced(self, claim: Claim) -> Any:
         return requests.update().where(
             c.id == claim.id,
@@ -365,54 +564,6 @@ class AsyncStore:
             c.attempts == claim.attempt,
             c.status == Status.IN_PROGRESS,
         )
-
-    def succeed(self, claim: Claim, output: bytes, now: float, keep_output: bool = True) -> bool:
-        """Record the output. False if the lease was lost (the outcome is dropped).
-
-        The output is kept for the webhook; after it only if ``keep_output``.
-        """
-        webhook_pending = c.webhook_status == WebhookStatus.PENDING
-        kept = output if keep_output else None
-        query = self._fenced(claim).values(
-            status=Status.SUCCEEDED.value,
-            status_at=now,
-            output=sa.case((webhook_pending, output), else_=sa.literal(kept, sa.LargeBinary())),
-            errors="[]",
-            lease_owner=None,
-            lease_until=None,
-            webhook_next_at=now,
-            settled_at=sa.case((webhook_pending, None), else_=now),
-        )
-        with self.engine.begin() as conn:
-            return bool(conn.execute(query).rowcount)
-
-    def fail(self, claim: Claim, error: dict[str, str], now: float) -> bool:
-        """The request failed for good."""
-        webhook_pending = c.webhook_status == WebhookStatus.PENDING
-        query = self._fenced(claim).values(
-            status=Status.FAILED.value,
-            status_at=now,
-            errors=orjson.dumps([error]).decode(),
-            lease_owner=None,
-            lease_until=None,
-            webhook_next_at=now,
-            settled_at=sa.case((webhook_pending, None), else_=now),
-        )
-        with self.engine.begin() as conn:
-            return bool(conn.execute(query).rowcount)
-
-    def retry(self, claim: Claim, error: dict[str, str], available_at: float, now: float) -> bool:
-        """Put the request back in the queue, to be claimed from ``available_at``."""
-        query = self._fenced(claim).values(
-            status=Status.QUEUED.value,
-            status_at=now,
-            available_at=available_at,
-            errors=orjson.dumps([error]).decode(),
-            lease_owner=None,
-            lease_until=None,
-        )
-        with self.engine.begin() as conn:
-            return bool(conn.execute(query).rowcount)
 
     def give_back(self, claims: Sequence[Claim], now: float) -> int:
         """Return unfinished work to the queue at shutdown; the attempt does not count."""
@@ -493,42 +644,40 @@ class AsyncStore:
     # -- webhooks ----------------------------------------------------------------
 
     def claim_webhooks(
-        self, owner: str, limit: int, now: float, lease_seconds: float, queue: str | None = None
+        self, owner: str, limit: int, now: float, lease_seconds: float, queue: str
     ) -> list[WebhookJob]:
-        """Lease deliveries that are due: finished requests whose webhook is PENDING."""
-        due = [
-            c.webhook_status == WebhookStatus.PENDING,
-            c.status.in_(FINISHED),
-            c.webhook_next_at <= now,
-            sa.or_(c.webhook_lease_until.is_(None), c.webhook_lease_until < now),
-        ]
-        if queue is not None:
-            due.append(c.queue == queue)
-        chosen = sa.select(c.seq).where(*due).order_by(c.webhook_next_at).limit(limit)
-        if not self.is_sqlite:
-            chosen = chosen.with_for_update(skip_locked=True)
-        query = (
-            requests.update()
-            .where(c.seq.in_(chosen.scalar_subquery()))
-            .values(
-                webhook_owner=owner,
-                webhook_lease_until=now + lease_seconds,
-                webhook_attempts=c.webhook_attempts + 1,
-            )
-            .returning(
-                c.id,
-                c.webhook_attempts,
-                c.webhook_endpoint,
-                c.model_id,
-                c.deployment_id,
-                c.status,
-                c.errors,
-                c.output,
-                c.status_at,
-            )
-        )
+        """Lease a queue's deliveries that are due: finished requests whose webhook is PENDING."""
+        return self.webhook_exchange(queue, owner, (), limit, now, lease_seconds, True)
+
+    def webhook_exchange(
+        self,
+        queue: str,
+        owner: str,
+        settled: Sequence[tuple[WebhookJob, bool]],
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        keep_output: bool,
+    ) -> list[WebhookJob]:
+        """Settle finished deliveries and lease up to ``limit`` due ones, in one transaction."""
         with self.engine.begin() as conn:
-            rows = conn.execute(query).all()
+            if settled:
+                self._settle(conn, settled, now, keep_output)
+            if limit <= 0:
+                return []
+            return self._claim_webhooks(conn, queue, owner, limit, now, lease_seconds)
+
+    def _claim_webhooks(
+        self, conn: Connection, queue: str, owner: str, limit: int, now: float, lease: float
+    ) -> list[WebhookJob]:
+        params = {
+            "b_queue": queue,
+            "b_owner": owner,
+            "b_limit": limit,
+            "b_now": now,
+            "b_until": now + lease,
+        }
+        rows = conn.execute(self._statements.claim_webhooks, params).all()
         return [
             WebhookJob(
                 id=row.id,
@@ -545,6 +694,19 @@ class AsyncStore:
             for row in rows
         ]
 
+    def renew_webhooks(
+        self, owner: str, ids: Sequence[str], now: float, lease_seconds: float
+    ) -> None:
+        """Extend this owner's delivery leases while the POSTs are under way."""
+        if ids:
+            query = (
+                requests.update()
+                .where(c.id.in_(ids), c.webhook_owner == owner, _PENDING)
+                .values(webhook_lease_until=now + lease_seconds)
+            )
+            with self.engine.begin() as conn:
+                conn.execute(query)
+
     def _webhook_fenced(self, job: WebhookJob) -> Any:
         return requests.update().where(
             c.id == job.id,
@@ -555,22 +717,37 @@ class AsyncStore:
 
     def webhook_done(self, job: WebhookJob, delivered: bool, now: float, keep_output: bool) -> bool:
         """The delivery succeeded, or failed for good (a SUCCEEDED request -> WEBHOOK_FAILED)."""
-        outcome = WebhookStatus.SUCCEEDED if delivered else WebhookStatus.FAILED
-        values: dict[str, Any] = {
-            "webhook_status": outcome.value,
-            "webhook_owner": None,
-            "webhook_lease_until": None,
-            "settled_at": now,
-        }
-        if not delivered:
-            values["status"] = sa.case(
-                (c.status == Status.SUCCEEDED, Status.WEBHOOK_FAILED.value), else_=c.status
-            )
-            values["status_at"] = now
-        if not keep_output:
-            values["output"] = None
+        return self.webhooks_done([(job, delivered)], now, keep_output) == 1
+
+    def webhooks_done(
+        self, done: Sequence[tuple[WebhookJob, bool]], now: float, keep_output: bool
+    ) -> int:
+        """Settle several deliveries in one transaction; returns how many were taken."""
         with self.engine.begin() as conn:
-            return bool(conn.execute(self._webhook_fenced(job).values(**values)).rowcount)
+            return self._settle(conn, done, now, keep_output)
+
+    def _settle(
+        self,
+        conn: Connection,
+        done: Sequence[tuple[WebhookJob, bool]],
+        now: float,
+        keep_output: bool,
+    ) -> int:
+        statements = self._statements
+        delivered = [self._job_params(job, now) for job, ok in done if ok]
+        failed = [self._job_params(job, now) for job, ok in done if not ok]
+        taken = 0
+        if delivered:
+            statement = statements.delivered if keep_output else statements.delivered_dropped
+            taken += conn.execute(statement, delivered).rowcount
+        if failed:
+            statement = statements.undelivered if keep_output else statements.undelivered_dropped
+            taken += conn.execute(statement, failed).rowcount
+        return taken
+
+    @staticmethod
+    def _job_params(job: WebhookJob, now: float) -> dict[str, Any]:
+        return {"b_id": job.id, "b_owner": job.owner, "b_attempt": job.attempt, "b_now": now}
 
     def webhook_retry(self, job: WebhookJob, next_at: float) -> bool:
         query = self._webhook_fenced(job).values(
@@ -580,12 +757,6 @@ class AsyncStore:
             return bool(conn.execute(query).rowcount)
 
     # -- retention -----------------------------------------------------------------
-
-    def drop_outputs(self, ids: Sequence[str]) -> None:
-        """Forget the outputs of settled requests (``keep_outputs: false``)."""
-        if ids:
-            with self.engine.begin() as conn:
-                conn.execute(requests.update().where(c.id.in_(ids)).values(output=None))
 
     def purge(self, queue: str, settled_before: float) -> int:
         """Delete a queue's requests settled before the given time; returns how many."""

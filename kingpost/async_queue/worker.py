@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from kingpost.async_queue.invoke import Invoke, InvokeFailure
 from kingpost.async_queue.policy import backoff_seconds, classify
-from kingpost.async_queue.store import AsyncStore, Claim, WebhookJob
+from kingpost.async_queue.store import AsyncStore, Claim, Outcome, WebhookJob
 from kingpost.async_queue.webhooks import WebhookSender
 
 logger = logging.getLogger("kingpost.async")
@@ -71,7 +71,7 @@ class WorkerSettings:
     webhook_max_attempts: int = 5
     webhook_initial_delay_ms: int = 1000
     webhook_max_delay_ms: int = 30_000
-    webhook_lease_seconds: float = 60.0
+    webhook_lease_seconds: float = 30.0  # renewed while a delivery is under way
     purge_interval: float = 60.0
 
 
@@ -99,9 +99,12 @@ class AsyncWorker:
         self._loops: list[asyncio.Task[None]] = []
         self._work = asyncio.Event()
         self._webhooks = asyncio.Event()
-        self._delivering = 0
+        self._delivering: set[str] = set()
         self._stopping = False
         self._last_purge = 0.0
+        # Finished attempts and deliveries wait here for the loop's next round trip.
+        self._finished: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._settled: list[tuple[tuple[WebhookJob, bool], asyncio.Future[None]]] = []
 
     # -- control -------------------------------------------------------------
 
@@ -121,9 +124,7 @@ class AsyncWorker:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let running requests finish within ``grace``, give back the rest."""
         self._stopping = True
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._work.set()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
         unfinished = [claim for claim, _ in self.running.values()]
@@ -131,14 +132,20 @@ class AsyncWorker:
             cancelled.set()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=2.0)
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
         if unfinished:
             await self.store.run(self.store.give_back, unfinished, self.clock())
 
     # -- claiming and running ---------------------------------------------------
 
     def _free_slots(self) -> int:
+        if self._stopping:
+            return 0
         free = 0
-        running = len(self.running)
+        # A finished attempt waiting to be recorded no longer holds a model slot.
+        running = len(self.running) - len(self._finished)
         while running + free < self.settings.concurrency and self.admission.may_start(
             running + free
         ):
@@ -146,32 +153,38 @@ class AsyncWorker:
         return free
 
     async def _claim_loop(self) -> None:
-        settings = self.settings
+        """One round trip a turn: record what finished, claim what the free slots take."""
+        settings, store = self.settings, self.store
         while True:
             free = self._free_slots()
-            if free == 0:
+            if free == 0 and not self._finished:
                 await self._wait_for_change()
                 continue
             self._work.clear()
+            finished, self._finished = self._finished, []
             try:
-                claims = await self.store.run(
-                    self.store.claim,
+                claims = await store.run(
+                    store.exchange,
                     settings.queue,
                     self.owner,
+                    [outcome for outcome, _ in finished],
                     free,
                     self.clock(),
                     settings.lease_seconds,
+                    settings.keep_outputs,
                 )
-            except Exception:
-                logger.exception("async queue: claiming failed; trying again")
+            except Exception as exc:
+                logger.exception("async queue: recording and claiming failed; trying again")
+                _resolve(finished, exc)
                 await asyncio.sleep(settings.poll_interval)
                 continue
+            _resolve(finished, None)
             for claim in claims:
-                # Counted as running from now, so the next pass sees its slot taken.
+                # Counted as running from now, so the next turn sees its slot taken.
                 cancelled = asyncio.Event()
                 self.running[claim.id] = (claim, cancelled)
                 self._spawn(self._run(claim, cancelled))
-            if not claims:
+            if not claims and not self._finished:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._work.wait(), settings.poll_interval)
 
@@ -204,40 +217,49 @@ class AsyncWorker:
             failure = exc
         except Exception as exc:  # an invoke of the platform's may raise anything
             failure = InvokeFailure(500, f"{type(exc).__name__}: {exc}")
-        finally:
-            del self.running[claim.id]
-            self._work.set()
         if cancelled.is_set():
+            del self.running[claim.id]
             return  # the lease is gone or being given back: another attempt will run it
         try:
             await self._record(claim, output, failure)
         except Exception:
             # The lease runs out and the request is run again: nothing is lost.
             logger.exception("async queue: could not record the outcome of %s", claim.id)
+        finally:
+            self.running.pop(claim.id, None)
 
     async def _record(
         self, claim: Claim, output: bytes | None, failure: InvokeFailure | None
     ) -> None:
-        store, now = self.store, self.clock()
+        """Hand the outcome to the claim loop and wait until it is written.
+
+        The request keeps its slot until then, so the write and the next claim
+        share one transaction.
+        """
         if failure is None:
-            assert output is not None
-            await store.run(store.succeed, claim, output, now, self.settings.keep_outputs)
+            outcome = Outcome(claim, "succeeded", output=output)
+        else:
+            error = classify(failure.status, failure.message)
+            if error.retryable and claim.attempt < claim.max_attempts:
+                delay = backoff_seconds(claim.attempt, claim.initial_delay_ms, claim.max_delay_ms)
+                outcome = Outcome(
+                    claim, "retry", error=error.as_dict(), available_at=self.clock() + delay
+                )
+                asyncio.get_running_loop().call_later(delay, self._work.set)
+            else:
+                outcome = Outcome(claim, "failed", error=error.as_dict())
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finished.append((outcome, done))
+        self._work.set()
+        await done
+        if outcome.kind != "retry":
             self._webhooks.set()
-            return
-        error = classify(failure.status, failure.message)
-        if error.retryable and claim.attempt < claim.max_attempts:
-            delay = backoff_seconds(claim.attempt, claim.initial_delay_ms, claim.max_delay_ms)
-            await store.run(store.retry, claim, error.as_dict(), now + delay, now)
-            asyncio.get_running_loop().call_later(delay, self._work.set)
-            return
-        await store.run(store.fail, claim, error.as_dict(), now)
-        self._webhooks.set()
 
     # -- leases, expiry, retention ------------------------------------------------
 
     async def _upkeep_loop(self) -> None:
         settings = self.settings
-        interval = min(settings.lease_seconds / 3, 1.0)
+        interval = min(settings.lease_seconds / 3, settings.webhook_lease_seconds / 3, 1.0)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -255,6 +277,10 @@ class AsyncWorker:
                 if request_id not in held and entry is not None:
                     logger.warning("async queue: lost the lease of %s; stopping it", request_id)
                     entry[1].set()
+        delivering = list(self._delivering)
+        if delivering:
+            lease = settings.webhook_lease_seconds
+            await store.run(store.renew_webhooks, self.owner, delivering, now, lease)
         released = await store.run(
             store.release_lost, settings.queue, now, "the worker running the request stopped"
         )
@@ -269,31 +295,38 @@ class AsyncWorker:
     # -- webhooks -------------------------------------------------------------------
 
     async def _webhook_loop(self) -> None:
-        settings = self.settings
+        """Like the claim loop: settle finished deliveries and claim due ones in one trip."""
+        settings, store = self.settings, self.store
         while True:
-            free = settings.webhook_concurrency - self._delivering
-            if free <= 0:
+            free = 0 if self._stopping else settings.webhook_concurrency - len(self._delivering)
+            if free <= 0 and not self._settled:
                 self._webhooks.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._webhooks.wait(), settings.poll_interval)
                 continue
             self._webhooks.clear()
+            settled, self._settled = self._settled, []
             try:
-                jobs = await self.store.run(
-                    self.store.claim_webhooks,
+                jobs = await store.run(
+                    store.webhook_exchange,
+                    settings.queue,
                     self.owner,
+                    [item for item, _ in settled],
                     free,
                     self.clock(),
                     settings.webhook_lease_seconds,
-                    settings.queue,
+                    settings.keep_outputs,
                 )
-            except Exception:
-                logger.exception("async queue: claiming webhooks failed; trying again")
-                jobs = []
+            except Exception as exc:
+                logger.exception("async queue: webhook bookkeeping failed; trying again")
+                _resolve(settled, exc)
+                await asyncio.sleep(settings.poll_interval)
+                continue
+            _resolve(settled, None)
             for job in jobs:
-                self._delivering += 1
+                self._delivering.add(job.id)
                 self._spawn(self._deliver(job))
-            if not jobs:
+            if not jobs and not self._settled:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._webhooks.wait(), settings.poll_interval)
 
@@ -301,21 +334,35 @@ class AsyncWorker:
         settings, store = self.settings, self.store
         try:
             delivery = await self.sender.deliver(job)
-            now = self.clock()
             if delivery.delivered:
-                await store.run(store.webhook_done, job, True, now, settings.keep_outputs)
+                await self._settle(job, True)
             elif delivery.retry and job.attempt < settings.webhook_max_attempts:
                 delay = backoff_seconds(
                     job.attempt, settings.webhook_initial_delay_ms, settings.webhook_max_delay_ms
                 )
                 logger.info("webhook of %s: %s; again in %.1f s", job.id, delivery.detail, delay)
-                await store.run(store.webhook_retry, job, now + delay)
+                await store.run(store.webhook_retry, job, self.clock() + delay)
                 asyncio.get_running_loop().call_later(delay, self._webhooks.set)
             else:
                 logger.warning("webhook of %s failed for good: %s", job.id, delivery.detail)
-                await store.run(store.webhook_done, job, False, now, settings.keep_outputs)
+                await self._settle(job, False)
         except Exception:
             logger.exception("async queue: webhook delivery of %s failed", job.id)
         finally:
-            self._delivering -= 1
+            self._delivering.discard(job.id)
             self._webhooks.set()
+
+    async def _settle(self, job: WebhookJob, delivered: bool) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settled.append(((job, delivered), done))
+        self._webhooks.set()
+        await done
+
+
+def _resolve(waiting: list[tuple[Any, asyncio.Future[None]]], exc: Exception | None) -> None:
+    for _, future in waiting:
+        if not future.done():
+            if exc is None:
+                future.set_result(None)
+            else:
+                future.set_exception(exc)

@@ -31,10 +31,10 @@ class Delivery:
     headers: dict[str, str]
     body: bytes
     at: float
+    payload: Any = None
 
-    @property
-    def payload(self) -> Any:
-        return json.loads(self.body)
+    def __post_init__(self) -> None:
+        self.payload = json.loads(self.body)
 
 
 @dataclass
@@ -65,7 +65,7 @@ class WebhookReceiver:
         while time.monotonic() < deadline:
             if predicate():
                 return
-            time.sleep(0.02)
+            time.sleep(0.05)
         raise AssertionError(f"webhook condition not met in {timeout} s")
 
 

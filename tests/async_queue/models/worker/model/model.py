@@ -1,11 +1,11 @@
 """A model for async tests: what it does is chosen by the input.
 
-{"n": 1}                            -> {"n": 1, "pid": ...} after a short sleep
+{"n": 1, "delay": 0.3}              -> {"n": 1, "pid": ...} after a sleep ($ASYNC_TEST_DELAY)
 {"mode": "fail"}                    -> raises (500)
 {"mode": "bad"}                     -> 400
 {"mode": "flaky", "key": k, "fails": 2}  -> 503 the first `fails` times per key, then succeeds
 {"mode": "sleep", "seconds": 5}     -> sleeps (past request_timeout: 504)
-$ASYNC_TEST_LOAD_DELAY seconds of load() keep the server from being ready.
+load() waits (60 s at most) until the file $ASYNC_TEST_LOAD_GATE exists, when set.
 Every call is logged to $ASYNC_TEST_LOG (one "start|end N PID TIME" line each) when set.
 """
 
@@ -24,7 +24,10 @@ class Model:
         self.flaky = {}
 
     def load(self):
-        time.sleep(float(os.environ.get("ASYNC_TEST_LOAD_DELAY", "0")))
+        gate = os.environ.get("ASYNC_TEST_LOAD_GATE")
+        deadline = time.monotonic() + 60
+        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _log(self, event, n):
         if self.log_path and n is not None:
@@ -53,7 +56,8 @@ class Model:
             return {"slept": model_input["seconds"]}
         n = model_input.get("n") if isinstance(model_input, dict) else None
         self._log("start", n)
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        delay = model_input.get("delay", self.delay) if isinstance(model_input, dict) else 0
+        if delay:
+            await asyncio.sleep(delay)
         self._log("end", n)
         return {"n": n, "pid": os.getpid()}

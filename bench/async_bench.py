@@ -1,0 +1,130 @@
+"""Async inference against direct sync predict of the same trivial model, in one run.
+
+    python -m bench.async_bench [--requests 3000] [--concurrency 16]
+
+Prints three rates and their ratios:
+- direct: sync ``POST /predict`` with ``concurrency`` clients;
+- enqueue: ``POST /async_predict`` answered 201 (each durable in SQLite);
+- completion: async requests submitted to all finished (submission included),
+  polled with ``GET /async_queue_status``.
+Targets: completion >= 0.8x direct, enqueue >= 2,000 requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from kingpost.testing import ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "tests" / "async_queue" / "models" / "worker"
+SERVE = ROOT / "tests" / "async_queue" / "serve_async.py"
+
+
+async def drive(url: str, bodies: list[bytes], concurrency: int) -> float:
+    """POST every body with ``concurrency`` connections; returns the seconds taken."""
+    pending = iter(bodies)
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        for body in pending:
+            response = await client.post(url, content=body)
+            if response.status_code >= 300:
+                raise RuntimeError(f"{url}: {response.status_code} {response.text}")
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers=headers) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+async def wait_drained(base: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=10) as client:
+        while time.monotonic() < deadline:
+            status = (await client.get(base + "/async_queue_status")).json()
+            if status["num_queued_requests"] + status["num_in_progress_requests"] == 0:
+                return
+            await asyncio.sleep(0.01)
+    raise RuntimeError("the queue did not drain")
+
+
+def model_dir(folder: Path, database: Path) -> Path:
+    target = folder / "model"
+    shutil.copytree(MODEL, target)
+    config = yaml.safe_load((MODEL / "config.yaml").read_text())
+    config["async_queue"] = {"database_url": f"sqlite:///{database}", "poll_interval_seconds": 0.05}
+    (target / "config.yaml").write_text(yaml.safe_dump(config))
+    return target
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(base: str, pid: int, requests: int, concurrency: int) -> dict[str, float]:
+    sync_bodies = [b'{"n": %d}' % i for i in range(requests)]
+    await drive(base + "/predict", sync_bodies[: requests // 10], concurrency)  # warm up
+    cpu = cpu_seconds(pid)
+    direct = requests / await drive(base + "/predict", sync_bodies, concurrency)
+    direct_cpu = (cpu_seconds(pid) - cpu) / requests
+
+    async_bodies = [b'{"model_input": {"n": %d}}' % i for i in range(requests)]
+    cpu = cpu_seconds(pid)
+    started = time.perf_counter()
+    enqueue_seconds = await drive(base + "/async_predict", async_bodies, concurrency)
+    await wait_drained(base)
+    completion = requests / (time.perf_counter() - started)
+    async_cpu = (cpu_seconds(pid) - cpu) / requests
+    return {
+        "direct": direct,
+        "enqueue": requests / enqueue_seconds,
+        "completion": completion,
+        "direct_cpu_us": direct_cpu * 1e6,
+        "async_cpu_us": async_cpu * 1e6,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kingpost-async-bench-") as tmp:
+        folder = Path(tmp)
+        model = model_dir(folder, folder / "queue.db")
+        env = {"ASYNC_TEST_DELAY": "0"}
+        command = [sys.executable, str(SERVE)]
+        with ServerProcess(model, command=command, env=env) as server:
+            assert server.process is not None
+            pid = server.process.pid
+            rates = asyncio.run(measure(server.base_url, pid, args.requests, args.concurrency))
+    direct = rates["direct"]
+    print(f"direct sync predict   {direct:8.0f} requests/s")
+    print(f"async enqueue         {rates['enqueue']:8.0f} requests/s   (target >= 2000)")
+    print(
+        f"async completion      {rates['completion']:8.0f} requests/s   "
+        f"{rates['completion'] / direct:.2f}x direct (target >= 0.80x)"
+    )
+    print(
+        f"server CPU per request: direct {rates['direct_cpu_us']:.0f} us, "
+        f"async (submit + run) {rates['async_cpu_us']:.0f} us"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
