@@ -20,7 +20,6 @@ Three loops in one event loop:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -100,7 +99,8 @@ class AsyncWorker:
         self._work = asyncio.Event()
         self._webhooks = asyncio.Event()
         self._delivering: set[str] = set()
-        self._stopping = False
+        self._stopping = False  # no new claims
+        self._closed = False  # the loops end
         self._last_purge = 0.0
         # Finished attempts and deliveries wait here for the loop's next round trip.
         self._finished: list[tuple[Outcome, asyncio.Future[None]]] = []
@@ -112,8 +112,8 @@ class AsyncWorker:
         self._work.set()
         self._webhooks.set()
         self._loops = [
-            asyncio.create_task(self._claim_loop(), name="kingpost-async-claim"),
             asyncio.create_task(self._upkeep_loop(), name="kingpost-async-upkeep"),
+            asyncio.create_task(self._claim_loop(), name="kingpost-async-claim"),
             asyncio.create_task(self._webhook_loop(), name="kingpost-async-webhooks"),
         ]
 
@@ -132,6 +132,12 @@ class AsyncWorker:
             cancelled.set()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=2.0)
+        self._closed = True
+        self._work.set()
+        self._webhooks.set()
+        upkeep, *turns = self._loops
+        upkeep.cancel()
+        await asyncio.wait(turns, timeout=self.settings.poll_interval + 5.0)
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -155,7 +161,7 @@ class AsyncWorker:
     async def _claim_loop(self) -> None:
         """One round trip a turn: record what finished, claim what the free slots take."""
         settings, store = self.settings, self.store
-        while True:
+        while not self._closed:
             free = self._free_slots()
             if free == 0 and not self._finished:
                 await self._wait_for_change()
@@ -185,8 +191,7 @@ class AsyncWorker:
                 self.running[claim.id] = (claim, cancelled)
                 self._spawn(self._run(claim, cancelled))
             if not claims and not self._finished:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._work.wait(), settings.poll_interval)
+                await _wait(self._work, settings.poll_interval)
 
     async def _wait_for_change(self) -> None:
         """Until a running request ends, the admission changes, or a poll interval passes."""
@@ -297,12 +302,11 @@ class AsyncWorker:
     async def _webhook_loop(self) -> None:
         """Like the claim loop: settle finished deliveries and claim due ones in one trip."""
         settings, store = self.settings, self.store
-        while True:
+        while not self._closed:
             free = 0 if self._stopping else settings.webhook_concurrency - len(self._delivering)
             if free <= 0 and not self._settled:
                 self._webhooks.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._webhooks.wait(), settings.poll_interval)
+                await _wait(self._webhooks, settings.poll_interval)
                 continue
             self._webhooks.clear()
             settled, self._settled = self._settled, []
@@ -327,8 +331,7 @@ class AsyncWorker:
                 self._delivering.add(job.id)
                 self._spawn(self._deliver(job))
             if not jobs and not self._settled:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._webhooks.wait(), settings.poll_interval)
+                await _wait(self._webhooks, settings.poll_interval)
 
     async def _deliver(self, job: WebhookJob) -> None:
         settings, store = self.settings, self.store
@@ -357,6 +360,19 @@ class AsyncWorker:
         self._settled.append(((job, delivered), done))
         self._webhooks.set()
         await done
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Until ``event`` is set or ``timeout`` passes.
+
+    Not ``wait_for``: before Python 3.12 it can swallow a cancellation that
+    arrives as the event is set, and a loop being stopped would run on.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((waiter,), timeout=timeout)
+    finally:
+        waiter.cancel()
 
 
 def _resolve(waiting: list[tuple[Any, asyncio.Future[None]]], exc: Exception | None) -> None:
