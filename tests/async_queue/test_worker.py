@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -137,7 +138,7 @@ async def test_a_503_is_retried_after_back_off_then_succeeds(store: AsyncStore) 
     await running.start()
     assert await settle(store, request_id) is Status.SUCCEEDED
     await running.stop()
-    gaps = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(calls)]
     assert gaps[0] >= 0.09 and gaps[1] >= 0.19  # 100 ms, then 200 ms
 
 
