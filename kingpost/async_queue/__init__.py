@@ -14,27 +14,37 @@ webhooks signed the platform's way and the Standard Webhooks way.
     admission  sync traffic first
     routes   the HTTP handlers, server-independent
     app      the async routes and worker in front of one model's ASGI app
+    client   ``kingpost async submit|status|cancel|result``
 
 Needs the ``async`` extra (SQLAlchemy, psycopg).
 """
 
-from kingpost.async_queue.invoke import AsgiInvoke, Invoke, InvokeFailure
-from kingpost.async_queue.models import AsyncPredictBody, ErrorCode, Status, WebhookStatus
-from kingpost.async_queue.signing import WebhookSigner
-from kingpost.async_queue.store import AsyncStore
-from kingpost.async_queue.worker import Admission, AsyncWorker, WorkerSettings
+from __future__ import annotations
 
-__all__ = [
-    "Admission",
-    "AsgiInvoke",
-    "AsyncPredictBody",
-    "AsyncStore",
-    "AsyncWorker",
-    "ErrorCode",
-    "Invoke",
-    "InvokeFailure",
-    "Status",
-    "WebhookSigner",
-    "WebhookStatus",
-    "WorkerSettings",
-]
+import importlib
+from typing import Any
+
+# Imported on first use, so that ``kingpost async ...`` (the client) needs no SQLAlchemy.
+_EXPORTS = {
+    "Admission": "worker",
+    "AsgiInvoke": "invoke",
+    "AsyncPredictBody": "models",
+    "AsyncQueueApp": "app",
+    "AsyncStore": "store",
+    "AsyncWorker": "worker",
+    "ErrorCode": "models",
+    "Invoke": "invoke",
+    "InvokeFailure": "invoke",
+    "Status": "models",
+    "WebhookSigner": "signing",
+    "WebhookStatus": "models",
+    "WorkerSettings": "worker",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kingpost.async_queue' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"kingpost.async_queue.{module}"), name)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
@@ -273,3 +276,27 @@ def test_bad_requests_get_clear_errors(server: ServerProcess, client: httpx.Clie
     assert client.get(f"{base}/async_predict").status_code == 405
     # The sync routes are untouched.
     assert client.post(f"{base}/predict", json={"n": 9}).json()["n"] == 9
+
+
+def kingpost_async(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "kingpost", "async", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_the_command_line_submits_waits_and_fetches(server: ServerProcess) -> None:
+    base = server.base_url
+    done = kingpost_async("submit", "--url", base, "-d", '{"n": 11}', "--priority", "2", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["n"] == 11
+
+    queued = kingpost_async("submit", "--url", f"{base}/production", "-d", '{"n": 12}')
+    assert queued.returncode == 0, queued.stderr
+    request_id = queued.stdout.strip()
+    result = kingpost_async("result", request_id, "--url", base, "--wait")
+    assert result.returncode == 0 and json.loads(result.stdout)["n"] == 12
+    status = kingpost_async("status", request_id, "--url", base)
+    assert json.loads(status.stdout)["status"] == "SUCCEEDED"
+    cancel = kingpost_async("cancel", request_id, "--url", base)
+    assert cancel.returncode == 1 and "error 400" in cancel.stderr
+    unknown = kingpost_async("status", "nope", "--url", base)
+    assert unknown.returncode == 1 and "error 404" in unknown.stderr
