@@ -201,12 +201,19 @@ class _Statements:
             sa.or_(c.webhook_lease_until.is_(None), c.webhook_lease_until < B("b_now")),
         )
         due = due.order_by(c.webhook_next_at).limit(B("b_limit"))
-        if skip_locked:  # several processes claim at once: each skips the others' rows
-            queued = queued.with_for_update(skip_locked=True)
-            due = due.with_for_update(skip_locked=True)
+        if skip_locked:
+            # Several processes claim at once: each skips the rows the others hold. The
+            # pick is a CTE so that it runs exactly once (an IN subquery may be re-run).
+            picked = queued.with_for_update(skip_locked=True).cte("picked")
+            chosen: Any = c.seq == picked.c.seq
+            picked_due = due.with_for_update(skip_locked=True).cte("picked_due")
+            chosen_due: Any = c.seq == picked_due.c.seq
+        else:
+            chosen = c.seq.in_(queued.scalar_subquery())
+            chosen_due = c.seq.in_(due.scalar_subquery())
         self.claim = (
             requests.update()
-            .where(c.seq.in_(queued.scalar_subquery()))
+            .where(chosen, c.status == Status.QUEUED.value)
             .values(
                 status=Status.IN_PROGRESS.value,
                 status_at=B("b_now"),
@@ -227,7 +234,7 @@ class _Statements:
         )
         self.claim_webhooks = (
             requests.update()
-            .where(c.seq.in_(due.scalar_subquery()))
+            .where(chosen_due, _PENDING)
             .values(
                 webhook_owner=B("b_owner"),
                 webhook_lease_until=B("b_until"),

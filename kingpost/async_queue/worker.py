@@ -34,6 +34,8 @@ from kingpost.async_queue.webhooks import WebhookSender
 
 logger = logging.getLogger("kingpost.async")
 
+MAX_FAILED_TURNS = 20  # in a row, before outcomes are left to their leases
+
 
 class Admission(Protocol):
     """Whether async work may start one more request now.
@@ -101,6 +103,11 @@ class AsyncWorker:
         self._delivering: set[str] = set()
         self._stopping = False  # no new claims
         self._closed = False  # the loops end
+        # One transaction at a time on this worker's own rows: two of its transactions
+        # updating the same rows in different orders could deadlock (on PostgreSQL).
+        self._request_rows = asyncio.Lock()
+        self._webhook_rows = asyncio.Lock()
+        self._failed_turns = 0
         self._last_purge = 0.0
         # Finished attempts and deliveries wait here for the loop's next round trip.
         self._finished: list[tuple[Outcome, asyncio.Future[None]]] = []
@@ -169,21 +176,30 @@ class AsyncWorker:
             self._work.clear()
             finished, self._finished = self._finished, []
             try:
-                claims = await store.run(
-                    store.exchange,
-                    settings.queue,
-                    self.owner,
-                    [outcome for outcome, _ in finished],
-                    free,
-                    self.clock(),
-                    settings.lease_seconds,
-                    settings.keep_outputs,
-                )
+                async with self._request_rows:
+                    claims = await store.run(
+                        store.exchange,
+                        settings.queue,
+                        self.owner,
+                        [outcome for outcome, _ in finished],
+                        free,
+                        self.clock(),
+                        settings.lease_seconds,
+                        settings.keep_outputs,
+                    )
             except Exception as exc:
-                logger.exception("async queue: recording and claiming failed; trying again")
-                _resolve(finished, exc)
+                # A transient failure (a lost connection): the outcomes wait for the next
+                # turn, their leases renewed meanwhile. Given up on, a lease runs out and
+                # the request is run again; nothing is lost either way.
+                self._failed_turns += 1
+                logger.warning("async queue: recording and claiming failed: %r", exc)
+                if self._failed_turns >= MAX_FAILED_TURNS:
+                    _resolve(finished, exc)
+                else:
+                    self._finished[:0] = finished
                 await asyncio.sleep(settings.poll_interval)
                 continue
+            self._failed_turns = 0
             _resolve(finished, None)
             for claim in claims:
                 # Counted as running from now, so the next turn sees its slot taken.
@@ -276,7 +292,10 @@ class AsyncWorker:
         store, settings, now = self.store, self.settings, self.clock()
         held_ids = list(self.running)
         if held_ids:
-            held = await store.run(store.renew, self.owner, held_ids, now, settings.lease_seconds)
+            async with self._request_rows:
+                held = await store.run(
+                    store.renew, self.owner, held_ids, now, settings.lease_seconds
+                )
             for request_id in held_ids:
                 entry = self.running.get(request_id)
                 if request_id not in held and entry is not None:
@@ -285,7 +304,8 @@ class AsyncWorker:
         delivering = list(self._delivering)
         if delivering:
             lease = settings.webhook_lease_seconds
-            await store.run(store.renew_webhooks, self.owner, delivering, now, lease)
+            async with self._webhook_rows:
+                await store.run(store.renew_webhooks, self.owner, delivering, now, lease)
         released = await store.run(
             store.release_lost, settings.queue, now, "the worker running the request stopped"
         )
@@ -311,19 +331,20 @@ class AsyncWorker:
             self._webhooks.clear()
             settled, self._settled = self._settled, []
             try:
-                jobs = await store.run(
-                    store.webhook_exchange,
-                    settings.queue,
-                    self.owner,
-                    [item for item, _ in settled],
-                    free,
-                    self.clock(),
-                    settings.webhook_lease_seconds,
-                    settings.keep_outputs,
-                )
+                async with self._webhook_rows:
+                    jobs = await store.run(
+                        store.webhook_exchange,
+                        settings.queue,
+                        self.owner,
+                        [item for item, _ in settled],
+                        free,
+                        self.clock(),
+                        settings.webhook_lease_seconds,
+                        settings.keep_outputs,
+                    )
             except Exception as exc:
-                logger.exception("async queue: webhook bookkeeping failed; trying again")
-                _resolve(settled, exc)
+                logger.warning("async queue: webhook bookkeeping failed: %r", exc)
+                self._settled[:0] = settled  # delivered at least once; settled next turn
                 await asyncio.sleep(settings.poll_interval)
                 continue
             _resolve(settled, None)
