@@ -78,7 +78,6 @@ class AsyncRoutes:
         max_body_bytes: int = 256 * 1024,
         allow_link_local_webhooks: bool = False,
         on_submit: Callable[[], None] | None = None,
-        keep_outputs: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -86,7 +85,6 @@ class AsyncRoutes:
         self.max_body_bytes = max_body_bytes
         self.allow_link_local = allow_link_local_webhooks
         self.on_submit = on_submit
-        self.keep_outputs = keep_outputs
         self.clock = clock
         self._submits: GroupCommit[NewRequest] = GroupCommit(
             lambda items: store.run(store.submit, items)
