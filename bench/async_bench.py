@@ -56,7 +56,7 @@ async def wait_drained(base: str, timeout: float = 300.0) -> None:
             status = (await client.get(base + "/async_queue_status")).json()
             if status["num_queued_requests"] + status["num_in_progress_requests"] == 0:
                 return
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
     raise RuntimeError("the queue did not drain")
 
 

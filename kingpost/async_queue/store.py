@@ -147,6 +147,7 @@ class Claim:
     initial_delay_ms: int
     max_delay_ms: int
     model_input: bytes
+    has_webhook: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ class _Statements:
                 c.initial_delay_ms,
                 c.max_delay_ms,
                 c.model_input,
+                c.webhook_endpoint,
             )
         )
         self.claim_webhooks = (
@@ -501,6 +503,7 @@ class AsyncStore:
                 initial_delay_ms=row.initial_delay_ms,
                 max_delay_ms=row.max_delay_ms,
                 model_input=row.model_input,
+                has_webhook=row.webhook_endpoint is not None,
             )
             for row in rows
         ]

@@ -273,7 +273,7 @@ class AsyncWorker:
         self._finished.append((outcome, done))
         self._work.set()
         await done
-        if outcome.kind != "retry":
+        if outcome.kind != "retry" and claim.has_webhook:
             self._webhooks.set()
 
     # -- leases, expiry, retention ------------------------------------------------
