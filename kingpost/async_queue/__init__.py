@@ -17,6 +17,13 @@ webhooks signed the platform's way and the Standard Webhooks way.
     client   ``kingpost async submit|status|cancel|result``
 
 Needs the ``async`` extra (SQLAlchemy, psycopg).
+
+The platform runs the same parts per deployment: one ``AsyncStore`` on its shared
+database, and for each deployment a queue name (``"{model_id}/{deployment_id}"``),
+``AsyncRoutes`` under its URL grammar and an ``AsyncWorker`` whose ``Invoke`` sends
+the request to a replica through its router (which parks it until a replica is
+ready, waking a scaled-to-zero deployment). ``AsyncStore.counts(queue)`` is the
+queued demand an autoscaler adds to its in-flight count.
 """
 
 from __future__ import annotations
