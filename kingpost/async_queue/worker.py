@@ -130,6 +130,8 @@ class AsyncWorker:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let running requests finish within ``grace``, give back the rest."""
+        if not self._loops:
+            return  # never started
         self._stopping = True
         self._work.set()
         if self._tasks:
