@@ -70,6 +70,7 @@ requests = sa.Table(
     sa.Column("webhook_lease_until", sa.Float()),
     sa.Column("settled_at", sa.Float()),  # terminal and webhook done: retention counts from here
     sa.Index("kingpost_async_claim", "queue", "status", "priority", "seq"),
+    sa.Index("kingpost_async_expiry", "queue", "status", "expires_at"),
     sa.Index("kingpost_async_webhooks", "webhook_status", "webhook_next_at"),
     sa.Index("kingpost_async_settled", "settled_at"),
 )
