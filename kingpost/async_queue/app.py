@@ -6,7 +6,7 @@ to the model's app, and runs the worker from the app's lifespan. The worker
 calls the model's own ``/predict`` in process (``AsgiInvoke``), so async work
 goes through the same request path as sync work.
 
-    app = AsyncQueueApp.for_model(model_app)      # a kingpost.server.app.ModelApp
+    app = AsyncQueueApp.build(model_app, config, "my-model", ready=lambda: loaded)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from kingpost.async_queue.signing import WebhookSigner, load_secrets
 from kingpost.async_queue.store import AsyncStore, default_database_url
 from kingpost.async_queue.webhooks import WebhookSender
 from kingpost.async_queue.worker import AsyncWorker, WorkerSettings
-from kingpost.config import AsyncQueueConfig
+from kingpost.config import ModelConfig
 from kingpost.errors import RequestError
 
 logger = logging.getLogger("kingpost.async")
@@ -58,48 +58,55 @@ class AsyncQueueApp:
         self.store = store
 
     @classmethod
-    def for_model(cls, model_app: Any, config: AsyncQueueConfig | None = None) -> AsyncQueueApp:
-        """Wrap a ``ModelApp``: its config's ``async_queue`` block says how."""
-        source = model_app.source
-        config = config or source.config.async_queue
-        model_id = config.model_id or source.config.model_name or source.model_dir.name
-        url = config.database_url or os.environ.get(DATABASE_ENV) or default_database_url(model_id)
-        store = AsyncStore(url)
-        slots = source.config.runtime.predict_concurrency
-        admission = SyncFirst(
-            slots, ready=lambda: model_app.lifecycle.loaded and not model_app.draining
-        )
-        signer = WebhookSigner(load_secrets(config.webhook_secrets, config.webhook_secret_file))
+    def build(
+        cls,
+        inner: ASGIApp,
+        config: ModelConfig,
+        model_name: str,
+        ready: Callable[[], bool],
+    ) -> AsyncQueueApp:
+        """Async inference in front of ``inner``, as ``config.async_queue`` says.
+
+        ``ready`` tells whether the model takes requests now (loaded, not draining):
+        until it does, the worker claims nothing, so waiting spends no retries.
+        """
+        settings = config.async_queue
+        model_id = settings.model_id or config.model_name or model_name
+        url = settings.database_url or os.environ.get(DATABASE_ENV)
+        store = AsyncStore(url or default_database_url(model_id))
+        slots = config.runtime.predict_concurrency
+        admission = SyncFirst(slots, ready=ready)
+        signer = WebhookSigner(load_secrets(settings.webhook_secrets, settings.webhook_secret_file))
         sender = WebhookSender(
-            signer, config.webhook_timeout_seconds, config.allow_link_local_webhooks
+            signer, settings.webhook_timeout_seconds, settings.allow_link_local_webhooks
         )
-        queue = f"{model_id}/{config.deployment_id}"
+        queue = f"{model_id}/{settings.deployment_id}"
         worker = AsyncWorker(
             store,
-            AsgiInvoke(model_app),
+            AsgiInvoke(inner),
             sender,
             WorkerSettings(
                 queue=queue,
-                concurrency=config.concurrency or slots,
-                lease_seconds=config.lease_seconds,
-                poll_interval=config.poll_interval_seconds,
-                keep_outputs=config.keep_outputs,
-                retention_seconds=config.result_retention_seconds,
-                webhook_max_attempts=config.webhook_max_attempts,
-                webhook_initial_delay_ms=config.webhook_initial_delay_ms,
-                webhook_max_delay_ms=config.webhook_max_delay_ms,
-                webhook_lease_seconds=config.lease_seconds,
+                concurrency=settings.concurrency or slots,
+                lease_seconds=settings.lease_seconds,
+                poll_interval=settings.poll_interval_seconds,
+                keep_outputs=settings.keep_outputs,
+                retention_seconds=settings.result_retention_seconds,
+                webhook_max_attempts=settings.webhook_max_attempts,
+                webhook_initial_delay_ms=settings.webhook_initial_delay_ms,
+                webhook_max_delay_ms=settings.webhook_max_delay_ms,
+                webhook_lease_seconds=settings.lease_seconds,
             ),
             admission,
         )
         routes = AsyncRoutes(
             store,
-            QueueTarget(queue, model_id, config.deployment_id),
-            max_body_bytes=config.max_body_bytes,
-            allow_link_local_webhooks=config.allow_link_local_webhooks,
+            QueueTarget(queue, model_id, settings.deployment_id),
+            max_body_bytes=settings.max_body_bytes,
+            allow_link_local_webhooks=settings.allow_link_local_webhooks,
             on_submit=worker.wake,
         )
-        return cls(model_app, routes, worker, admission, store)
+        return cls(inner, routes, worker, admission, store)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]

@@ -24,7 +24,12 @@ def main() -> int:
     args = parser.parse_args()
     configure_logging("info", "text")
     model_app = build_app(ServeOptions(model_dir=args.model_dir, port=args.port))
-    app = AsyncQueueApp.for_model(model_app)
+    app = AsyncQueueApp.build(
+        model_app,
+        model_app.source.config,
+        args.model_dir.name,
+        ready=lambda: model_app.lifecycle.loaded and not model_app.draining,
+    )
     config = uvicorn.Config(
         app, lifespan="on", access_log=False, log_config=None, http="httptools", loop="uvloop"
     )
