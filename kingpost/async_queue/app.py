@@ -52,6 +52,8 @@ class AsyncQueueApp:
         store: AsyncStore,
     ) -> None:
         self.inner = inner
+        # What the serve process reads of the app it runs (the SIGTERM drain).
+        self.drain = getattr(inner, "drain", None)
         self.routes = routes
         self.worker = worker
         self.admission = admission
