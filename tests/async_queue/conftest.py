@@ -41,7 +41,8 @@ class Delivery:
 class WebhookReceiver:
     """A real HTTP server on 127.0.0.1 that records every POST.
 
-    ``/ok`` answers 204, ``/fail`` 500, ``/reject`` 403, ``/flaky`` 503 on the
+    ``/ok`` answers 204, ``/slow`` 204 after a second, ``/fail`` 500, ``/reject`` 403,
+    ``/flaky`` 503 on the
     first POST of each request id and 200 after.
     """
 
@@ -87,6 +88,8 @@ def _receiver_handler(receiver_ref: list[WebhookReceiver]) -> type[BaseHTTPReque
                 status = 500
             elif self.path == "/reject":
                 status = 403
+            elif self.path == "/slow":
+                time.sleep(1.0)
             elif self.path == "/flaky":
                 key = delivery.payload.get("request_id", "")
                 with receiver.lock:

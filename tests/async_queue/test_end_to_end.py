@@ -190,6 +190,19 @@ def test_a_webhook_that_keeps_failing_is_retried_then_webhook_failed_and_nothing
     assert len(receiver.received(refused)) == 1  # a 4xx is not retried
 
 
+def test_the_webhook_is_pending_until_delivered(
+    server: ServerProcess, client: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    base = server.base_url
+    request_id = submit(
+        client, base, {"model_input": {"n": 6}, "webhook_endpoint": receiver.url + "/slow"}
+    )
+    found = wait_status(client, base, request_id, "SUCCEEDED")
+    assert found["webhook_status"] == "PENDING"  # the receiver takes a second to answer
+    assert client.get(f"{base}/async_request/{request_id}/result").json()["n"] == 6
+    assert wait_settled(client, base, request_id)["webhook_status"] == "SUCCEEDED"
+
+
 def test_a_webhook_answering_503_once_is_delivered_again_with_the_same_id(
     server: ServerProcess, client: httpx.Client, receiver: WebhookReceiver
 ) -> None:
