@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +36,10 @@ from kingpost.async_queue.webhooks import WebhookSender
 logger = logging.getLogger("kingpost.async")
 
 MAX_FAILED_TURNS = 20  # in a row, before outcomes are left to their leases
+LOOKAHEAD_SECONDS = 0.02  # claimed ahead of the free slots, in work time
+MAX_LOOKAHEAD = 64
+BATCH_OUTCOMES = 32  # outcomes recorded at once at most before a round trip is forced
+BATCH_WAIT = 0.002  # seconds an outcome waits to share a round trip
 
 
 class Admission(Protocol):
@@ -112,6 +117,9 @@ class AsyncWorker:
         # Finished attempts and deliveries wait here for the loop's next round trip.
         self._finished: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._settled: list[tuple[tuple[WebhookJob, bool], asyncio.Future[None]]] = []
+        self._finished_since = 0.0
+        self._ready: deque[Claim] = deque()  # claimed ahead, not started yet
+        self._run_seconds = 0.0  # how long an attempt takes (moving average)
 
     # -- control -------------------------------------------------------------
 
@@ -136,7 +144,8 @@ class AsyncWorker:
         self._work.set()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
-        unfinished = [claim for claim, _ in self.running.values()]
+        unfinished = [claim for claim, _ in self.running.values()] + list(self._ready)
+        self._ready.clear()
         for _, cancelled in self.running.values():
             cancelled.set()
         if self._tasks:
@@ -167,14 +176,41 @@ class AsyncWorker:
             free += 1
         return free
 
+    def _lookahead(self) -> int:
+        """How many claims to hold beyond the free slots: about ``LOOKAHEAD_SECONDS`` of work.
+
+        A fast model then needs one round trip per batch, not per request; a slow one
+        holds nothing ahead (what it holds is leased, so no other worker can run it).
+        """
+        if self._run_seconds <= 0:
+            return 0
+        ahead = LOOKAHEAD_SECONDS * self.settings.concurrency / self._run_seconds
+        return min(MAX_LOOKAHEAD, int(ahead))
+
+    def _start(self, claim: Claim) -> None:
+        # Counted as running from now, so the next turn sees its slot taken.
+        cancelled = asyncio.Event()
+        self.running[claim.id] = (claim, cancelled)
+        self._spawn(self._run(claim, cancelled))
+
     async def _claim_loop(self) -> None:
-        """One round trip a turn: record what finished, claim what the free slots take."""
-        settings, store = self.settings, self.store
+        """Each turn: start held claims, then (when needed) one round trip that records
+        what finished and claims what the free slots, and the lookahead, take."""
+        settings, store, ready = self.settings, self.store, self._ready
         while not self._closed:
             free = self._free_slots()
-            if free == 0 and not self._finished:
-                await self._wait_for_change()
+            while free > 0 and ready:
+                self._start(ready.popleft())
+                free -= 1
+            finished_due = bool(self._finished) and (
+                not ready
+                or len(self._finished) >= BATCH_OUTCOMES
+                or self.clock() - self._finished_since >= BATCH_WAIT
+            )
+            if not finished_due and (free == 0 or self._stopping):
+                await self._wait_for_change(BATCH_WAIT if self._finished else None)
                 continue
+            want = 0 if self._stopping else max(0, free + self._lookahead() - len(ready))
             self._work.clear()
             finished, self._finished = self._finished, []
             try:
@@ -184,7 +220,7 @@ class AsyncWorker:
                         settings.queue,
                         self.owner,
                         [outcome for outcome, _ in finished],
-                        free,
+                        want,
                         self.clock(),
                         settings.lease_seconds,
                         settings.keep_outputs,
@@ -203,16 +239,12 @@ class AsyncWorker:
                 continue
             self._failed_turns = 0
             _resolve(finished, None)
-            for claim in claims:
-                # Counted as running from now, so the next turn sees its slot taken.
-                cancelled = asyncio.Event()
-                self.running[claim.id] = (claim, cancelled)
-                self._spawn(self._run(claim, cancelled))
-            if not claims and not self._finished:
+            ready.extend(claims)
+            if not claims and not self._finished and not ready and free > 0:
                 await _wait(self._work, settings.poll_interval)
 
-    async def _wait_for_change(self) -> None:
-        """Until a running request ends, the admission changes, or a poll interval passes."""
+    async def _wait_for_change(self, timeout: float | None = None) -> None:
+        """Until a running request ends, the admission changes, or the timeout passes."""
         self._work.clear()
         waits = [
             asyncio.ensure_future(self._work.wait()),
@@ -220,7 +252,9 @@ class AsyncWorker:
         ]
         try:
             await asyncio.wait(
-                waits, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED
+                waits,
+                timeout=self.settings.poll_interval if timeout is None else timeout,
+                return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             for wait in waits:
@@ -234,12 +268,15 @@ class AsyncWorker:
     async def _run(self, claim: Claim, cancelled: asyncio.Event) -> None:
         output: bytes | None = None
         failure: InvokeFailure | None = None
+        started = time.monotonic()
         try:
             output = await self.invoke(claim.id, claim.model_input, cancelled)
         except InvokeFailure as exc:
             failure = exc
         except Exception as exc:  # an invoke of the platform's may raise anything
             failure = InvokeFailure(500, f"{type(exc).__name__}: {exc}")
+        took = time.monotonic() - started
+        self._run_seconds = took if self._run_seconds <= 0 else 0.8 * self._run_seconds + 0.2 * took
         if cancelled.is_set():
             del self.running[claim.id]
             return  # the lease is gone or being given back: another attempt will run it
@@ -272,6 +309,8 @@ class AsyncWorker:
             else:
                 outcome = Outcome(claim, "failed", error=error.as_dict())
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._finished:
+            self._finished_since = self.clock()
         self._finished.append((outcome, done))
         self._work.set()
         await done
@@ -292,7 +331,7 @@ class AsyncWorker:
 
     async def _upkeep(self) -> None:
         store, settings, now = self.store, self.settings, self.clock()
-        held_ids = list(self.running)
+        held_ids = [*self.running, *(claim.id for claim in self._ready)]
         if held_ids:
             async with self._request_rows:
                 held = await store.run(
@@ -303,6 +342,10 @@ class AsyncWorker:
                 if request_id not in held and entry is not None:
                     logger.warning("async queue: lost the lease of %s; stopping it", request_id)
                     entry[1].set()
+            if len(held) < len(held_ids):  # held ahead and lost: not ours to start
+                kept = [claim for claim in self._ready if claim.id in held]
+                self._ready.clear()
+                self._ready.extend(kept)
         delivering = list(self._delivering)
         if delivering:
             lease = settings.webhook_lease_seconds
