@@ -86,7 +86,7 @@ def add_async_commands(commands: argparse._SubParsersAction) -> None:  # type: i
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        from kingpost.server.runner import ServeOptions, serve
+        from kingpost.serve import ServeOptions, serve
 
         configure_logging(args.log_level, args.log_format)
         if not args.model_dir.is_dir():
