@@ -30,7 +30,6 @@ from kingpost.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "tests" / "async_queue" / "models" / "worker"
-SERVE = ROOT / "tests" / "async_queue" / "serve_async.py"
 
 
 async def wait_drained(base: str, timeout: float = 300.0) -> None:
@@ -116,8 +115,7 @@ def main() -> int:
         folder = Path(tmp)
         model = model_dir(folder, folder / "queue.db")
         env = {"ASYNC_TEST_DELAY": "0"}
-        command = [sys.executable, str(SERVE)]
-        with ServerProcess(model, command=command, env=env) as server:
+        with ServerProcess(model, "--log-level", "warning", env=env) as server:
             assert server.process is not None
             pid = server.process.pid
             rates = measure(server.base_url, pid, args.seconds, args.concurrency)

@@ -211,6 +211,8 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
     else:
         assert model_app is not None
         app = model_app
+    if config is not None and config.async_queue.enabled and config.docker_server is None:
+        app = with_async_queue(app, config, options.model_dir, drain)
     server = _Server(
         uvicorn_config(options, app, config), drain, options.graceful_timeout, is_worker
     )
@@ -228,6 +230,32 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(server.serve(sockets=[sock]))
     return server.exit_code
+
+
+def with_async_queue(app: Servable, config: ModelConfig, model_dir: Path, drain: Drain) -> Servable:
+    """Async inference (``/async_predict``, ``/async_request/...``) in front of the app.
+
+    Its worker calls the app's own ``/predict``, so async work takes the sync path.
+    Off, with a line in the log, when the ``async`` extra is not installed.
+    """
+    try:
+        from kingpost.async_queue.app import AsyncQueueApp
+    except ImportError as exc:
+        logger.info("async inference is off (pip install 'kingpost[async]'): %s", exc)
+        return app
+
+    def ready() -> bool:
+        return not drain.draining and _model_loaded(app)
+
+    return AsyncQueueApp.build(app, config, model_dir.resolve().name, ready)
+
+
+def _model_loaded(app: Servable) -> bool:
+    """Whether the model behind the app (a ReloadingApp's current one) has loaded."""
+    current = getattr(app, "current", None)
+    served = current.app if current is not None else app
+    lifecycle = getattr(getattr(served, "service", None), "lifecycle", None)
+    return bool(lifecycle is not None and lifecycle.loaded)
 
 
 def uvicorn_config(

@@ -53,7 +53,7 @@ class AsyncQueueApp:
     ) -> None:
         self.inner = inner
         # What the serve process reads of the app it runs (the SIGTERM drain).
-        self.drain = getattr(inner, "drain", None)
+        self.drain: Any = getattr(inner, "drain", None)
         self.routes = routes
         self.worker = worker
         self.admission = admission

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -20,7 +19,6 @@ from kingpost.testing import ServerProcess
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "models" / "worker"
-SERVE = HERE / "serve_async.py"
 SECRETS = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "an-older-secret"]
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -132,11 +130,11 @@ def write_model(target: Path, runtime: dict[str, Any] | None = None, **async_que
 
 @pytest.fixture(scope="module")
 def async_server() -> Iterator[Callable[..., ServerProcess]]:
-    """Start a model server with async inference on a model dir."""
+    """Start ``kingpost serve`` (async inference included) on a model dir."""
     started: list[ServerProcess] = []
 
     def start(model_dir: Path, env: dict[str, str] | None = None, **kwargs: Any) -> ServerProcess:
-        server = ServerProcess(model_dir, command=[sys.executable, str(SERVE)], env=env, **kwargs)
+        server = ServerProcess(model_dir, env=env, **kwargs)
         started.append(server)
         return server.start()
 
