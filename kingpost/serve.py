@@ -247,7 +247,7 @@ def with_async_queue(app: Servable, config: ModelConfig, model_dir: Path, drain:
     def ready() -> bool:
         return not drain.draining and _model_loaded(app)
 
-    return AsyncQueueApp.build(app, config, model_dir.resolve().name, ready)
+    return AsyncQueueApp.build(app, config, model_dir, ready)
 
 
 def _model_loaded(app: Servable) -> bool:

@@ -6,7 +6,7 @@ to the model's app, and runs the worker from the app's lifespan. The worker
 calls the model's own ``/predict`` in process (``AsgiInvoke``), so async work
 goes through the same request path as sync work.
 
-    app = AsyncQueueApp.build(model_app, config, "my-model", ready=lambda: loaded)
+    app = AsyncQueueApp.build(model_app, config, Path("my-model"), ready=lambda: loaded)
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -64,7 +65,7 @@ class AsyncQueueApp:
         cls,
         inner: ASGIApp,
         config: ModelConfig,
-        model_name: str,
+        model_dir: Path,
         ready: Callable[[], bool],
     ) -> AsyncQueueApp:
         """Async inference in front of ``inner``, as ``config.async_queue`` says.
@@ -73,9 +74,9 @@ class AsyncQueueApp:
         until it does, the worker claims nothing, so waiting spends no retries.
         """
         settings = config.async_queue
-        model_id = settings.model_id or config.model_name or model_name
+        model_id = settings.model_id or config.model_name or model_dir.resolve().name
         url = settings.database_url or os.environ.get(DATABASE_ENV)
-        store = AsyncStore(url or default_database_url(model_id))
+        store = AsyncStore(url or default_database_url(model_id, model_dir))
         slots = config.runtime.predict_concurrency
         admission = SyncFirst(slots, ready=ready)
         signer = WebhookSigner(load_secrets(settings.webhook_secrets, settings.webhook_secret_file))

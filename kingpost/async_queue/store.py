@@ -22,6 +22,7 @@ Methods are synchronous (they run in the store's own threads, see ``run``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -330,13 +331,17 @@ class _Statements:
         self.undelivered_dropped = delivering.values(output=None, **undelivered)
 
 
-def default_database_url(name: str) -> str:
-    """An SQLite file under ``$KINGPOST_STATE_DIR`` (default ``~/.local/state/kingpost``)."""
+def default_database_url(name: str, model_dir: Path) -> str:
+    """An SQLite file under ``$KINGPOST_STATE_DIR`` (default ``~/.local/state/kingpost``).
+
+    One per model directory (a hash of its path), so two models never share a queue.
+    """
     base = os.environ.get("KINGPOST_STATE_DIR") or str(Path.home() / ".local/state/kingpost")
     folder = Path(base) / "async"
     folder.mkdir(parents=True, exist_ok=True)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "model"
-    return f"sqlite:///{folder / safe}.sqlite3"
+    digest = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:10]
+    return f"sqlite:///{folder / safe}-{digest}.sqlite3"
 
 
 class AsyncStore:
