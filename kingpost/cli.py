@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--stream", action="store_true", help="print chunks as they arrive")
     predict.add_argument("--timeout", type=float, default=1200.0)
     add_async_commands(commands)
+
+    from kingpost.platform.commands import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -116,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         return predict_command(args)
     if args.command == "async":
         return async_command(args)
+    from kingpost.platform.commands import COMMANDS, run
+
+    if args.command in COMMANDS:
+        configure_logging(getattr(args, "log_level", "warning"), "text")
+        return run(args)
     return 2
 
 
