@@ -55,11 +55,40 @@ def build_parser() -> argparse.ArgumentParser:
     body.add_argument("-f", "--file", help="file with the JSON request body ('-' for stdin)")
     predict.add_argument("--stream", action="store_true", help="print chunks as they arrive")
     predict.add_argument("--timeout", type=float, default=1200.0)
+    add_async_commands(commands)
 
     from kingpost.platform.commands import add_commands
 
     add_commands(commands)
     return parser
+
+
+def add_async_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    queue = commands.add_parser("async", help="queue requests and fetch their results")
+    actions = queue.add_subparsers(dest="action", required=True)
+    url_help = "server URL (for submit, a platform target such as .../environments/staging)"
+    submit = actions.add_parser("submit", help="queue a request; prints its request id")
+    submit.add_argument("--url", default="http://127.0.0.1:8080", help=url_help)
+    body = submit.add_mutually_exclusive_group(required=True)
+    body.add_argument("-d", "--data", help="model_input as JSON")
+    body.add_argument("-f", "--file", help="file with model_input as JSON ('-' for stdin)")
+    submit.add_argument("--webhook", help="webhook_endpoint for the result")
+    submit.add_argument("--priority", type=int, help="0 (first) to 2")
+    submit.add_argument("--max-time-in-queue", type=int, help="seconds (10 to 259200)")
+    submit.add_argument("--max-attempts", type=int, help="inference_retry_config.max_attempts")
+    submit.add_argument("--wait", action="store_true", help="wait and print the result")
+    submit.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
+    for name, text in (
+        ("status", "print a request's status"),
+        ("cancel", "cancel a queued request"),
+        ("result", "print a request's output"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("request_id")
+        action.add_argument("--url", default="http://127.0.0.1:8080", help="server URL")
+        if name == "result":
+            action.add_argument("--wait", action="store_true", help="wait until it finishes")
+            action.add_argument("--timeout", type=float, default=600.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         return init_command(args.model_dir, args.openai)
     if args.command == "predict":
         return predict_command(args)
+    if args.command == "async":
+        return async_command(args)
     from kingpost.platform.commands import COMMANDS, run
 
     if args.command in COMMANDS:
@@ -126,3 +157,29 @@ def predict_command(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def async_command(args: argparse.Namespace) -> int:
+    import orjson
+
+    from kingpost.async_queue.client import AsyncCall, run_async
+    from kingpost.client import read_body
+
+    call = AsyncCall(args.action, url=args.url, request_id=getattr(args, "request_id", None))
+    call.wait = getattr(args, "wait", False)
+    call.timeout = getattr(args, "timeout", 600.0)
+    if args.action == "submit":
+        try:
+            call.model_input = orjson.loads(read_body(args.data, args.file))
+        except (OSError, ValueError) as exc:
+            print(f"kingpost: model_input is not usable JSON: {exc}", file=sys.stderr)
+            return 2
+        options: dict[str, object] = {
+            "webhook_endpoint": args.webhook,
+            "priority": args.priority,
+            "max_time_in_queue_seconds": args.max_time_in_queue,
+        }
+        if args.max_attempts is not None:
+            options["inference_retry_config"] = {"max_attempts": args.max_attempts}
+        call.options = {k: v for k, v in options.items() if v is not None}
+    return run_async(call)

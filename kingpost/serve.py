@@ -233,10 +233,13 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
     else:
         assert model_app is not None
         app = model_app
+    served = app  # the model's own app, whose router names a request's route
+    if config is not None and config.async_queue.enabled and config.docker_server is None:
+        app = with_async_queue(app, config, options.model_dir, drain)
     if tracing.ACTIVE is not None:  # else the request path is the same code as without it
         from kingpost.observe.tracing import TracedApp
 
-        app = TracedApp(app, tracing.ACTIVE, route_namer(app))
+        app = TracedApp(app, tracing.ACTIVE, route_namer(served))
     server = _Server(
         uvicorn_config(options, app, config), drain, options.graceful_timeout, is_worker
     )
@@ -267,6 +270,32 @@ def route_namer(app: Servable) -> Callable[[str], str]:
         return route.name if route is not None else path
 
     return name_of
+
+
+def with_async_queue(app: Servable, config: ModelConfig, model_dir: Path, drain: Drain) -> Servable:
+    """Async inference (``/async_predict``, ``/async_request/...``) in front of the app.
+
+    Its worker calls the app's own ``/predict``, so async work takes the sync path.
+    Off, with a line in the log, when the ``async`` extra is not installed.
+    """
+    try:
+        from kingpost.async_queue.app import AsyncQueueApp
+    except ImportError as exc:
+        logger.info("async inference is off (pip install 'kingpost[async]'): %s", exc)
+        return app
+
+    def ready() -> bool:
+        return not drain.draining and _model_loaded(app)
+
+    return AsyncQueueApp.build(app, config, model_dir, ready)
+
+
+def _model_loaded(app: Servable) -> bool:
+    """Whether the model behind the app (a ReloadingApp's current one) has loaded."""
+    current = getattr(app, "current", None)
+    served = current.app if current is not None else app
+    lifecycle = getattr(getattr(served, "service", None), "lifecycle", None)
+    return bool(lifecycle is not None and lifecycle.loaded)
 
 
 def uvicorn_config(
