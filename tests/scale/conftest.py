@@ -1,0 +1,117 @@
+"""Shared pieces of the Ray Serve tests: a ``kingpost serve --ray`` process and its tree.
+
+Each test module starts one server (one local Ray cluster on 127.0.0.1); modules
+that need Ray skip with a clear reason when it is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kingpost.testing import ServerProcess
+
+requires_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="Ray Serve is not installed (the ray extra: pip install 'kingpost[ray]')",
+)
+# A local cluster plus replicas on a busy 2-core machine: generous, the wait polls.
+RAY_STARTUP_TIMEOUT = 180.0
+REPLICA_HEADER = "x-kingpost-replica"
+
+
+def ray_server(model_dir: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    """A ``kingpost serve DIR --ray ...`` process (not started)."""
+    return ServerProcess(
+        model_dir, "--ray", *args, env=env, startup_timeout=RAY_STARTUP_TIMEOUT
+    )
+
+
+def process_tree(root: int) -> dict[int, str]:
+    """pid -> command line of ``root`` and every process below it (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may itself hold spaces or parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        parents[int(entry)] = int(fields[1])
+    tree = {root}
+    grew = True
+    while grew:
+        below = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    commands: dict[int, str] = {}
+    for pid in tree:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        commands[pid] = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    return commands
+
+
+def replica_pids(server: ServerProcess) -> set[int]:
+    assert server.process is not None
+    tree = process_tree(server.process.pid)
+    return {pid for pid, command in tree.items() if command.startswith("ray::ServeReplica")}
+
+
+@dataclass(frozen=True)
+class Listener:
+    pid: int
+    command: str
+    address: str
+    port: int
+
+
+def listeners(pids: dict[int, str]) -> list[Listener]:
+    """TCP sockets in LISTEN state owned by ``pids`` (what ``ss -ltnp`` shows)."""
+    by_inode: dict[str, tuple[str, int]] = {}
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            host_hex, port_hex = fields[1].split(":")
+            by_inode[fields[9]] = (_address(host_hex, family), int(port_hex, 16))
+    found = []
+    for pid, command in pids.items():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in by_inode:
+                address, port = by_inode[target[8:-1]]
+                found.append(Listener(pid, command, address, port))
+    return found
+
+
+def _address(host_hex: str, family: int) -> str:
+    raw = bytes.fromhex(host_hex)
+    # /proc prints each 32-bit word in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    address = ipaddress.ip_address(socket.inet_ntop(family, words))
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
