@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         "target_utilization_percentage (seconds, requests, percent)",
     )
     ray.add_argument(
+        "--ray-http",
+        choices=("kingpost", "serve"),
+        default="kingpost",
+        help="who answers HTTP: Kingpost's front process (fast) or Ray Serve's proxy",
+    )
+    ray.add_argument(
         "--ray-dashboard", action="store_true", help="start Ray's dashboard (on 127.0.0.1)"
     )
 
@@ -132,8 +138,14 @@ def ray_command(options: ServeOptions, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kingpost: {exc}", file=sys.stderr)
         return 2
-    cluster = ClusterOptions(address=args.ray_address, dashboard=args.ray_dashboard)
-    ray_options = RayServeOptions(cluster=cluster, scaling=scaling, log_format=args.log_format)
+    cluster = ClusterOptions(
+        address=args.ray_address,
+        dashboard=args.ray_dashboard,
+        metrics_interval=scaling.metrics_interval if scaling.autoscale else None,
+    )
+    ray_options = RayServeOptions(
+        cluster=cluster, scaling=scaling, log_format=args.log_format, http=args.ray_http
+    )
     return serve_on_ray(options, ray_options)
 
 

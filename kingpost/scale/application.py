@@ -1,16 +1,16 @@
 """One model directory as one Serve application: the API the platform plugs into.
 
-    with RayCluster(ClusterOptions()) as cluster:
-        cluster.start_serve()
-        app = deploy_model(
-            ServeOptions(model_dir=Path("examples/echo"), environment="staging"),
-            name="abc123-staging",
-            route_prefix="/environments/staging",
-            scaling=Scaling(min_replica=0, max_replica=3, scale_down_delay=60),
-        )
-        front = app.front()     # an ASGI app: hand it a request, it reaches a replica
-        app.update(Scaling(min_replica=1, max_replica=5))
-        app.delete()
+with RayCluster(ClusterOptions()) as cluster:
+    cluster.start_serve()
+    app = deploy_model(
+        ServeOptions(model_dir=Path("examples/echo"), environment="staging"),
+        name="abc123-staging",
+        route_prefix="/environments/staging",
+        scaling=Scaling(min_replica=0, max_replica=3, scale_down_delay=60),
+    )
+    front = app.front()     # an ASGI app: hand it a request, it reaches a replica
+    app.update(Scaling(min_replica=1, max_replica=5))
+    app.delete()
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class ModelApplication:
         """An ASGI app that sends each HTTP request to one of this application's replicas."""
         from kingpost.scale.front import RayFrontApp
 
-        return RayFrontApp(self.handle, self.config.runtime.max_request_bytes)
+        return RayFrontApp(self.name, self.config.runtime.max_request_bytes)
 
     def update(self, scaling: Scaling) -> None:
         """Apply new replica settings (Serve keeps healthy replicas where it can)."""

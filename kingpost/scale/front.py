@@ -30,19 +30,25 @@ JSON = b"application/json"
 class RayFrontApp:
     """ASGI app forwarding HTTP to a Serve deployment handle.
 
-    ``handle`` is a ``DeploymentHandle`` of a ``KingpostReplica`` deployment.
+    ``app_name`` names the Serve application of a ``KingpostReplica`` deployment.
+    The handle is made on the event loop that serves (at lifespan startup, or the
+    first request), which Serve needs when its router runs on the caller's loop.
     """
 
-    def __init__(self, handle: Any, max_request_bytes: int) -> None:
+    def __init__(self, app_name: str, max_request_bytes: int) -> None:
         from ray import exceptions as ray_errors
         from ray.serve import exceptions as serve_errors
 
-        self.stream = handle.options(method_name="handle_request", stream=True)
+        self.app_name = app_name
+        self.stream: Any = None
         self.max_request_bytes = max_request_bytes
         self.draining = False
         self.in_flight = 0
         self._replica_gone = (ray_errors.ActorDiedError, ray_errors.ActorUnavailableError)
-        self._no_capacity = (serve_errors.BackPressureError, serve_errors.DeploymentUnavailableError)
+        self._no_capacity = (
+            serve_errors.BackPressureError,
+            serve_errors.DeploymentUnavailableError,
+        )
         self._cancelled = (serve_errors.RequestCancelledError, ray_errors.TaskCancelledError)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -51,6 +57,7 @@ class RayFrontApp:
             await self.handle_http(scope, receive, send)
         elif kind == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
+                self._open_handle()
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
         elif kind == "websocket":
@@ -93,8 +100,16 @@ class RayFrontApp:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    def _open_handle(self) -> Any:
+        if self.stream is None:
+            from ray import serve
+
+            handle = serve.get_app_handle(self.app_name)
+            self.stream = handle.options(method_name="handle_request", stream=True)
+        return self.stream
+
     async def _forward(self, head: RequestHead, receive: Any, send: Any) -> None:
-        response = self.stream.remote(head)
+        response = (self.stream or self._open_handle()).remote(head)
         watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, response))
         started = False
         try:

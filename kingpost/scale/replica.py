@@ -180,4 +180,5 @@ def _pin_replica_grpc_to_loopback() -> None:
 
 
 _pin_replica_grpc_to_loopback()
-KingpostReplica = serve.deployment(serve.ingress()(ReplicaBase))
+# The deployment every Kingpost application runs (Serve's decorators are loosely typed).
+KingpostReplica: Any = serve.deployment(serve.ingress()(ReplicaBase))

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import uvicorn
 
@@ -32,6 +35,7 @@ from kingpost.server.runner import (
 logger = logging.getLogger("kingpost.scale")
 
 EXIT_DEPLOY_FAILED = 3
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class RayServeOptions:
     scaling: Scaling = field(default_factory=lambda: Scaling.fixed(1))
     app_name: str = "kingpost"
     log_format: str = "text"
+    # "kingpost": Kingpost's front process routes through handles (the fast path);
+    # "serve": Ray Serve's own HTTP proxy listens on the port instead.
+    http: Literal["kingpost", "serve"] = "kingpost"
 
 
 class _FrontServer(uvicorn.Server):
@@ -67,17 +74,22 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions) -> int:
     except KingpostError as exc:
         report_build_error(exc)
         return EXIT_BAD_MODEL
+    serve_proxy = ray_options.http == "serve"
     # Bound first: a busy port fails before a cluster is started for nothing.
-    sock = bind_socket(options.host, options.port)
+    sock = None if serve_proxy else bind_socket(options.host, options.port)
     cluster = RayCluster(ray_options.cluster)
     application = None
     try:
         cluster.connect()
-        cluster.start_serve()
+        if serve_proxy:
+            cluster.start_serve(http_host=options.host, http_port=options.port)
+        else:
+            cluster.start_serve()
         try:
             application = deploy_model(
                 options,
                 name=ray_options.app_name,
+                route_prefix="/" if serve_proxy else None,
                 scaling=ray_options.scaling,
                 ship=not ray_options.cluster.local,
                 log_format=ray_options.log_format,
@@ -85,34 +97,55 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions) -> int:
         except Exception as exc:  # Serve reports a replica that cannot start this way
             logger.error("the model could not be deployed on Ray: %s", exc)
             return EXIT_DEPLOY_FAILED
-        front = application.front()
-        config = uvicorn.Config(
-            front,
-            host=options.host,
-            port=options.port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_config=None,
-            log_level=options.log_level,
-            timeout_graceful_shutdown=int(options.graceful_timeout),
-            server_header=False,
-        )
-        server = _FrontServer(config)
         logger.info(
-            "listening on http://%s:%d (model %s on Ray Serve, application %r, ready in %.2f s)",
+            "listening on http://%s:%d (model %s on Ray Serve, application %r, %s, "
+            "ready in %.2f s)",
             options.host,
-            sock.getsockname()[1],
+            options.port if sock is None else sock.getsockname()[1],
             options.model_dir,
             ray_options.app_name,
+            "Serve's HTTP proxy" if serve_proxy else "Kingpost's front",
             time.perf_counter() - started,
         )
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(server.serve(sockets=[sock]))
+        if sock is None:
+            _wait_for_stop_signal()
+        else:
+            _run_front(application.front(), sock, options)
         return EXIT_OK
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
         if application is not None and not ray_options.cluster.local:
             application.delete()  # leave a shared cluster as we found it
         cluster.close()
+
+
+def _run_front(front: Any, sock: socket.socket, options: ServeOptions) -> None:
+    config = uvicorn.Config(
+        front,
+        host=options.host,
+        port=options.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        log_level=options.log_level,
+        timeout_graceful_shutdown=int(options.graceful_timeout),
+        server_header=False,
+    )
+    server = _FrontServer(config)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(server.serve(sockets=[sock]))
+
+
+def _wait_for_stop_signal() -> None:
+    """Block until SIGTERM or SIGINT (Serve's proxy does the serving meanwhile)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

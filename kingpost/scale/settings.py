@@ -85,12 +85,12 @@ class Scaling:
         return cls(min_replica=bounds[0], max_replica=bounds[1], **values).checked()
 
     def checked(self) -> Scaling:
+        if not self.autoscale and self.min_replica < 1:
+            raise ConfigError("a fixed replica count must be at least 1 (0:N scales to zero)")
         if self.min_replica < 0 or self.max_replica < 1:
             raise ConfigError("replicas: the minimum must be >= 0 and the maximum >= 1")
         if self.min_replica > self.max_replica:
             raise ConfigError("replicas: the minimum is above the maximum")
-        if not self.autoscale and self.min_replica == 0:
-            raise ConfigError("a fixed replica count must be at least 1")
         positive = ("autoscaling_window", "concurrency_target", "target_utilization_percentage")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -115,9 +115,16 @@ class Scaling:
             "downscale_to_zero_delay_s": self.scale_down_delay,
             # The platform applies an upscale at the next decision.
             "upscale_delay_s": 0.0,
-            # Ray's default metrics period (10 s) is far longer than a short window.
-            "metrics_interval_s": min(10.0, max(0.5, self.autoscaling_window / 4)),
         }
+
+    @property
+    def metrics_interval(self) -> float:
+        """How often load should reach Serve's autoscaler: a few times per window.
+
+        Ray's default (10 s) is longer than a short window; ``ClusterOptions``
+        passes this to Serve's handles and replicas.
+        """
+        return min(10.0, max(0.5, self.autoscaling_window / 4))
 
 
 def deployment_options(config: ModelConfig, scaling: Scaling) -> dict[str, Any]:

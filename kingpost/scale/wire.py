@@ -8,10 +8,11 @@ chunk the model produced while the previous batch was in flight.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-Message = dict[str, Any]
+Message = MutableMapping[str, Any]
 Batch = list[Message]
 
 

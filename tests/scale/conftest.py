@@ -10,9 +10,13 @@ import importlib.util
 import ipaddress
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from kingpost.testing import ServerProcess
@@ -28,9 +32,7 @@ REPLICA_HEADER = "x-kingpost-replica"
 
 def ray_server(model_dir: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
     """A ``kingpost serve DIR --ray ...`` process (not started)."""
-    return ServerProcess(
-        model_dir, "--ray", *args, env=env, startup_timeout=RAY_STARTUP_TIMEOUT
-    )
+    return ServerProcess(model_dir, "--ray", *args, env=env, startup_timeout=RAY_STARTUP_TIMEOUT)
 
 
 def process_tree(root: int) -> dict[int, str]:
@@ -115,3 +117,86 @@ def _address(host_hex: str, family: int) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    started: float
+    ended: float
+    status: int  # 0 when the request got no response (connection cut, timeout)
+    replica: str | None
+
+
+class LoadLoop:
+    """``workers`` threads posting to ``path`` back to back until stopped (bounded).
+
+    with LoadLoop(server, {"sleep": 0.3}, workers=6) as load:
+        ...
+    load.outcomes  # every request's Outcome
+    """
+
+    def __init__(
+        self,
+        server: ServerProcess,
+        payload: object,
+        workers: int,
+        path: str = "/predict",
+        max_seconds: float = 60.0,
+        max_requests: int = 5000,
+    ) -> None:
+        self.server = server
+        self.payload = payload
+        self.workers = workers
+        self.path = path
+        self.max_seconds = max_seconds
+        self.max_requests = max_requests
+        self.outcomes: list[Outcome] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> LoadLoop:
+        deadline = time.monotonic() + self.max_seconds
+        for _ in range(self.workers):
+            thread = threading.Thread(target=self._run, args=(deadline,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _run(self, deadline: float) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                with self._lock:
+                    if len(self.outcomes) >= self.max_requests:
+                        return
+                started = time.monotonic()
+                try:
+                    reply = client.post(self.server.url(self.path), json=self.payload)
+                    outcome = Outcome(
+                        started,
+                        time.monotonic(),
+                        reply.status_code,
+                        reply.headers.get(REPLICA_HEADER),
+                    )
+                except httpx.HTTPError:
+                    outcome = Outcome(started, time.monotonic(), 0, None)
+                with self._lock:
+                    self.outcomes.append(outcome)
+
+    def snapshot(self) -> list[Outcome]:
+        with self._lock:
+            return list(self.outcomes)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout} s")
