@@ -140,6 +140,8 @@ def ray_command(options: ServeOptions, args: argparse.Namespace) -> int:
         return 2
     cluster = ClusterOptions(
         address=args.ray_address,
+        # Another cluster's nodes may not share this file system: ship the model with the job.
+        working_dir=options.model_dir.resolve() if args.ray_address else None,
         dashboard=args.ray_dashboard,
         metrics_interval=scaling.metrics_interval if scaling.autoscale else None,
     )

@@ -68,10 +68,11 @@ def deploy_model(
 ) -> ModelApplication:
     """Run ``options.model_dir`` as the Serve application ``name``; returns once it is running.
 
-    ``ship=True`` uploads the model directory with the application (for a
-    cluster whose nodes do not share this file system). Needs a Ray connection
-    (``RayCluster``). A model that fails to load raises Serve's
-    ``RayServeException`` naming the replica's error.
+    ``ship=True``: the replicas load the model directory from their working
+    directory, the copy Ray uploaded for this driver
+    (``ClusterOptions(working_dir=model_dir)``), for a cluster whose nodes do not
+    share this file system. Needs a Ray connection (``RayCluster``). A model
+    that fails to load raises Serve's ``RayServeException`` naming the error.
     """
     config = load_config(options.model_dir.resolve())
     application = ModelApplication(
@@ -96,8 +97,6 @@ def _run(application: ModelApplication) -> Any:
     options = application.options
     model_dir = options.model_dir.resolve()
     settings = deployment_options(application.config, application.scaling)
-    if application.ship:
-        settings["ray_actor_options"]["runtime_env"] = {"working_dir": str(model_dir)}
     spec = ReplicaSpec(
         options=replace(options, model_dir=model_dir),
         log_format=application.log_format,

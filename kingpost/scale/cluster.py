@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kingpost.errors import KingpostError
 
 logger = logging.getLogger("kingpost.scale")
 
@@ -49,6 +52,9 @@ class ClusterOptions:
     num_cpus: float | None = None  # local cluster only; None lets Ray count them
     temp_dir: Path | None = None  # local cluster only
     namespace: str = "kingpost"
+    # Uploaded with this driver's job: replicas it deploys start in a copy of it (for
+    # clusters whose nodes do not share this file system). Ray caps it near 500 MiB.
+    working_dir: Path | None = None
     # Seconds between load reports to Serve's autoscaler (handles here; replicas too
     # on a local cluster, which inherits the setting). None keeps Ray's default.
     metrics_interval: float | None = None
@@ -74,13 +80,16 @@ class RayCluster:
             interval = str(options.metrics_interval)
             for name in _METRIC_PUSH_INTERVALS:
                 os.environ.setdefault(name, interval)
-        if options.local:
-            # Before Ray is imported: it reads these once, and its child processes inherit them.
+        if options.local or _is_loopback_address(options.address):
+            # Before Ray is imported: it reads these once, and its child processes inherit
+            # them. Joining a cluster at 127.0.0.1 needs them too: otherwise Ray swaps the
+            # loopback address for this machine's network address, where nothing listens.
             os.environ.update(_PIN_TO_LOOPBACK)
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
 
-        if options.local and ray._private.ray_constants.ENABLE_RAY_CLUSTER:
+        pinned = options.local or _is_loopback_address(options.address)
+        if pinned and ray._private.ray_constants.ENABLE_RAY_CLUSTER:
             raise RuntimeError(
                 "Ray was imported before the local cluster was pinned to 127.0.0.1; "
                 "set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 in the environment"
@@ -99,7 +108,12 @@ class RayCluster:
             if options.temp_dir is not None:
                 kwargs["_temp_dir"] = str(options.temp_dir)
         else:
+            assert options.address is not None
+            check_reachable(options.address)
+            _use_token_if_present()
             kwargs["address"] = options.address
+        if options.working_dir is not None:
+            kwargs["runtime_env"] = {"working_dir": str(options.working_dir)}
         ray.init(**kwargs)
         self.connected = True
         return self
@@ -139,3 +153,53 @@ class RayCluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class ClusterUnreachableError(KingpostError):
+    """``--ray-address`` names a host and port where nothing answers."""
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a ``HOST:PORT`` with nothing listening (Ray itself retries for minutes)."""
+    host, port = _host_port(address)
+    if host is None or port is None:
+        return  # "auto", "ray://..." and the like: Ray resolves those itself
+    try:
+        with socket.create_connection((host, port), timeout):
+            pass
+    except OSError as exc:
+        raise ClusterUnreachableError(f"no Ray cluster answers at {address}: {exc}") from None
+
+
+def _host_port(address: str) -> tuple[str | None, int | None]:
+    if "://" in address or ":" not in address:
+        return None, None
+    host, _, port = address.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        return None, None
+
+
+def _use_token_if_present() -> None:
+    """Authenticate to the cluster with this machine's Ray token, if there is one.
+
+    A cluster started by ``ray.init()`` or ``ray start`` (2.5x+) requires a token;
+    its CLI picks up ``~/.ray/auth_token`` (or ``RAY_AUTH_TOKEN``) on its own, a
+    driver joining with ``ray.init(address=...)`` does not. ``RAY_AUTH_MODE`` set in
+    the environment wins.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _is_loopback_address(address: str | None) -> bool:
+    host = _host_port(address)[0] if address else None
+    if host is None and address and address.startswith("ray://"):
+        host = address[len("ray://") :].rpartition(":")[0]
+    return host in ("127.0.0.1", "localhost", "::1")

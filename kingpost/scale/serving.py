@@ -21,7 +21,7 @@ import uvicorn
 
 from kingpost.config import load_config
 from kingpost.errors import KingpostError
-from kingpost.scale.cluster import ClusterOptions, RayCluster
+from kingpost.scale.cluster import ClusterOptions, ClusterUnreachableError, RayCluster
 from kingpost.scale.settings import Scaling
 from kingpost.server.runner import (
     EXIT_BAD_MODEL,
@@ -80,7 +80,11 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions) -> int:
     cluster = RayCluster(ray_options.cluster)
     application = None
     try:
-        cluster.connect()
+        try:
+            cluster.connect()
+        except ClusterUnreachableError as exc:
+            logger.error("%s", exc)
+            return EXIT_BAD_MODEL
         if serve_proxy:
             cluster.start_serve(http_host=options.host, http_port=options.port)
         else:

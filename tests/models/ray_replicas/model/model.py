@@ -1,4 +1,4 @@
-"""Holds each request for ``sleep`` seconds and says which process answered."""
+"""Holds each request for ``sleep`` seconds and says which process and file answered."""
 
 import asyncio
 import os
@@ -7,4 +7,4 @@ import os
 class Model:
     async def predict(self, model_input):
         await asyncio.sleep(float(model_input.get("sleep", 0)))
-        return {"pid": os.getpid()}
+        return {"pid": os.getpid(), "file": __file__}
