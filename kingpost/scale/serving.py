@@ -100,6 +100,8 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions) -> int:
             )
         except Exception as exc:  # Serve reports a replica that cannot start this way
             logger.error("the model could not be deployed on Ray: %s", exc)
+            if not ray_options.cluster.local:
+                _delete_application(ray_options.app_name)  # not left failing on a shared cluster
             return EXIT_DEPLOY_FAILED
         logger.info(
             "listening on http://%s:%d (model %s on Ray Serve, application %r, %s, "
@@ -122,6 +124,15 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions) -> int:
         if application is not None and not ray_options.cluster.local:
             application.delete()  # leave a shared cluster as we found it
         cluster.close()
+
+
+def _delete_application(name: str) -> None:
+    from ray import serve
+
+    try:
+        serve.delete(name)
+    except Exception:
+        logger.exception("could not delete the Serve application %r", name)
 
 
 def _run_front(front: Any, sock: socket.socket, options: ServeOptions) -> None:

@@ -78,3 +78,26 @@ def test_stopping_removes_the_application_and_leaves_the_cluster(
     assert server.stop(grace=60) == 0
     assert owner.apps() == []
     assert owner.process.poll() is None
+
+
+def test_a_model_that_fails_to_load_exits_with_code_3(owner: ClusterOwner) -> None:
+    broken = ray_server(MODELS / "load_failure", "--ray-address", owner.address)
+    broken.process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kingpost",
+            "serve",
+            str(broken.model_dir),
+            "--port",
+            str(broken.port),
+            *broken.args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    output, _ = broken.process.communicate(timeout=RAY_STARTUP_TIMEOUT)
+    assert broken.process.returncode == 3, output.decode(errors="replace")[-3000:]
+    assert b"could not be deployed on Ray" in output
+    assert "kingpost" not in owner.apps()  # nothing left behind on the cluster
