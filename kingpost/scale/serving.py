@@ -116,7 +116,7 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions) -> int:
         if sock is None:
             _wait_for_stop_signal()
         else:
-            _run_front(application.front(), sock, options)
+            _run_front(application.front(), sock, options, ray_options.cluster.local)
         return EXIT_OK
     finally:
         if sock is not None:
@@ -135,7 +135,7 @@ def _delete_application(name: str) -> None:
         logger.exception("could not delete the Serve application %r", name)
 
 
-def _run_front(front: Any, sock: socket.socket, options: ServeOptions) -> None:
+def _run_front(front: Any, sock: socket.socket, options: ServeOptions, local: bool) -> None:
     config = uvicorn.Config(
         front,
         host=options.host,
@@ -152,6 +152,12 @@ def _run_front(front: Any, sock: socket.socket, options: ServeOptions) -> None:
     server = _FrontServer(config)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(server.serve(sockets=[sock]))
+        if local:
+            # Serve's router runs on this loop (throughput-optimised mode): stop Serve
+            # while the loop still runs, else its handles cannot shut down.
+            from ray import serve
+
+            runner.run(serve.shutdown_async())
 
 
 def _wait_for_stop_signal() -> None:

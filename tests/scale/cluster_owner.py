@@ -13,6 +13,8 @@ import sys
 # Pinned to loopback like the clusters Kingpost starts (set before Ray is imported).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# A model that cannot load fails its deployment after one try, not three.
+os.environ.setdefault("RAY_SERVE_MAX_PER_REPLICA_RETRY_COUNT", "1")
 
 import ray
 

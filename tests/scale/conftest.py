@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import httpx
 import pytest
 
 from kingpost.testing import ServerProcess
+from tests.conftest import ROOT
 
 requires_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None,
@@ -33,6 +37,45 @@ REPLICA_HEADER = "x-kingpost-replica"
 def ray_server(model_dir: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
     """A ``kingpost serve DIR --ray ...`` process (not started)."""
     return ServerProcess(model_dir, "--ray", *args, env=env, startup_timeout=RAY_STARTUP_TIMEOUT)
+
+
+class ClusterOwner:
+    """A Ray cluster run by another process (tests/scale/cluster_owner.py)."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("cluster_owner.py"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        self.address = self.process.stdout.readline().strip()
+        if not self.address:
+            raise RuntimeError(f"the cluster did not start (exit {self.process.wait(30)})")
+
+    def apps(self) -> list[str]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("apps\n")
+        self.process.stdin.flush()
+        return list(json.loads(self.process.stdout.readline()))
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()  # the owner calls ray.shutdown()
+        self.process.wait(60)
+
+
+@pytest.fixture(scope="session")
+def owner() -> Iterator[ClusterOwner]:
+    """One cluster Kingpost did not start, for every module that joins one."""
+    owner = ClusterOwner()
+    try:
+        yield owner
+    finally:
+        owner.close()
 
 
 def process_tree(root: int) -> dict[int, str]:
@@ -64,7 +107,8 @@ def process_tree(root: int) -> dict[int, str]:
     return commands
 
 
-def replica_pids(server: ServerProcess) -> set[int]:
+def replica_pids(server: ServerProcess | ClusterOwner) -> set[int]:
+    """The replica processes below the server (a cluster it started) or a cluster owner."""
     assert server.process is not None
     tree = process_tree(server.process.pid)
     return {pid for pid, command in tree.items() if command.startswith("ray::ServeReplica")}

@@ -1,8 +1,10 @@
-"""``--ray-address``: the model joins a cluster it did not start, and leaves it running."""
+"""``--ray-address``: the model joins a cluster it did not start, and leaves it running.
+
+The cluster (``owner``) is shared with the other modules that join one.
+"""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,48 +14,18 @@ import httpx
 import pytest
 
 from kingpost.testing import ServerProcess
-from tests.conftest import MODELS, ROOT
-from tests.scale.conftest import RAY_STARTUP_TIMEOUT, REPLICA_HEADER, ray_server, requires_ray
+from tests.conftest import MODELS
+from tests.scale.conftest import (
+    RAY_STARTUP_TIMEOUT,
+    REPLICA_HEADER,
+    ClusterOwner,
+    ray_server,
+    requires_ray,
+)
 
 pytestmark = requires_ray
 
 MODEL = MODELS / "ray_replicas"
-
-
-class ClusterOwner:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("cluster_owner.py"))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        assert self.process.stdout is not None
-        self.address = self.process.stdout.readline().strip()
-        if not self.address:
-            raise RuntimeError(f"the cluster did not start (exit {self.process.wait(30)})")
-
-    def apps(self) -> list[str]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write("apps\n")
-        self.process.stdin.flush()
-        return list(json.loads(self.process.stdout.readline()))
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()  # the owner calls ray.shutdown()
-        self.process.wait(60)
-
-
-@pytest.fixture(scope="module")
-def owner() -> Iterator[ClusterOwner]:
-    owner = ClusterOwner()
-    try:
-        yield owner
-    finally:
-        owner.close()
 
 
 @pytest.fixture(scope="module")

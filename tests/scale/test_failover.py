@@ -1,4 +1,7 @@
-"""A replica process killed under load is replaced; only the requests it held fail."""
+"""A replica process killed under load is replaced; only the requests it held fail.
+
+The server joins the shared cluster of ``owner`` (its replicas run below that process).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,14 @@ import pytest
 
 from kingpost.testing import ServerProcess
 from tests.conftest import MODELS
-from tests.scale.conftest import LoadLoop, ray_server, replica_pids, requires_ray, wait_until
+from tests.scale.conftest import (
+    ClusterOwner,
+    LoadLoop,
+    ray_server,
+    replica_pids,
+    requires_ray,
+    wait_until,
+)
 
 pytestmark = requires_ray
 
@@ -20,13 +30,17 @@ PER_REPLICA = 2  # runtime.predict_concurrency of the model: Serve's max_ongoing
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with ray_server(MODELS / "ray_replicas", "--replicas", "2") as server:
+def server(owner: ClusterOwner) -> Iterator[ServerProcess]:
+    with ray_server(
+        MODELS / "ray_replicas", "--ray-address", owner.address, "--replicas", "2"
+    ) as server:
         yield server
 
 
-def test_a_killed_replica_is_replaced_and_only_its_requests_fail(server: ServerProcess) -> None:
-    before = replica_pids(server)
+def test_a_killed_replica_is_replaced_and_only_its_requests_fail(
+    owner: ClusterOwner, server: ServerProcess
+) -> None:
+    before = replica_pids(owner)
     assert len(before) == 2
     victim = min(before)
     with LoadLoop(server, {"sleep": HOLD}, workers=6, max_seconds=90) as load:
@@ -34,7 +48,7 @@ def test_a_killed_replica_is_replaced_and_only_its_requests_fail(server: ServerP
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         wait_until(
-            lambda: len(replica_pids(server) - before) == 1 and len(replica_pids(server)) == 2,
+            lambda: len(replica_pids(owner) - before) == 1 and len(replica_pids(owner)) == 2,
             60,
             "a replacement replica starting",
         )
