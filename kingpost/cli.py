@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -148,7 +149,10 @@ def ray_command(options: ServeOptions, args: argparse.Namespace) -> int:
     ray_options = RayServeOptions(
         cluster=cluster, scaling=scaling, log_format=args.log_format, http=args.ray_http
     )
-    return serve_on_ray(options, ray_options)
+    # Each replica builds its app with the same function `kingpost serve` uses.
+    from kingpost.server.runner import build_app
+
+    return serve_on_ray(options, ray_options, partial(build_app, install=options.install))
 
 
 def init_command(model_dir: Path, openai: bool) -> int:

@@ -4,6 +4,7 @@ with RayCluster(ClusterOptions()) as cluster:
     cluster.start_serve()
     app = deploy_model(
         ServeOptions(model_dir=Path("examples/echo"), environment="staging"),
+        build_app,  # kingpost serve's own app builder
         name="abc123-staging",
         route_prefix="/environments/staging",
         scaling=Scaling(min_replica=0, max_replica=3, scale_down_delay=60),
@@ -16,12 +17,17 @@ with RayCluster(ClusterOptions()) as cluster:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kingpost.config import ModelConfig, load_config
 from kingpost.scale.settings import Scaling, deployment_options
-from kingpost.server.runner import ServeOptions
+
+if TYPE_CHECKING:
+    from kingpost.server.runner import ServeOptions
+
+AppBuilder = Callable[["ServeOptions"], Any]
 
 logger = logging.getLogger("kingpost.scale")
 
@@ -35,6 +41,7 @@ class ModelApplication:
     name: str
     config: ModelConfig
     options: ServeOptions
+    build_app: AppBuilder
     scaling: Scaling
     route_prefix: str | None
     handle: Any = field(repr=False)  # ray.serve.handle.DeploymentHandle
@@ -60,6 +67,7 @@ class ModelApplication:
 
 def deploy_model(
     options: ServeOptions,
+    build_app: AppBuilder,
     name: str = "kingpost",
     route_prefix: str | None = None,
     scaling: Scaling | None = None,
@@ -68,6 +76,8 @@ def deploy_model(
 ) -> ModelApplication:
     """Run ``options.model_dir`` as the Serve application ``name``; returns once it is running.
 
+    ``build_app(options)`` builds the model's ASGI app inside each replica: pass
+    the composition root's own builder (a module-level function, sent by name).
     ``ship=True``: the replicas load the model directory from their working
     directory, the copy Ray uploaded for this driver
     (``ClusterOptions(working_dir=model_dir)``), for a cluster whose nodes do not
@@ -79,6 +89,7 @@ def deploy_model(
         name=name,
         config=config,
         options=options,
+        build_app=build_app,
         scaling=scaling or Scaling.fixed(1),
         route_prefix=route_prefix,
         handle=None,
@@ -99,6 +110,7 @@ def _run(application: ModelApplication) -> Any:
     settings = deployment_options(application.config, application.scaling)
     spec = ReplicaSpec(
         options=replace(options, model_dir=model_dir),
+        build_app=application.build_app,
         log_format=application.log_format,
         shipped=application.ship,
     )

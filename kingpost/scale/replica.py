@@ -1,7 +1,8 @@
 """The Serve deployment that hosts one model directory in each replica.
 
-A replica builds the same ASGI app ``kingpost serve`` builds (``build_app``)
-and runs every request through it, so hooks, streams, errors, disconnects and
+A replica builds the same ASGI app ``kingpost serve`` builds (the composition
+root hands its ``build_app`` over in the ``ReplicaSpec``, by reference) and runs
+every request through it, so hooks, streams, errors, disconnects and
 the URL grammar behave as on one machine. Two ways in:
 
 - ``handle_request(head)``: a streaming handle call from Kingpost's front
@@ -19,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
@@ -30,7 +31,9 @@ from kingpost.errors import ModelLoadError
 from kingpost.logs import configure_logging
 from kingpost.scale.wire import Batch, Message, RequestHead
 from kingpost.server.app import ModelApp
-from kingpost.server.runner import ServeOptions, build_app
+
+if TYPE_CHECKING:
+    from kingpost.server.runner import ServeOptions
 
 logger = logging.getLogger("kingpost.scale")
 
@@ -44,6 +47,8 @@ class ReplicaSpec:
     """What a replica needs to build the model's app (sent to every replica)."""
 
     options: ServeOptions
+    # The composition root's app builder (a module-level function: pickled by name).
+    build_app: Callable[[ServeOptions], ModelApp]
     log_format: str = "text"
     # The model directory was shipped with the runtime env: it is the replica's cwd.
     shipped: bool = False
@@ -84,7 +89,7 @@ class ReplicaBase:
         context = serve.get_replica_context()
         self.replica_id = f"{context.replica_id.unique_id}.{os.getpid()}"
         self.header = (REPLICA_HEADER, self.replica_id.encode())
-        self.model_app = build_app(options, install=options.install)
+        self.model_app = spec.build_app(options)
         self.model_app.startup()
         await self.model_app.lifecycle.wait_loaded()
         failed = self.model_app.lifecycle.failed

@@ -15,25 +15,25 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
+import uvloop
 
 from kingpost.config import load_config
 from kingpost.errors import KingpostError
+from kingpost.scale.application import AppBuilder
 from kingpost.scale.cluster import ClusterOptions, ClusterUnreachableError, RayCluster
 from kingpost.scale.settings import Scaling
-from kingpost.server.runner import (
-    EXIT_BAD_MODEL,
-    EXIT_OK,
-    ServeOptions,
-    bind_socket,
-    new_event_loop,
-    report_build_error,
-)
+from kingpost.server.runner import bind_socket
+
+if TYPE_CHECKING:
+    from kingpost.server.runner import ServeOptions
 
 logger = logging.getLogger("kingpost.scale")
 
+EXIT_OK = 0
+EXIT_BAD_MODEL = 2
 EXIT_DEPLOY_FAILED = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -64,15 +64,18 @@ class _FrontServer(uvicorn.Server):
             captured.clear()
 
 
-def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions) -> int:
-    """Deploy the model directory on Ray, answer HTTP until stopped; the exit code."""
+def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions, build_app: AppBuilder) -> int:
+    """Deploy the model directory on Ray, answer HTTP until stopped; the exit code.
+
+    ``build_app`` is the composition root's app builder, run inside each replica.
+    """
     from kingpost.scale.application import deploy_model
 
     started = time.perf_counter()
     try:
         load_config(options.model_dir.resolve())
     except KingpostError as exc:
-        report_build_error(exc)
+        logger.error("%s", exc)
         return EXIT_BAD_MODEL
     serve_proxy = ray_options.http == "serve"
     # Bound first: a busy port fails before a cluster is started for nothing.
@@ -92,6 +95,7 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions) -> int:
         try:
             application = deploy_model(
                 options,
+                build_app,
                 name=ray_options.app_name,
                 route_prefix="/" if serve_proxy else None,
                 scaling=ray_options.scaling,
@@ -150,7 +154,7 @@ def _run_front(front: Any, sock: socket.socket, options: ServeOptions, local: bo
         server_header=False,
     )
     server = _FrontServer(config)
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(server.serve(sockets=[sock]))
         if local:
             # Serve's router runs on this loop (throughput-optimised mode): stop Serve
