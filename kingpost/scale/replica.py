@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kingpost.scale")
 
 REPLICA_HEADER = b"x-kingpost-replica"
+READINESS_PATH = "/v1/models/model"
 # After the caller goes away, how long the app may take to notice and wind down.
 _WIND_DOWN_SECONDS = 10.0
 
@@ -101,8 +102,10 @@ class ReplicaBase:
         return self.replica_asgi
 
     async def check_health(self) -> None:
-        if not await self.model_app.lifecycle.is_ready():
-            raise RuntimeError("the model is not healthy (is_healthy() said no)")
+        """Serve's health check: the app's own readiness route (loaded, ``is_healthy()``)."""
+        status = await _asgi_status(self.model_app, "GET", READINESS_PATH)
+        if status != 200:
+            raise RuntimeError(f"the model is not healthy (readiness answered {status})")
 
     async def handle_request(self, head: RequestHead) -> AsyncIterator[Batch]:
         """Run one request through the app; yield its send messages in batches."""
@@ -149,6 +152,29 @@ class ReplicaBase:
         app = getattr(self, "model_app", None)
         if app is not None:
             await app.shutdown()
+
+
+async def _asgi_status(app: Any, method: str, path: str) -> int:
+    """Call ``app`` in process with an empty request; the status it answers."""
+    head = RequestHead(method, path, path.encode(), b"", [], b"")
+    status = 0
+    given = False
+
+    async def receive() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # never: the reply does not wait on the client
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(head.scope(), receive, send)
+    return status
 
 
 async def _wind_down(task: asyncio.Future[None]) -> None:
