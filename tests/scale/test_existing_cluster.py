@@ -14,13 +14,15 @@ import httpx
 import pytest
 
 from kingpost.testing import ServerProcess
-from tests.conftest import MODELS
+from tests.conftest import EXAMPLES, MODELS
 from tests.scale.conftest import (
     RAY_STARTUP_TIMEOUT,
     REPLICA_HEADER,
     ClusterOwner,
+    process_tree,
     ray_server,
     requires_ray,
+    wait_until,
 )
 
 pytestmark = requires_ray
@@ -73,3 +75,18 @@ def test_a_model_that_fails_to_load_exits_with_code_3(owner: ClusterOwner) -> No
     assert broken.process.returncode == 3, output.decode(errors="replace")[-3000:]
     assert b"could not be deployed on Ray" in output
     assert "kingpost" not in owner.apps()  # nothing left behind on the cluster
+
+
+def test_a_custom_server_runs_as_a_deployment(owner: ClusterOwner) -> None:
+    def children() -> list[str]:
+        assert owner.process is not None
+        tree = process_tree(owner.process.pid)
+        return [command for command in tree.values() if "server.py --port 8000" in command]
+
+    with ray_server(EXAMPLES / "custom-server", "--ray-address", owner.address) as server:
+        reply = httpx.post(server.url("/predict"), json={"text": "hi"}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        assert reply.headers[REPLICA_HEADER]
+        assert children()  # the replica supervises the server's command
+    # Stopping the application stops the command the replica supervised.
+    wait_until(lambda: not children(), 30, "the custom server stopping with its replica")
