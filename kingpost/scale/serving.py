@@ -12,7 +12,6 @@ import asyncio
 import logging
 import signal
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -82,12 +81,19 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions, build_app:
     sock = None if serve_proxy else bind_socket(options.host, options.port)
     cluster = RayCluster(ray_options.cluster)
     application = None
+    deploying = False
+    previous_handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         try:
             cluster.connect()
         except ClusterUnreachableError as exc:
             logger.error("%s", exc)
             return EXIT_BAD_MODEL
+        # Ray's driver installs its own SIGTERM handler (it aborts); a stop signal
+        # from here on unwinds to the clean-up below instead, during deploy too.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _raise_stop)
+        deploying = True
         if serve_proxy:
             cluster.start_serve(http_host=options.host, http_port=options.port)
         else:
@@ -102,6 +108,7 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions, build_app:
                 ship=not ray_options.cluster.local,
                 log_format=ray_options.log_format,
             )
+            deploying = False
         except Exception as exc:  # Serve reports a replica that cannot start this way
             logger.error("the model could not be deployed on Ray: %s", exc)
             if not ray_options.cluster.local:
@@ -122,12 +129,17 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions, build_app:
         else:
             _run_front(application.front(), sock, options, ray_options.cluster.local)
         return EXIT_OK
+    except _StopRequested:
+        logger.info("stopping")
+        return EXIT_OK
     finally:
         if sock is not None:
             sock.close()
-        if application is not None and not ray_options.cluster.local:
-            application.delete()  # leave a shared cluster as we found it
+        if not ray_options.cluster.local and (application is not None or deploying):
+            _delete_application(ray_options.app_name)  # leave a shared cluster as found
         cluster.close()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
 
 
 def _delete_application(name: str) -> None:
@@ -164,13 +176,15 @@ def _run_front(front: Any, sock: socket.socket, options: ServeOptions, local: bo
             runner.run(serve.shutdown_async())
 
 
+class _StopRequested(BaseException):
+    """SIGTERM or SIGINT arrived outside uvicorn (which handles its own)."""
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _StopRequested(signum)
+
+
 def _wait_for_stop_signal() -> None:
     """Block until SIGTERM or SIGINT (Serve's proxy does the serving meanwhile)."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    while True:
+        time.sleep(3600)
