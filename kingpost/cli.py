@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +12,7 @@ from kingpost.logs import configure_logging
 from kingpost.model.secrets import DEFAULT_SECRETS_DIR
 
 if TYPE_CHECKING:
-    from kingpost.server.runner import ServeOptions
+    from kingpost.serve import ServeOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        from kingpost.server.runner import ServeOptions, serve
+        from kingpost.serve import ServeOptions, serve
 
         configure_logging(args.log_level, args.log_format)
         if not args.model_dir.is_dir():
@@ -150,9 +149,9 @@ def ray_command(options: ServeOptions, args: argparse.Namespace) -> int:
         cluster=cluster, scaling=scaling, log_format=args.log_format, http=args.ray_http
     )
     # Each replica builds its app with the same function `kingpost serve` uses.
-    from kingpost.server.runner import build_app
+    from kingpost.serve import build_app
 
-    return serve_on_ray(options, ray_options, partial(build_app, install=options.install))
+    return serve_on_ray(options, ray_options, build_app)
 
 
 def init_command(model_dir: Path, openai: bool) -> int:

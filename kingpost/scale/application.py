@@ -25,7 +25,7 @@ from kingpost.config import ModelConfig, load_config
 from kingpost.scale.settings import Scaling, deployment_options
 
 if TYPE_CHECKING:
-    from kingpost.server.runner import ServeOptions
+    from kingpost.serve import ServeOptions
 
 AppBuilder = Callable[["ServeOptions"], Any]
 

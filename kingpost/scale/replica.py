@@ -30,10 +30,10 @@ from ray import serve
 from kingpost.errors import ModelLoadError
 from kingpost.logs import configure_logging
 from kingpost.scale.wire import Batch, Message, RequestHead
-from kingpost.server.app import ModelApp
 
 if TYPE_CHECKING:
-    from kingpost.server.runner import ServeOptions
+    from kingpost.serve import ServeOptions
+    from kingpost.server.app import ServerApp
 
 logger = logging.getLogger("kingpost.scale")
 
@@ -49,7 +49,7 @@ class ReplicaSpec:
 
     options: ServeOptions
     # The composition root's app builder (a module-level function: pickled by name).
-    build_app: Callable[[ServeOptions], ModelApp]
+    build_app: Callable[[ServeOptions], ServerApp]
     log_format: str = "text"
     # The model directory was shipped with the runtime env: it is the replica's cwd.
     shipped: bool = False
@@ -63,7 +63,7 @@ class ReplicaSpec:
 class _ReplicaAsgi:
     """The model's ASGI app as Serve's proxy sees it: lifespan already done, replica header."""
 
-    def __init__(self, app: ModelApp, replica_header: tuple[bytes, bytes]) -> None:
+    def __init__(self, app: ServerApp, replica_header: tuple[bytes, bytes]) -> None:
         self.app = app
         self.header = replica_header
 
@@ -92,8 +92,7 @@ class ReplicaBase:
         self.header = (REPLICA_HEADER, self.replica_id.encode())
         self.model_app = spec.build_app(options)
         self.model_app.startup()
-        await self.model_app.lifecycle.wait_loaded()
-        failed = self.model_app.lifecycle.failed
+        failed = await self.model_app.wait_started()
         if failed is not None:
             raise ModelLoadError(f"the model failed to load: {failed!r}") from failed
         self.replica_asgi = _ReplicaAsgi(self.model_app, self.header)

@@ -24,10 +24,9 @@ from kingpost.errors import KingpostError
 from kingpost.scale.application import AppBuilder
 from kingpost.scale.cluster import ClusterOptions, ClusterUnreachableError, RayCluster
 from kingpost.scale.settings import Scaling
-from kingpost.server.runner import bind_socket
 
 if TYPE_CHECKING:
-    from kingpost.server.runner import ServeOptions
+    from kingpost.serve import ServeOptions
 
 logger = logging.getLogger("kingpost.scale")
 
@@ -78,7 +77,7 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions, build_app:
         return EXIT_BAD_MODEL
     serve_proxy = ray_options.http == "serve"
     # Bound first: a busy port fails before a cluster is started for nothing.
-    sock = None if serve_proxy else bind_socket(options.host, options.port)
+    sock = None if serve_proxy else options.bind_socket()
     cluster = RayCluster(ray_options.cluster)
     application = None
     deploying = False

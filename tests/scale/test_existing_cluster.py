@@ -55,25 +55,16 @@ def test_stopping_removes_the_application_and_leaves_the_cluster(
 
 
 def test_a_model_that_fails_to_load_exits_with_code_3(owner: ClusterOwner) -> None:
-    broken = ray_server(MODELS / "load_failure", "--ray-address", owner.address)
-    broken.process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kingpost",
-            "serve",
-            str(broken.model_dir),
-            "--port",
-            str(broken.port),
-            *broken.args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    command = [sys.executable, "-m", "kingpost", "serve", str(MODELS / "load_failure")]
+    broken = subprocess.run(
+        [*command, "--port", "0", "--ray-address", owner.address],
+        capture_output=True,
+        timeout=RAY_STARTUP_TIMEOUT,
         start_new_session=True,
     )
-    output, _ = broken.process.communicate(timeout=RAY_STARTUP_TIMEOUT)
-    assert broken.process.returncode == 3, output.decode(errors="replace")[-3000:]
-    assert b"could not be deployed on Ray" in output
+    output = (broken.stdout + broken.stderr).decode(errors="replace")
+    assert broken.returncode == 3, output[-3000:]
+    assert "could not be deployed on Ray" in output
     assert "kingpost" not in owner.apps()  # nothing left behind on the cluster
 
 

@@ -6,10 +6,11 @@ Pure mapping (PLATFORM.md's table): no Ray needed.
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
 import pytest
 
-from kingpost.cli import main
 from kingpost.config import ModelConfig
 from kingpost.errors import ConfigError
 from kingpost.scale import Scaling, actor_options, deployment_options
@@ -133,20 +134,26 @@ def test_a_bad_memory_size_is_refused(bad: str) -> None:
         memory_bytes(bad)
 
 
-def test_the_cli_refuses_ray_with_watch(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", str(EXAMPLES / "echo"), "--ray", "--watch"]) == 2
-    assert "--ray does not combine" in capsys.readouterr().err
+def kingpost_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "kingpost", "serve", str(EXAMPLES / "echo"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_refuses_ray_with_watch() -> None:
+    result = kingpost_serve("--ray", "--watch")
+    assert result.returncode == 2
+    assert "--ray does not combine" in result.stderr
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="Ray is installed")
-def test_the_cli_says_how_to_get_ray(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", str(EXAMPLES / "echo"), "--ray"]) == 2
-    assert "pip install 'kingpost[ray]'" in capsys.readouterr().err
+def test_the_cli_says_how_to_get_ray() -> None:
+    result = kingpost_serve("--ray")
+    assert result.returncode == 2
+    assert "pip install 'kingpost[ray]'" in result.stderr
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
-def test_the_cli_refuses_bad_replicas_before_starting_ray(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    assert main(["serve", str(EXAMPLES / "echo"), "--ray", "--replicas", "3:1"]) == 2
-    assert "above the maximum" in capsys.readouterr().err
+def test_the_cli_refuses_bad_replicas_before_starting_ray() -> None:
+    result = kingpost_serve("--ray", "--replicas", "3:1")
+    assert result.returncode == 2
+    assert "above the maximum" in result.stderr
