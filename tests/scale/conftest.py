@@ -42,13 +42,16 @@ def ray_server(model_dir: Path, *args: str, env: dict[str, str] | None = None) -
 class ClusterOwner:
     """A Ray cluster run by another process (tests/scale/cluster_owner.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, markers: Path) -> None:
+        # Replicas on this cluster inherit its environment, not the joining server's.
+        self.markers = markers
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("cluster_owner.py"))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
+            env={**os.environ, "MARKER_DIR": str(markers)},
             start_new_session=True,
         )
         assert self.process.stdout is not None
@@ -69,9 +72,12 @@ class ClusterOwner:
 
 
 @pytest.fixture(scope="session")
-def owner() -> Iterator[ClusterOwner]:
-    """One cluster Kingpost did not start, for every module that joins one."""
-    owner = ClusterOwner()
+def owner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterOwner]:
+    """One cluster Kingpost did not start, for every module that joins one.
+
+    Its replicas see ``MARKER_DIR``: ``owner.markers``.
+    """
+    owner = ClusterOwner(tmp_path_factory.mktemp("ray-markers"))
     try:
         yield owner
     finally:

@@ -1,7 +1,8 @@
 """Through ``--ray``, a client that goes away stops the model's work inside the replica.
 
 The front cancels its handle call; the replica hands the app an ``http.disconnect``
-as uvicorn would, so the core cancels async hooks and sets sync hooks' event.
+as uvicorn would, so the core cancels async hooks and sets sync hooks' event. The
+server joins the shared cluster of ``owner``, whose replicas write the markers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from kingpost.testing import ServerProcess
 from tests.conftest import MODELS
-from tests.scale.conftest import ray_server, requires_ray
+from tests.scale.conftest import ClusterOwner, ray_server, requires_ray
 
 pytestmark = requires_ray
 
@@ -26,14 +27,13 @@ STOPS_WITHIN = 1.0
 
 
 @pytest.fixture(scope="module")
-def markers(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("ray-markers")
+def markers(owner: ClusterOwner) -> Path:
+    return owner.markers
 
 
 @pytest.fixture(scope="module")
-def server(markers: Path) -> Iterator[ServerProcess]:
-    # The local cluster's replicas inherit the front process's environment.
-    with ray_server(MODELS / "disconnects", env={"MARKER_DIR": str(markers)}) as server:
+def server(owner: ClusterOwner) -> Iterator[ServerProcess]:
+    with ray_server(MODELS / "disconnects", "--ray-address", owner.address) as server:
         yield server
 
 
