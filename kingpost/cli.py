@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     body.add_argument("-f", "--file", help="file with the JSON request body ('-' for stdin)")
     predict.add_argument("--stream", action="store_true", help="print chunks as they arrive")
     predict.add_argument("--timeout", type=float, default=1200.0)
+
+    from kingpost.platform.commands import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -119,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         return init_command(args.model_dir, args.openai)
     if args.command == "predict":
         return predict_command(args)
+    from kingpost.platform.commands import COMMANDS, run
+
+    if args.command in COMMANDS:
+        configure_logging(getattr(args, "log_level", "warning"), "text")
+        return run(args)
     return 2
 
 
