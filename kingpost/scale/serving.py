@@ -13,7 +13,7 @@ import logging
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
@@ -94,6 +94,8 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions, build_app:
             signal.signal(sig, _raise_stop)
         deploying = True
         if serve_proxy:
+            # Serve's proxy needs a port number: port 0 picks one that is free now.
+            options = replace(options, port=options.port or _free_port(options))
             cluster.start_serve(http_host=options.host, http_port=options.port)
         else:
             cluster.start_serve()
@@ -139,6 +141,11 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions, build_app:
         cluster.close()
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
+
+
+def _free_port(options: ServeOptions) -> int:
+    with options.bind_socket() as sock:
+        return int(sock.getsockname()[1])
 
 
 def _delete_application(name: str) -> None:
