@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kingpost.logs import configure_logging
 from kingpost.model.secrets import DEFAULT_SECRETS_DIR
+
+if TYPE_CHECKING:
+    from kingpost.serve import ServeOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--watch", action="store_true", help="reload the model when files in model_dir change"
+    )
+
+    ray = serve.add_argument_group("Ray Serve (needs the ray extra: pip install 'kingpost[ray]')")
+    ray.add_argument("--ray", action="store_true", help="run the model as a Ray Serve application")
+    ray.add_argument(
+        "--ray-address",
+        default=None,
+        help="an existing cluster (auto, HOST:PORT, ray://HOST:10001); default: start one",
+    )
+    ray.add_argument(
+        "--replicas", default="1", help="N replicas, or MIN:MAX to autoscale (MIN 0: to zero)"
+    )
+    ray.add_argument(
+        "--autoscaling",
+        action="append",
+        metavar="KEY=VALUE",
+        help="autoscaling_window, scale_down_delay, concurrency_target, "
+        "target_utilization_percentage (seconds, requests, percent)",
+    )
+    ray.add_argument(
+        "--ray-http",
+        choices=("kingpost", "serve"),
+        default="kingpost",
+        help="who answers HTTP: Kingpost's front process (fast) or Ray Serve's proxy",
+    )
+    ray.add_argument(
+        "--ray-dashboard", action="store_true", help="start Ray's dashboard (on 127.0.0.1)"
     )
 
     init = commands.add_parser("init", help="create a model directory that serves as is")
@@ -117,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         if options.workers < 1:
             print("kingpost: --workers must be at least 1", file=sys.stderr)
             return 2
+        if args.ray or args.ray_address:
+            return ray_command(options, args)
         return serve(options)
     if args.command == "init":
         return init_command(args.model_dir, args.openai)
@@ -130,6 +164,38 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(getattr(args, "log_level", "warning"), "text")
         return run(args)
     return 2
+
+
+def ray_command(options: ServeOptions, args: argparse.Namespace) -> int:
+    from kingpost.errors import ConfigError
+
+    if options.watch or options.workers > 1:
+        print("kingpost: --ray does not combine with --watch or --workers", file=sys.stderr)
+        return 2
+    if importlib.util.find_spec("ray") is None:
+        print("kingpost: --ray needs Ray Serve: pip install 'kingpost[ray]'", file=sys.stderr)
+        return 2
+    from kingpost.scale import ClusterOptions, RayServeOptions, Scaling, serve_on_ray
+
+    try:
+        scaling = Scaling.parse(args.replicas, args.autoscaling)
+    except ConfigError as exc:
+        print(f"kingpost: {exc}", file=sys.stderr)
+        return 2
+    cluster = ClusterOptions(
+        address=args.ray_address,
+        # Another cluster's nodes may not share this file system: ship the model with the job.
+        working_dir=options.model_dir.resolve() if args.ray_address else None,
+        dashboard=args.ray_dashboard,
+        metrics_interval=scaling.metrics_interval if scaling.autoscale else None,
+    )
+    ray_options = RayServeOptions(
+        cluster=cluster, scaling=scaling, log_format=args.log_format, http=args.ray_http
+    )
+    # Each replica builds its app with the same function `kingpost serve` uses.
+    from kingpost.serve import build_app
+
+    return serve_on_ray(options, ray_options, build_app)
 
 
 def init_command(model_dir: Path, openai: bool) -> int:
