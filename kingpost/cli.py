@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -31,8 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="worker processes sharing the port, each loading the model (Linux; CPU models)",
     )
-    serve.add_argument(
-        "--install", action="store_true", help="pip install the model's requirements first"
+    install = serve.add_mutually_exclusive_group()
+    install.add_argument(
+        "--install",
+        action="store_true",
+        help="serve from an environment of the model's own with its requirements (cached)",
+    )
+    install.add_argument(
+        "--install-in-place",
+        action="store_true",
+        help="install the model's requirements into the environment Kingpost runs in",
     )
     serve.add_argument(
         "--watch", action="store_true", help="reload the model when files in model_dir change"
@@ -63,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.model_dir.is_dir():
             print(f"kingpost: {args.model_dir} is not a directory", file=sys.stderr)
             return 2
+        if args.install and not enter_model_environment(args.model_dir, argv):
+            return 2
         options = ServeOptions(
             model_dir=args.model_dir,
             host=args.host,
@@ -74,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             graceful_timeout=args.graceful_timeout,
             log_level=args.log_level,
             workers=args.workers,
-            install=args.install,
+            install=args.install_in_place,
             watch=args.watch,
         )
         if options.workers < 1:
@@ -86,6 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "predict":
         return predict_command(args)
     return 2
+
+
+def enter_model_environment(model_dir: Path, argv: list[str] | None) -> bool:
+    """Re-run this command in the model's own environment; False if it cannot be built."""
+    from kingpost.errors import KingpostError
+    from kingpost.model.environment import serve_in_model_environment
+
+    try:
+        serve_in_model_environment(model_dir, sys.argv[1:] if argv is None else argv)
+    except KingpostError as exc:
+        logging.getLogger("kingpost").error("%s", exc)
+        return False
+    return True
 
 
 def init_command(model_dir: Path, openai: bool) -> int:
