@@ -32,8 +32,8 @@ from pathlib import Path
 import kingpost
 from kingpost.config import ModelConfig, load_config
 from kingpost.model.cache import cache_root
+from kingpost.errors import InstallError
 from kingpost.model.requirements import (
-    InstallError,
     check_requirements,
     constraint_lines,
     declared_requirements,

@@ -30,21 +30,14 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from kingpost.config import ModelConfig
-from kingpost.errors import ConfigError, KingpostError
+from kingpost.errors import (
+    ConfigError,
+    InstallError,
+    MissingRequirementsError,
+    RequirementConflictError,
+)
 
 logger = logging.getLogger("kingpost")
-
-
-class MissingRequirementsError(KingpostError):
-    """A declared requirement is not installed (the message names each one)."""
-
-
-class InstallError(KingpostError):
-    """pip could not install the declared requirements."""
-
-
-class RequirementConflictError(InstallError):
-    """A declared requirement conflicts with one of Kingpost's own dependencies."""
 
 
 @dataclass
