@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="install the model's requirements into the environment Kingpost runs in",
     )
     serve.add_argument(
+        "--load-retries",
+        type=int,
+        default=1,
+        help="times a failing load() is called again before the server exits (default 1)",
+    )
+    serve.add_argument(
+        "--load-retry-delay", type=float, default=1.0, help="seconds before each retry"
+    )
+    serve.add_argument(
         "--watch", action="store_true", help="reload the model when files in model_dir change"
     )
 
@@ -67,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         from kingpost.serve import ServeOptions, serve
+        from kingpost.server.lifecycle import LoadRetries
 
         configure_logging(args.log_level, args.log_format)
         if not args.model_dir.is_dir():
@@ -86,8 +96,15 @@ def main(argv: list[str] | None = None) -> int:
             log_level=args.log_level,
             workers=args.workers,
             install=args.install_in_place,
+            load_retries=LoadRetries(args.load_retries, args.load_retry_delay),
             watch=args.watch,
         )
+        if args.load_retries < 0 or args.load_retry_delay < 0:
+            print(
+                "kingpost: --load-retries and --load-retry-delay cannot be negative",
+                file=sys.stderr,
+            )
+            return 2
         if options.workers < 1:
             print("kingpost: --workers must be at least 1", file=sys.stderr)
             return 2

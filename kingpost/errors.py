@@ -17,7 +17,8 @@
         ├── InvalidInputError           400 the body is not what the route takes
         │   └── InvalidParameterError   400 names the parameter (OpenAI ``param``)
         ├── HookNotFoundError           404 the model lacks the hook a route calls
-        │   └── RouteNotFoundError      404 no route has this path
+        │   ├── RouteNotFoundError      404 no route has this path
+        │   └── SchemaNotFoundError     404 the model declares no input or output type
         ├── MethodNotAllowedError       405
         ├── PayloadTooLargeError        413 the body is over ``runtime.max_request_bytes``
         ├── ClientDisconnectedError     499 the client left before the reply
@@ -59,6 +60,7 @@ __all__ = [
     "RequirementConflictError",
     "RouteNotFoundError",
     "ScaffoldError",
+    "SchemaNotFoundError",
     "SecretNotFoundError",
     "StreamReadTimeoutError",
     "UpstreamConnectError",
@@ -163,6 +165,10 @@ class HookNotFoundError(RequestError):
 
 class RouteNotFoundError(HookNotFoundError):
     """No route has this path (HTTP 404)."""
+
+
+class SchemaNotFoundError(HookNotFoundError):
+    """The model declares no pydantic input or output type to describe (HTTP 404)."""
 
 
 class MethodNotAllowedError(RequestError):

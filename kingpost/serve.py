@@ -35,6 +35,7 @@ from kingpost.model.secrets import DEFAULT_SECRETS_DIR
 from kingpost.server.app import Servable, ServerApp, ServerSettings
 from kingpost.server.drain import Drain
 from kingpost.server.errors import ErrorTable
+from kingpost.server.lifecycle import TRUSS_LOAD_RETRIES, LoadRetries
 from kingpost.server.metrics import ServerMetrics
 from kingpost.server.model_routes import model_routes
 from kingpost.server.model_service import ModelService
@@ -59,8 +60,9 @@ class ServeOptions:
     graceful_timeout: float = 30.0
     log_level: str = "info"
     workers: int = 1
-    install: bool = False  # pip install the declared requirements first
+    install: bool = False  # install the declared requirements into this environment first
     watch: bool = False  # reload the model when files under model_dir change
+    load_retries: LoadRetries = TRUSS_LOAD_RETRIES  # a failing load() is retried (Truss: once, 1 s)
 
     def settings(self) -> ServerSettings:
         return ServerSettings(dev=self.dev, access_log=self.access_log)
@@ -109,15 +111,19 @@ def build_app(
     drain = drain or Drain()
     if config.docker_server is not None:
         return custom_server_app(source, options.settings(), drain, on_fatal)
-    return model_app(source, options.settings(), drain, on_fatal)
+    return model_app(source, options.settings(), drain, on_fatal, options.load_retries)
 
 
 def model_app(
-    source: ModelSource, settings: ServerSettings, drain: Drain, on_fatal: OnFatal | None = None
+    source: ModelSource,
+    settings: ServerSettings,
+    drain: Drain,
+    on_fatal: OnFatal | None = None,
+    load_retries: LoadRetries = TRUSS_LOAD_RETRIES,
 ) -> ServerApp:
     """The app of a Model class (a user's model.py or an engine)."""
     metrics = ServerMetrics()
-    service = ModelService(source, describe_model(source), metrics, drain, on_fatal)
+    service = ModelService(source, describe_model(source), metrics, drain, on_fatal, load_retries)
     return ServerApp(
         model_routes(service, metrics),
         service=service,

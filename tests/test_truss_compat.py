@@ -57,14 +57,6 @@ def test_an_async_generator_predict_streams(start_server: Start) -> None:
     assert response.text == "a\nb\n"
 
 
-def test_a_stream_ends_when_no_chunk_comes_within_the_read_timeout(start_server: Start) -> None:
-    server = serve(start_server, "streaming_read_timeout")
-    started = time.monotonic()
-    response = httpx.post(server.url("/predict"), json={}, timeout=10)
-    assert response.text == "first;"
-    assert time.monotonic() - started < 2.5
-
-
 def test_an_error_mid_stream_ends_the_stream_and_the_server_keeps_serving(
     start_server: Start,
 ) -> None:

@@ -29,10 +29,9 @@ import time
 import venv
 from pathlib import Path
 
-import kingpost
 from kingpost.config import ModelConfig, load_config
-from kingpost.model.cache import cache_root
 from kingpost.errors import InstallError
+from kingpost.model.cache import cache_root
 from kingpost.model.requirements import (
     check_requirements,
     constraint_lines,
@@ -64,7 +63,7 @@ def environment_key(lines: list[str], constraints: list[str], base_paths: list[s
 def base_paths() -> list[str]:
     """Where Kingpost and its dependencies are imported from in this interpreter."""
     paths = sysconfig.get_paths()
-    found = [paths["purelib"], paths["platlib"], str(Path(kingpost.__file__).parent.parent)]
+    found = [paths["purelib"], paths["platlib"], str(Path(__file__).resolve().parents[2])]
     return list(dict.fromkeys(found))
 
 

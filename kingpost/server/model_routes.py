@@ -42,6 +42,8 @@ def model_routes(service: ModelService, metrics: ServerMetrics) -> Router:
         Route("/metrics", Metrics(metrics), name="metrics", logged=False),
         Route("/predict", predict, ("POST",), name="predict"),
         Route("/v1/models/model:predict", predict, ("POST",), name="predict"),
+        Route("/v1/models/model:predict_binary", predict, ("POST",), name="predict"),
+        Route("/health", readiness, HEALTH, name="readiness", logged=False),
         # SageMaker's container contract: health on /ping, inference on /invocations.
         Route("/ping", readiness, ("GET",), name="readiness", logged=False),
         Route("/invocations", predict, ("POST",), name="predict"),

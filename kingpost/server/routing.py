@@ -20,6 +20,10 @@ for them works unchanged:
     /environments/{env}/sync/{route}     -> /{route}
     /environments/{env}/websocket        -> /v1/websocket
     (and the same under /production, /development, /deployment/{id})
+
+and, as Truss does, any model name in its per-model URLs:
+
+    /v1/models/{name}[/loaded|/schema|:predict|:predict_binary] -> /v1/models/model...
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 PLATFORM_PREFIX = re.compile(
     r"^/(?:environments/(?P<env>[^/]+)|(?P<named>production|development)|deployment/(?P<deployment>[^/]+))(?P<rest>/.*)?$"
 )
+MODEL_NAMED = re.compile(r"^/v1/models/[^/:]+(?P<rest>/loaded|/schema|:predict|:predict_binary)?$")
 ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 Endpoint = Callable[["Exchange"], Awaitable[None]]
@@ -152,9 +157,16 @@ class Router:
             route = self.routes.get(path.rstrip("/"))
             if route is not None:
                 return route
+        local = path
         platform = split_platform_path(path)
         if platform is not None:
-            route = self.routes.get(platform.path)
+            local = platform.path
+            route = self.routes.get(local)
+            if route is not None:
+                return route
+        named = MODEL_NAMED.match(local)
+        if named is not None:
+            route = self.routes.get("/v1/models/model" + (named["rest"] or ""))
             if route is not None:
                 return route
         if self.mounts:
