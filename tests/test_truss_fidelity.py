@@ -13,9 +13,13 @@ import httpx
 import msgpack
 import orjson
 import pytest
+from starlette.testclient import TestClient
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from kingpost.server.app import ServerApp
+from kingpost.server.probes import Metrics
+from kingpost.server.routing import Route, Router
 from kingpost.testing import ServerProcess
 
 COMPAT = Path(__file__).resolve().parent / "models" / "truss_compat"
@@ -265,3 +269,13 @@ def test_a_load_that_keeps_failing_exits_after_the_configured_retries() -> None:
     assert result.stderr.count("weights are corrupt: cannot load") >= 3
     assert result.stderr.count("retrying load") == 2
     assert time.monotonic() - started < 30
+
+
+def test_an_exception_from_the_server_itself_is_marked_500() -> None:
+    broken = Metrics(None)  # type: ignore[arg-type]  # its render() fails inside the server
+    app = ServerApp(Router([Route("/broken", broken)]))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/broken")
+    assert response.status_code == 500
+    assert response.headers["x-baseten-error-source"] == "04"
+    assert response.headers["x-baseten-error-code"] == "500"
