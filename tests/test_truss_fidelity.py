@@ -274,7 +274,7 @@ def test_a_load_that_keeps_failing_exits_after_the_configured_retries() -> None:
 def test_an_exception_from_the_server_itself_is_marked_500() -> None:
     broken = Metrics(None)  # type: ignore[arg-type]  # its render() fails inside the server
     app = ServerApp(Router([Route("/broken", broken)]))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False) as client:  # type: ignore[arg-type]
         response = client.get("/broken")
     assert response.status_code == 500
     assert response.headers["x-baseten-error-source"] == "04"
