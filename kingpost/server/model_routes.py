@@ -54,4 +54,4 @@ def model_routes(service: ModelService, metrics: ServerMetrics) -> Router:
         )
     if service.descriptor.has_websocket:
         routes.append(WebSocketRoute("/v1/websocket", ModelWebSocket(lifecycle, service.drain)))
-    return Router(routes)
+    return Router(routes, any_model_name=True)

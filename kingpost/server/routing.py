@@ -21,7 +21,8 @@ for them works unchanged:
     /environments/{env}/websocket        -> /v1/websocket
     (and the same under /production, /development, /deployment/{id})
 
-and, as Truss does, any model name in its per-model URLs:
+and, with ``any_model_name=True`` (a Model class's table: as Truss does), any model
+name in the per-model URLs (a custom server gets those it does not route forwarded):
 
     /v1/models/{name}[/loaded|/schema|:predict|:predict_binary] -> /v1/models/model...
 """
@@ -125,14 +126,17 @@ class Router:
     """Looks up the route of a path: exact match, then the platform grammar, then ``fallback``.
 
     ``fallback``, when set, answers every HTTP path no route matches (a custom
-    server forwards those to its child process).
+    server forwards those to its child process). ``any_model_name`` makes
+    ``/v1/models/{name}...`` reach the ``/v1/models/model...`` routes.
     """
 
     def __init__(
         self,
         routes: Sequence[Route | WebSocketRoute | Mount] = (),
         fallback: Route | None = None,
+        any_model_name: bool = False,
     ) -> None:
+        self.any_model_name = any_model_name
         self.routes: dict[str, Route] = {}
         self.websockets: dict[str, WebSocketRoute] = {}
         self.mounts: list[Mount] = []
@@ -164,7 +168,7 @@ class Router:
             route = self.routes.get(local)
             if route is not None:
                 return route
-        named = MODEL_NAMED.match(local)
+        named = MODEL_NAMED.match(local) if self.any_model_name else None
         if named is not None:
             route = self.routes.get("/v1/models/model" + (named["rest"] or ""))
             if route is not None:
