@@ -14,8 +14,6 @@ import msgpack
 import orjson
 import pytest
 from starlette.testclient import TestClient
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from kingpost.server.app import ServerApp
 from kingpost.server.probes import Metrics
@@ -187,30 +185,6 @@ def test_json_logs_put_the_traceback_in_one_exception_field(
     exception = str(errors[0]["exception"])
     assert exception.startswith("Traceback (most recent call last):")
     assert frame in exception and exception.rstrip().endswith("ValueError: in json")
-
-
-# -- messages -------------------------------------------------------------------------
-
-
-def test_pydantic_input_errors_read_as_truss_words_them() -> None:
-    with ServerProcess(COMPAT / "pydantic_typed_io") as server:
-        missing = httpx.post(server.url("/predict"), json={})
-        assert missing.status_code == 400
-        assert missing.json()["error"] == "Input Parsing Error:\n  `prompt`: Field required."
-        assert missing.headers["x-baseten-error-code"] == "700"
-        two = httpx.post(server.url("/predict"), json={"repeat": 99})
-        assert two.json()["error"].startswith("Input Parsing Errors:\n  `prompt`: Field")
-        assert "\n  `repeat`: Input should be less than or equal to 10." in two.json()["error"]
-
-
-def test_a_websocket_to_a_model_without_the_hook_says_so_in_the_close_reason() -> None:
-    with ServerProcess(NAMED) as server:
-        url = f"ws://127.0.0.1:{server.port}/v1/websocket"
-        with connect(url) as ws, pytest.raises(ConnectionClosed) as closed:
-            ws.recv()
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 1003
-    assert closed.value.rcvd.reason == "WebSocket is not implemented on this deployment."
 
 
 # -- streams --------------------------------------------------------------------------
