@@ -129,7 +129,7 @@ class HookStream:
     client leaving stops it. Then one of the three ways to deliver it:
 
         stream = HookStream(result, ex, threads)
-        await stream.open(request_timeout)        # the first item, before any response
+        await stream.open(request_timeout, read_timeout)   # the first item, before any response
         await stream.send(ex, EVENT_STREAM, read_timeout)
         # or, for Accept: application/json on predict:
         text = await stream.gather(read_timeout)
