@@ -19,7 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("model_dir", type=Path, help="directory with config.yaml and model/")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--dev", action="store_true", help="put exception details in 500 bodies")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="put exception details in 500 bodies, and serve the playground at /playground",
+    )
     serve.add_argument("--environment", default=None, help="environment name handed to the model")
     serve.add_argument("--secrets-dir", type=Path, default=DEFAULT_SECRETS_DIR)
     serve.add_argument("--graceful-timeout", type=float, default=30.0)
@@ -69,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     body.add_argument("-f", "--file", help="file with the JSON request body ('-' for stdin)")
     predict.add_argument("--stream", action="store_true", help="print chunks as they arrive")
     predict.add_argument("--timeout", type=float, default=1200.0)
+
+    from kingpost.platform.commands import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -113,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         return init_command(args.model_dir, args.openai)
     if args.command == "predict":
         return predict_command(args)
+    from kingpost.platform.commands import COMMANDS, run
+
+    if args.command in COMMANDS:
+        configure_logging(getattr(args, "log_level", "warning"), "text")
+        return run(args)
     return 2
 
 

@@ -35,7 +35,6 @@ BUILD_ONLY_FIELDS = (
 )
 # runtime.* fields that the hosted platform acts on and a local server cannot.
 PLATFORM_RUNTIME_FIELDS = (
-    "enable_tracing_data",
     "health_checks",
     "oidc",
     "remote_ssh",

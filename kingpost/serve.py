@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -32,6 +34,8 @@ from kingpost.model.cache import resolve_model_files
 from kingpost.model.loader import ModelSource, describe_model
 from kingpost.model.requirements import install_requirements, verify_requirements
 from kingpost.model.secrets import DEFAULT_SECRETS_DIR
+from kingpost.observe import tracing
+from kingpost.observe.pages import PlaygroundConfig
 from kingpost.server.app import Servable, ServerApp, ServerSettings
 from kingpost.server.drain import Drain
 from kingpost.server.errors import ErrorTable
@@ -62,6 +66,7 @@ class ServeOptions:
     workers: int = 1
     install: bool = False  # install the declared requirements into this environment first
     watch: bool = False  # reload the model when files under model_dir change
+    metrics_dir: Path | None = None  # --workers: where each worker leaves its metrics
     load_retries: LoadRetries = TRUSS_LOAD_RETRIES  # a failing load() is retried (Truss: once, 1 s)
 
     def settings(self) -> ServerSettings:
@@ -111,7 +116,9 @@ def build_app(
     drain = drain or Drain()
     if config.docker_server is not None:
         return custom_server_app(source, options.settings(), drain, on_fatal)
-    return model_app(source, options.settings(), drain, on_fatal, options.load_retries)
+    return model_app(
+        source, options.settings(), drain, on_fatal, options.metrics_dir, options.load_retries
+    )
 
 
 def model_app(
@@ -119,13 +126,22 @@ def model_app(
     settings: ServerSettings,
     drain: Drain,
     on_fatal: OnFatal | None = None,
+    metrics_dir: Path | None = None,
     load_retries: LoadRetries = TRUSS_LOAD_RETRIES,
 ) -> ServerApp:
     """The app of a Model class (a user's model.py or an engine)."""
     metrics = ServerMetrics()
+    if metrics_dir is not None:
+        metrics.share(metrics_dir)
+    # Before the hooks are bound: a hook runner is wrapped in a span only when tracing is on.
+    tracing.configure(
+        source.config.runtime.enable_tracing_data,
+        service_name=source.config.model_name or "kingpost",
+    )
     service = ModelService(source, describe_model(source), metrics, drain, on_fatal, load_retries)
+    playground = PlaygroundConfig() if settings.dev else None
     return ServerApp(
-        model_routes(service, metrics),
+        model_routes(service, metrics, playground),
         service=service,
         drain=drain,
         metrics=metrics,
@@ -164,13 +180,18 @@ def serve(options: ServeOptions) -> int:
         # Holding the port (bound, never listening) fixes it when 0 was asked for and
         # fails here, once, if it is taken. Only listening sockets receive connections.
         reserved = options.bind_socket(reuse_port=True)
-        worker = replace(options, port=reserved.getsockname()[1], workers=1)
+        # One /metrics scrape answers for every worker: each leaves its numbers here.
+        metrics_dir = Path(tempfile.mkdtemp(prefix="kingpost-metrics-"))
+        worker = replace(
+            options, port=reserved.getsockname()[1], workers=1, metrics_dir=metrics_dir
+        )
         try:
             return serve_workers(
                 options.workers, lambda: serve_process(worker, is_worker=True), reserved
             )
         finally:
             reserved.close()
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return serve_process(options)
 
 
@@ -217,6 +238,10 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
     else:
         assert model_app is not None
         app = model_app
+    if tracing.ACTIVE is not None:  # else the request path is the same code as without it
+        from kingpost.observe.tracing import TracedApp
+
+        app = TracedApp(app, tracing.ACTIVE, route_namer(app))
     server = _Server(
         uvicorn_config(options, app, config), drain, options.graceful_timeout, is_worker
     )
@@ -234,6 +259,19 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(server.serve(sockets=[sock]))
     return server.exit_code
+
+
+def route_namer(app: Servable) -> Callable[[str], str]:
+    """The route name of a path (``predict``, ``chat_completions``), for a request's span."""
+
+    def name_of(path: str) -> str:
+        current = getattr(app, "current", None)  # --watch: the generation serving now
+        served = current.app if current is not None else app
+        router = getattr(served, "router", None)
+        route = router.resolve(path) if router is not None else None
+        return route.name if route is not None else path
+
+    return name_of
 
 
 def uvicorn_config(

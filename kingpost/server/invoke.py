@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from kingpost.errors import ClientDisconnectedError, InvalidInputError
 from kingpost.model.descriptor import HookDescriptor, HookKind
+from kingpost.observe.metrics import QUEUE
 from kingpost.server.exchange import CancelOnDisconnect, Exchange
 from kingpost.server.streaming import StreamResult
 from kingpost.server.threads import HookThreads
@@ -121,9 +123,16 @@ async def acquire_slot(ex: Exchange, slot: asyncio.Semaphore) -> None:
     """Take a concurrency slot; a client that leaves while queued gives up its place."""
     if not slot.locked():
         await slot.acquire()  # returns at once
+        QUEUE.observe_no_wait()
         return
     ex.begin_wait()
-    await cancel_on_disconnect(ex, slot.acquire())
+    QUEUE.waiting += 1
+    queued = time.perf_counter()
+    try:
+        await cancel_on_disconnect(ex, slot.acquire())
+    finally:
+        QUEUE.waiting -= 1
+        QUEUE.observe(time.perf_counter() - queued)
     if ex.disconnected:
         slot.release()
         raise ClientDisconnectedError("client disconnected while waiting for a slot")
