@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,8 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="worker processes sharing the port, each loading the model (Linux; CPU models)",
     )
+    install = serve.add_mutually_exclusive_group()
+    install.add_argument(
+        "--install",
+        action="store_true",
+        help="serve from an environment of the model's own with its requirements (cached)",
+    )
+    install.add_argument(
+        "--install-in-place",
+        action="store_true",
+        help="install the model's requirements into the environment Kingpost runs in",
+    )
     serve.add_argument(
-        "--install", action="store_true", help="pip install the model's requirements first"
+        "--load-retries",
+        type=int,
+        default=1,
+        help="times a failing load() is called again before the server exits (default 1)",
+    )
+    serve.add_argument(
+        "--load-retry-delay", type=float, default=1.0, help="seconds before each retry"
     )
     serve.add_argument(
         "--watch", action="store_true", help="reload the model when files in model_dir change"
@@ -127,10 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         from kingpost.serve import ServeOptions, serve
+        from kingpost.server.lifecycle import LoadRetries
 
         configure_logging(args.log_level, args.log_format)
         if not args.model_dir.is_dir():
             print(f"kingpost: {args.model_dir} is not a directory", file=sys.stderr)
+            return 2
+        if args.install and not enter_model_environment(args.model_dir, argv):
             return 2
         options = ServeOptions(
             model_dir=args.model_dir,
@@ -143,9 +164,16 @@ def main(argv: list[str] | None = None) -> int:
             graceful_timeout=args.graceful_timeout,
             log_level=args.log_level,
             workers=args.workers,
-            install=args.install,
+            install=args.install_in_place,
+            load_retries=LoadRetries(args.load_retries, args.load_retry_delay),
             watch=args.watch,
         )
+        if args.load_retries < 0 or args.load_retry_delay < 0:
+            print(
+                "kingpost: --load-retries and --load-retry-delay cannot be negative",
+                file=sys.stderr,
+            )
+            return 2
         if options.workers < 1:
             print("kingpost: --workers must be at least 1", file=sys.stderr)
             return 2
@@ -196,6 +224,19 @@ def ray_command(options: ServeOptions, args: argparse.Namespace) -> int:
     from kingpost.serve import build_app
 
     return serve_on_ray(options, ray_options, build_app)
+
+
+def enter_model_environment(model_dir: Path, argv: list[str] | None) -> bool:
+    """Re-run this command in the model's own environment; False if it cannot be built."""
+    from kingpost.errors import KingpostError
+    from kingpost.model.environment import serve_in_model_environment
+
+    try:
+        serve_in_model_environment(model_dir, sys.argv[1:] if argv is None else argv)
+    except KingpostError as exc:
+        logging.getLogger("kingpost").error("%s", exc)
+        return False
+    return True
 
 
 def init_command(model_dir: Path, openai: bool) -> int:

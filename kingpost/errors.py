@@ -5,8 +5,9 @@
     ├── ModelDefinitionError         the Model class breaks a rule
     ├── ModelLoadError               importing, constructing or loading the model failed
     │   └── ModelFilesNotFoundError  model_cache / weights are not on disk
-    ├── MissingRequirementsError     a declared requirement is not installed
-    ├── InstallError                 pip could not install the requirements
+    ├── MissingRequirementsError     a declared requirement is not met by what is installed
+    ├── InstallError                 the requirements could not be installed
+    │   └── RequirementConflictError one conflicts with Kingpost's own dependencies
     ├── SecretNotFoundError          (also a KeyError) a secret is undeclared or empty
     ├── ScaffoldError                ``kingpost init`` cannot use the target directory
     ├── BatchSizeMismatchError       (also a RuntimeError) a batch function miscounted
@@ -16,7 +17,8 @@
         ├── InvalidInputError           400 the body is not what the route takes
         │   └── InvalidParameterError   400 names the parameter (OpenAI ``param``)
         ├── HookNotFoundError           404 the model lacks the hook a route calls
-        │   └── RouteNotFoundError      404 no route has this path
+        │   ├── RouteNotFoundError      404 no route has this path
+        │   └── SchemaNotFoundError     404 the model declares no input or output type
         ├── MethodNotAllowedError       405
         ├── PayloadTooLargeError        413 the body is over ``runtime.max_request_bytes``
         ├── ClientDisconnectedError     499 the client left before the reply
@@ -55,8 +57,10 @@ __all__ = [
     "PayloadTooLargeError",
     "RequestError",
     "RequestTimeoutError",
+    "RequirementConflictError",
     "RouteNotFoundError",
     "ScaffoldError",
+    "SchemaNotFoundError",
     "SecretNotFoundError",
     "StreamReadTimeoutError",
     "UpstreamConnectError",
@@ -90,7 +94,11 @@ class MissingRequirementsError(KingpostError):
 
 
 class InstallError(KingpostError):
-    """pip could not install the declared requirements."""
+    """The declared requirements could not be installed (the installer's output says why)."""
+
+
+class RequirementConflictError(InstallError):
+    """A declared requirement conflicts with one of Kingpost's own dependencies."""
 
 
 class SecretNotFoundError(KingpostError, KeyError):
@@ -157,6 +165,10 @@ class HookNotFoundError(RequestError):
 
 class RouteNotFoundError(HookNotFoundError):
     """No route has this path (HTTP 404)."""
+
+
+class SchemaNotFoundError(HookNotFoundError):
+    """The model declares no pydantic input or output type to describe (HTTP 404)."""
 
 
 class MethodNotAllowedError(RequestError):

@@ -16,6 +16,9 @@ from typing import Any
 import orjson
 
 request_id_var: ContextVar[str] = ContextVar("kingpost_request_id", default="-")
+# Set (and left set) by the server when it ends a response unfinished on purpose, so the
+# client sees a failure; uvicorn, which runs the app in the same context, then says so too.
+response_abandoned: ContextVar[bool] = ContextVar("kingpost_response_abandoned", default=False)
 
 logger = logging.getLogger("kingpost")
 access_logger = logging.getLogger("kingpost.access")
@@ -30,6 +33,17 @@ class RequestIdFilter(logging.Filter):
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
         return True
+
+
+class AbandonedResponseFilter(logging.Filter):
+    """Drops uvicorn's line about a response the server ended unfinished and logged itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name == "uvicorn.error"
+            and response_abandoned.get()
+            and record.getMessage().startswith("ASGI callable returned without completing")
+        )
 
 
 class TextFormatter(logging.Formatter):
@@ -135,6 +149,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     faulthandler.enable(file=sys.stderr, all_threads=True)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(AbandonedResponseFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -39,6 +39,7 @@ from kingpost.observe.pages import PlaygroundConfig
 from kingpost.server.app import Servable, ServerApp, ServerSettings
 from kingpost.server.drain import Drain
 from kingpost.server.errors import ErrorTable
+from kingpost.server.lifecycle import TRUSS_LOAD_RETRIES, LoadRetries
 from kingpost.server.metrics import ServerMetrics
 from kingpost.server.model_routes import model_routes
 from kingpost.server.model_service import ModelService
@@ -63,9 +64,10 @@ class ServeOptions:
     graceful_timeout: float = 30.0
     log_level: str = "info"
     workers: int = 1
-    install: bool = False  # pip install the declared requirements first
+    install: bool = False  # install the declared requirements into this environment first
     watch: bool = False  # reload the model when files under model_dir change
     metrics_dir: Path | None = None  # --workers: where each worker leaves its metrics
+    load_retries: LoadRetries = TRUSS_LOAD_RETRIES  # a failing load() is retried (Truss: once, 1 s)
 
     def settings(self) -> ServerSettings:
         return ServerSettings(dev=self.dev, access_log=self.access_log)
@@ -114,7 +116,9 @@ def build_app(
     drain = drain or Drain()
     if config.docker_server is not None:
         return custom_server_app(source, options.settings(), drain, on_fatal)
-    return model_app(source, options.settings(), drain, on_fatal, options.metrics_dir)
+    return model_app(
+        source, options.settings(), drain, on_fatal, options.metrics_dir, options.load_retries
+    )
 
 
 def model_app(
@@ -123,6 +127,7 @@ def model_app(
     drain: Drain,
     on_fatal: OnFatal | None = None,
     metrics_dir: Path | None = None,
+    load_retries: LoadRetries = TRUSS_LOAD_RETRIES,
 ) -> ServerApp:
     """The app of a Model class (a user's model.py or an engine)."""
     metrics = ServerMetrics()
@@ -133,7 +138,7 @@ def model_app(
         source.config.runtime.enable_tracing_data,
         service_name=source.config.model_name or "kingpost",
     )
-    service = ModelService(source, describe_model(source), metrics, drain, on_fatal)
+    service = ModelService(source, describe_model(source), metrics, drain, on_fatal, load_retries)
     playground = PlaygroundConfig() if settings.dev else None
     return ServerApp(
         model_routes(service, metrics, playground),

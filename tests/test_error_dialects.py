@@ -68,7 +68,8 @@ def test_the_anthropic_dialect_uses_anthropics_error_types() -> None:
 def test_retryable_statuses_say_so_to_the_sdks() -> None:
     reply = ErrorTable().reply(NotReadyError("loading"), ErrorDialect.OPENAI)
     assert (b"x-should-retry", b"true") in reply.headers
-    assert ErrorTable().reply(InvalidParameterError(None, "bad"), ErrorDialect.OPENAI).headers == ()
+    client_error = ErrorTable().reply(InvalidParameterError(None, "bad"), ErrorDialect.OPENAI)
+    assert (b"x-should-retry", b"true") not in client_error.headers
 
 
 def test_a_subclass_is_found_through_its_bases() -> None:

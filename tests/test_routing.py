@@ -77,3 +77,13 @@ def test_a_mount_takes_every_path_under_its_prefix_before_the_fallback() -> None
     assert router.resolve("/admin") is mount
     assert router.resolve("/admin/keys") is mount
     assert router.resolve("/administrator") is forward
+
+
+def test_any_model_name_reaches_the_model_routes_only_where_asked() -> None:
+    predict = Route("/v1/models/model:predict", _no_op, ("POST",))
+    named = Router([predict], any_model_name=True)
+    assert named.resolve("/v1/models/x-4:predict") is predict
+    assert named.resolve("/environments/production/sync/v1/models/x-4:predict") is predict
+    assert named.resolve("/v1/models/x-4:explain") is None
+    forward = Route("/", _no_op, name="forward")
+    assert Router([predict], fallback=forward).resolve("/v1/models/x-4:predict") is forward

@@ -81,9 +81,14 @@ def test_a_failure_mid_stream_cuts_that_stream_only(server: ServerProcess) -> No
     assert "the model broke mid-stream" in server.logs()
 
 
-def test_streaming_read_timeout_ends_a_stalled_stream(server: ServerProcess) -> None:
+def test_streaming_read_timeout_ends_a_stalled_stream_as_a_failure(server: ServerProcess) -> None:
     started = time.monotonic()
-    reply = httpx.post(server.url("/predict"), json={"mode": "stall"}, timeout=20)
-    assert reply.text == "first;"
+    received = []
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", server.url("/predict"), json={"mode": "stall"}, timeout=20) as reply,
+    ):
+        received.extend(reply.iter_raw())
+    assert b"".join(received) == b"first;"
     assert time.monotonic() - started < 10
     assert "streaming_read_timeout" in server.logs()

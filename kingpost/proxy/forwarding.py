@@ -28,7 +28,7 @@ from kingpost.proxy.upstream import (
     UpstreamPool,
     UpstreamResponse,
 )
-from kingpost.server.exchange import CancelOnDisconnect, Exchange
+from kingpost.server.exchange import CancelOnDisconnect, Exchange, request_id_headers
 
 logger = logging.getLogger("kingpost.proxy")
 
@@ -49,7 +49,7 @@ HOP_BY_HOP = frozenset(
 # Not forwarded either way: the host is the child's; 100-continue was answered
 # here; the date and request id are Kingpost's own (the id is sent on as resolved).
 _NOT_FORWARDED_UP = HOP_BY_HOP | {b"host", b"expect", b"x-request-id", b"content-length"}
-_NOT_FORWARDED_DOWN = HOP_BY_HOP | {b"date", b"x-request-id"}
+_NOT_FORWARDED_DOWN = HOP_BY_HOP | {b"date", b"x-request-id", b"x-baseten-request-id"}
 # How long a request waits for the head of its reply before the client is watched.
 WATCH_AFTER = 0.05
 
@@ -158,7 +158,7 @@ class Forwarder:
 
     async def _relay(self, ex: Exchange, response: UpstreamResponse) -> None:
         headers = _without_hop_headers(response.headers, _NOT_FORWARDED_DOWN)
-        headers.append((b"x-request-id", ex.request_id.encode()))
+        headers.extend(request_id_headers(ex.request_id))
         send = ex.send
         ex.status = response.status
         await send({"type": "http.response.start", "status": response.status, "headers": headers})

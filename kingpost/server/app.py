@@ -36,6 +36,8 @@ from kingpost.server.websocket import CLOSE_UNSUPPORTED, refuse
 
 logger = logging.getLogger("kingpost.server")
 
+NO_WEBSOCKET = "WebSocket is not implemented on this deployment."  # Truss's close reason
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -173,7 +175,7 @@ class ServerApp:
         try:
             route = self.router.resolve_websocket(scope["path"])
             if route is None:
-                await refuse(ws, CLOSE_UNSUPPORTED, "no websocket route here")
+                await refuse(ws, CLOSE_UNSUPPORTED, NO_WEBSOCKET)
                 return
             await route.endpoint(ws)
         finally:

@@ -52,7 +52,7 @@ class EndpointHook:
             result = await runner(ex, inputs, request)
             if isinstance(result, StreamResult):
                 stream = HookStream(result, ex, self.service.threads)
-                await stream.open(runtime.request_timeout)
+                await stream.open(runtime.request_timeout, runtime.streaming_read_timeout)
         if isinstance(result, StreamResult):
             # /v1 streams are always event streams, whatever the client's Accept says.
             await stream.send(ex, EVENT_STREAM, runtime.streaming_read_timeout)

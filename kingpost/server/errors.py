@@ -12,22 +12,33 @@ MRO, as Starlette's exception handlers are looked up), then the route's
 
 Statuses the SDKs should retry (502, 503, 504) say so in ``x-should-retry``,
 which the openai and anthropic clients read before their own status rules.
+Every error reply also carries the hosted platform's error headers, as Truss's
+server sends them: ``x-baseten-error-source: 04`` and ``x-baseten-error-code``,
+700 for the client's mistake, 600 for a fault of the model (or of serving it),
+500 for an exception that did not come from the model's code.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import sysconfig
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
 
-from kingpost.errors import InvalidParameterError, MethodNotAllowedError, RequestError
+from kingpost.errors import (
+    InvalidParameterError,
+    MethodNotAllowedError,
+    RequestError,
+    SchemaNotFoundError,
+)
 from kingpost.protocols.errors import anthropic_error_body, openai_error_body
 from kingpost.server.replies import ErrorReply
 
@@ -56,6 +67,7 @@ class Problem:
     code: str | None = None
     headers: Headers = ()
     details: dict[str, Any] = field(default_factory=dict)  # dev mode: type, traceback
+    platform_code: int = 0  # x-baseten-error-code; 0: 700 below status 500, else 600
 
 
 # Per status: OpenAI's error ``type`` and Anthropic's.
@@ -73,6 +85,9 @@ _TYPES: dict[int, tuple[str, str]] = {
     504: ("timeout", "timeout_error"),
 }
 _RETRYABLE = frozenset({502, 503, 504})
+# The hosted platform's error codes (x-baseten-error-code) and this server's id there.
+UNEXPECTED_ERROR, MODEL_ERROR, CLIENT_ERROR = 500, 600, 700
+_ERROR_SOURCE = (b"x-baseten-error-source", b"04")
 _RETRY = ((b"x-should-retry", b"true"),)
 
 
@@ -96,7 +111,8 @@ def render(problem: Problem, dialect: ErrorDialect) -> ErrorReply:
         body = anthropic_error_body(problem.message, type=_types(problem.status)[1])
     else:
         body = orjson.dumps({"error": problem.message, **problem.details})
-    headers = problem.headers
+    code = problem.platform_code or (CLIENT_ERROR if problem.status < 500 else MODEL_ERROR)
+    headers = (*problem.headers, _ERROR_SOURCE, (b"x-baseten-error-code", b"%d" % code))
     if problem.status in _RETRYABLE:
         headers = headers + _RETRY
     return ErrorReply(problem.status, body, headers)
@@ -118,6 +134,10 @@ def _invalid_parameter(table: ErrorTable, exc: InvalidParameterError) -> Problem
     return Problem(exc.status_code, exc.message, param=exc.param, code=exc.code)
 
 
+def _schema_not_found(table: ErrorTable, exc: SchemaNotFoundError) -> Problem:
+    return Problem(404, exc.message, platform_code=MODEL_ERROR)
+
+
 def _method_not_allowed(table: ErrorTable, exc: MethodNotAllowedError) -> Problem:
     return Problem(405, exc.message, headers=((b"allow", exc.allow.encode()),))
 
@@ -128,20 +148,51 @@ def _http_exception(table: ErrorTable, exc: HTTPException) -> Problem:
     if isinstance(detail, str):
         return Problem(exc.status_code, detail, headers=headers)
     # A structured detail is kept as the model wrote it (Kingpost dialect only).
-    return Problem(exc.status_code, orjson.dumps(detail).decode(), headers=headers)
+    return Problem(
+        exc.status_code, orjson.dumps(detail).decode(), headers=headers, platform_code=MODEL_ERROR
+    )
 
 
 def _timeout(table: ErrorTable, exc: TimeoutError) -> Problem:
-    return Problem(504, str(exc) or "the request timed out")
+    return Problem(504, str(exc) or "the request timed out", platform_code=MODEL_ERROR)
 
 
 def _unexpected(table: ErrorTable, exc: BaseException) -> Problem:
-    frames = table.model_frames(exc)
-    logger.error("model raised %s: %s\n%s", type(exc).__name__, exc, "".join(frames).rstrip())
+    exc_info = user_exc_info(exc, table.model_dir)
+    logger.error("model raised %s: %s", type(exc).__name__, exc, exc_info=exc_info)
+    # Raised in the model's code (or an engine's): the model's fault; else the server's.
+    code = UNEXPECTED_ERROR if _in(exc_info[2], _SERVING_DIRS) else MODEL_ERROR
     if not table.dev:
-        return Problem(500, GENERIC_500)
+        return Problem(500, GENERIC_500, platform_code=code)
+    frames = table.model_frames(exc)
     details = {"type": type(exc).__name__, "message": str(exc), "traceback": frames}
-    return Problem(500, f"{type(exc).__name__}: {exc}", details=details)
+    return Problem(500, f"{type(exc).__name__}: {exc}", details=details, platform_code=code)
+
+
+# Frames of the server and the standard library before the model's own, left out of logs.
+_SERVING_DIRS = (str(Path(__file__).resolve().parent) + "/", sysconfig.get_paths()["stdlib"] + "/")
+
+
+def _in(tb: TracebackType | None, dirs: tuple[str, ...]) -> bool:
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(dirs)
+
+
+def user_exc_info(
+    exc: BaseException, model_dir: str | None = None
+) -> tuple[type[BaseException], BaseException, TracebackType | None]:
+    """``exc`` for ``logger.error(..., exc_info=...)`` with its traceback trimmed to the
+    user's frames: from the first in ``model_dir``, else from the first outside the server
+    and the standard library (the whole traceback if none is)."""
+    tb = exc.__traceback__
+    start = tb
+    if model_dir is not None:
+        while start is not None and not _in(start, (model_dir,)):
+            start = start.tb_next
+    if start is None or model_dir is None:
+        start = tb
+        while start is not None and _in(start, _SERVING_DIRS):
+            start = start.tb_next
+    return type(exc), exc, start or tb
 
 
 class ErrorTable:
@@ -157,6 +208,7 @@ class ErrorTable:
     describers: dict[type[BaseException], Describe] = {
         RequestError: _request_error,
         InvalidParameterError: _invalid_parameter,
+        SchemaNotFoundError: _schema_not_found,
         MethodNotAllowedError: _method_not_allowed,
         HTTPException: _http_exception,
         TimeoutError: _timeout,

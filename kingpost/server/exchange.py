@@ -57,6 +57,12 @@ def request_id_of(scope: Scope) -> str:
     return new_request_id()
 
 
+def request_id_headers(request_id: str) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+    """The response headers naming the request id: Kingpost's and the hosted platform's."""
+    value = request_id.encode()
+    return (b"x-request-id", value), (b"x-baseten-request-id", value)
+
+
 class Deadline:
     """The request timeout over the model's part of a request, as an async context manager.
 
@@ -177,11 +183,11 @@ class Exchange:
         content_length = -1
         for name, value in scope["headers"]:
             if name == b"content-type":
-                content_type = value
+                content_type = value.lower()  # media types are case-insensitive
             elif name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
             elif name == b"accept":
-                accept = value
+                accept = value.lower()
             elif (name == b"x-request-id" or name == b"x-baseten-request-id") and value:
                 request_id = value
         self.request_id = request_id.decode("latin-1")[:128] if request_id else new_request_id()
@@ -331,7 +337,7 @@ class Exchange:
                 "headers": [
                     (b"content-type", content_type),
                     (b"content-length", str(len(body)).encode()),
-                    (b"x-request-id", self.request_id.encode()),
+                    *request_id_headers(self.request_id),
                     *headers,
                 ],
             }

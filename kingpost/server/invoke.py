@@ -202,8 +202,21 @@ def validate_input(model: type[BaseModel], inputs: Any) -> BaseModel:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"]) or "body"
-        parts.append(f"field '{field}': {error['msg']}")
-    return "invalid input: " + "; ".join(parts)
+    """Truss's wording: a heading, then one indented line per field.
+
+    Input Parsing Error:
+      `prompt`: Field required.
+    """
+    errors = exc.errors(include_url=False, include_input=False)
+    lines = ["Input Parsing Error:" if len(errors) == 1 else "Input Parsing Errors:"]
+    for error in errors:
+        lines.append(f"  `{_field_path(error['loc'])}`: {error['msg']}.")
+    return "\n".join(lines)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """``('items', 1, 'value')`` as ``items[1].value``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path

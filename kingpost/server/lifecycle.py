@@ -16,10 +16,12 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 from kingpost.model.descriptor import ModelDescriptor
 from kingpost.model.loader import ModelSource, construct_model
+from kingpost.server.errors import user_exc_info
 from kingpost.server.metrics import ServerMetrics
 
 logger = logging.getLogger("kingpost.server")
@@ -109,7 +111,40 @@ class ModelLifecycle:
         return bool(healthy)
 
 
-def model_loader(descriptor: ModelDescriptor, source: ModelSource) -> Load:
+@dataclass(frozen=True)
+class LoadRetries:
+    """How often a failing ``load()`` is called again, and how long after (Truss: once, 1 s)."""
+
+    retries: int = 1
+    delay: float = 1.0
+
+    def run(self, load: Callable[[], Any]) -> None:
+        """Call ``load`` until it returns; its last exception once the retries are spent."""
+        for attempt in range(self.retries + 1):
+            try:
+                load()
+                return
+            except Exception as exc:
+                if attempt == self.retries:
+                    raise
+                logger.error(
+                    "load() failed (attempt %d of %d): %s: %s; retrying load in %g s",
+                    attempt + 1,
+                    self.retries + 1,
+                    type(exc).__name__,
+                    exc,
+                    self.delay,
+                    exc_info=user_exc_info(exc),
+                )
+            time.sleep(self.delay)  # in the loading thread
+
+
+TRUSS_LOAD_RETRIES = LoadRetries()
+
+
+def model_loader(
+    descriptor: ModelDescriptor, source: ModelSource, retries: LoadRetries = TRUSS_LOAD_RETRIES
+) -> Load:
     """The ``load`` of a Model class: construct it, set up its environment, load it."""
 
     def load() -> Any:
@@ -117,7 +152,7 @@ def model_loader(descriptor: ModelDescriptor, source: ModelSource) -> Load:
         if descriptor.has_setup_environment:
             model.setup_environment(source.environment)
         if descriptor.has_load:
-            model.load()
+            retries.run(model.load)
         return model
 
     return load

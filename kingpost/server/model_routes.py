@@ -46,6 +46,8 @@ def model_routes(
         Route("/metrics", Metrics(metrics), name="metrics", logged=False),
         Route("/predict", predict, ("POST",), name="predict"),
         Route("/v1/models/model:predict", predict, ("POST",), name="predict"),
+        Route("/v1/models/model:predict_binary", predict, ("POST",), name="predict"),
+        Route("/health", readiness, HEALTH, name="readiness", logged=False),
         # SageMaker's container contract: health on /ping, inference on /invocations.
         Route("/ping", readiness, ("GET",), name="readiness", logged=False),
         Route("/invocations", predict, ("POST",), name="predict"),
@@ -57,4 +59,4 @@ def model_routes(
     routes += page_routes(service.descriptor, title=name, playground=playground)
     if service.descriptor.has_websocket:
         routes.append(WebSocketRoute("/v1/websocket", ModelWebSocket(lifecycle, service.drain)))
-    return Router(routes)
+    return Router(routes, any_model_name=True)

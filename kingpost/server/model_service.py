@@ -19,7 +19,13 @@ from kingpost.model.loader import ModelSource
 from kingpost.observe import tracing
 from kingpost.server.drain import Drain
 from kingpost.server.invoke import HookRunner
-from kingpost.server.lifecycle import ModelLifecycle, model_health, model_loader
+from kingpost.server.lifecycle import (
+    TRUSS_LOAD_RETRIES,
+    LoadRetries,
+    ModelLifecycle,
+    model_health,
+    model_loader,
+)
 from kingpost.server.metrics import ServerMetrics
 from kingpost.server.threads import HookThreads
 
@@ -34,6 +40,7 @@ class ModelService:
         metrics: ServerMetrics,
         drain: Drain,
         on_fatal: Callable[[int], None] | None = None,
+        load_retries: LoadRetries = TRUSS_LOAD_RETRIES,
     ) -> None:
         self.source = source
         self.descriptor = descriptor
@@ -44,7 +51,7 @@ class ModelService:
         workers = max(64, 2 * runtime.predict_concurrency + (runtime.endpoint_concurrency or 0) + 8)
         self.threads = HookThreads(workers)
         self.lifecycle = ModelLifecycle(
-            model_loader(descriptor, source),
+            model_loader(descriptor, source, load_retries),
             self.threads,
             metrics,
             on_fatal,

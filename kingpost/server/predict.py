@@ -56,7 +56,7 @@ class Predict:
                     text = await stream.gather(runtime.streaming_read_timeout)
                     await BytesReply(orjson.dumps(text)).send(ex)
                     return
-                await stream.open(runtime.request_timeout)
+                await stream.open(runtime.request_timeout, runtime.streaming_read_timeout)
             elif postprocess is not None and not isinstance(result, Response):
                 result = await postprocess(ex, result, request)
         if isinstance(result, StreamResult):

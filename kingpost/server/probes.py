@@ -7,7 +7,7 @@ import time
 
 import orjson
 
-from kingpost.errors import HookNotFoundError, NotReadyError
+from kingpost.errors import NotReadyError, SchemaNotFoundError
 from kingpost.server.drain import Drain
 from kingpost.server.exchange import Exchange
 from kingpost.server.lifecycle import ModelLifecycle
@@ -53,7 +53,7 @@ class Schema:
 
     async def __call__(self, ex: Exchange) -> None:
         if self.body is None:
-            raise HookNotFoundError("this model declares no pydantic input or output type")
+            raise SchemaNotFoundError("No schema found")  # as Truss words it
         await ex.send_bytes(200, self.body, JSON)
 
 

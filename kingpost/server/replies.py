@@ -20,6 +20,8 @@ import orjson
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from kingpost.server.exchange import request_id_headers
+
 if TYPE_CHECKING:
     from kingpost.server.exchange import Exchange, Message
 
@@ -114,15 +116,12 @@ class PassthroughReply:
         return self._send(ex)
 
     async def _send(self, ex: Exchange) -> None:
-        request_id = ex.request_id.encode()
+        ids = request_id_headers(ex.request_id)
 
         async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 ex.status = message["status"]
-                message = {
-                    **message,
-                    "headers": [*message.get("headers", ()), (b"x-request-id", request_id)],
-                }
+                message = {**message, "headers": [*message.get("headers", ()), *ids]}
             await ex.send(message)
 
         await self.response(ex.scope, ex.receive_after_body, send)

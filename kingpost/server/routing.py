@@ -20,6 +20,11 @@ for them works unchanged:
     /environments/{env}/sync/{route}     -> /{route}
     /environments/{env}/websocket        -> /v1/websocket
     (and the same under /production, /development, /deployment/{id})
+
+and, with ``any_model_name=True`` (a Model class's table: as Truss does), any model
+name in the per-model URLs (a custom server gets those it does not route forwarded):
+
+    /v1/models/{name}[/loaded|/schema|:predict|:predict_binary] -> /v1/models/model...
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
 PLATFORM_PREFIX = re.compile(
     r"^/(?:environments/(?P<env>[^/]+)|(?P<named>production|development)|deployment/(?P<deployment>[^/]+))(?P<rest>/.*)?$"
 )
+MODEL_NAMED = re.compile(r"^/v1/models/[^/:]+(?P<rest>/loaded|/schema|:predict|:predict_binary)?$")
 ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 Endpoint = Callable[["Exchange"], Awaitable[None]]
@@ -120,14 +126,17 @@ class Router:
     """Looks up the route of a path: exact match, then the platform grammar, then ``fallback``.
 
     ``fallback``, when set, answers every HTTP path no route matches (a custom
-    server forwards those to its child process).
+    server forwards those to its child process). ``any_model_name`` makes
+    ``/v1/models/{name}...`` reach the ``/v1/models/model...`` routes.
     """
 
     def __init__(
         self,
         routes: Sequence[Route | WebSocketRoute | Mount] = (),
         fallback: Route | None = None,
+        any_model_name: bool = False,
     ) -> None:
+        self.any_model_name = any_model_name
         self.routes: dict[str, Route] = {}
         self.websockets: dict[str, WebSocketRoute] = {}
         self.mounts: list[Mount] = []
@@ -152,9 +161,16 @@ class Router:
             route = self.routes.get(path.rstrip("/"))
             if route is not None:
                 return route
+        local = path
         platform = split_platform_path(path)
         if platform is not None:
-            route = self.routes.get(platform.path)
+            local = platform.path
+            route = self.routes.get(local)
+            if route is not None:
+                return route
+        named = MODEL_NAMED.match(local) if self.any_model_name else None
+        if named is not None:
+            route = self.routes.get("/v1/models/model" + (named["rest"] or ""))
             if route is not None:
                 return route
         if self.mounts:

@@ -26,6 +26,9 @@ from kingpost.errors import (
     RequestTimeoutError,
     StreamReadTimeoutError,
 )
+from kingpost.logs import response_abandoned
+from kingpost.server.errors import user_exc_info
+from kingpost.server.exchange import request_id_headers
 from kingpost.server.replies import EVENT_STREAM
 
 if TYPE_CHECKING:
@@ -126,7 +129,7 @@ class HookStream:
     client leaving stops it. Then one of the three ways to deliver it:
 
         stream = HookStream(result, ex, threads)
-        await stream.open(request_timeout)        # the first item, before any response
+        await stream.open(request_timeout, read_timeout)   # the first item, before any response
         await stream.send(ex, EVENT_STREAM, read_timeout)
         # or, for Accept: application/json on predict:
         text = await stream.gather(read_timeout)
@@ -165,16 +168,19 @@ class HookStream:
 
     # -- consuming -------------------------------------------------------------
 
-    async def open(self, timeout: float) -> None:
-        """Wait for the first item.
+    async def open(self, timeout: float, read_timeout: float | None = None) -> None:
+        """Wait for the first item, at most ``timeout`` (and ``read_timeout``) seconds.
 
         Waiting before the response begins means a failure before any output is a
         proper error reply, not a cut-off stream.
         """
+        limit = timeout if read_timeout is None else min(timeout, read_timeout)
         try:
-            item = await self.channel.pull(timeout)
+            item = await self.channel.pull(limit)
         except TimeoutError:
             self.stop()
+            if limit < timeout:
+                raise StreamReadTimeoutError(_no_chunk(limit)) from None
             raise RequestTimeoutError(
                 f"the request ran past the timeout of {timeout:g} s"
             ) from None
@@ -190,7 +196,7 @@ class HookStream:
     async def send(self, ex: Exchange, media_type: bytes, read_timeout: float) -> None:
         """Send the opened stream as the response body, chunk by chunk."""
         ex.status = 200
-        headers = [(b"content-type", media_type), (b"x-request-id", ex.request_id.encode())]
+        headers = [(b"content-type", media_type), *request_id_headers(ex.request_id)]
         if media_type == EVENT_STREAM:
             headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
         send = ex.send
@@ -202,20 +208,23 @@ class HookStream:
                 if item is STOPPED:
                     return
                 if isinstance(item, StreamFailure):
-                    # Leave the response incomplete so the client sees a failure, not an end.
-                    logger.error("the stream failed after it began", exc_info=item.exc)
-                    ex.finished = True
+                    exc = item.exc
+                    logger.error(
+                        "the stream failed after it began: %s: %s",
+                        type(exc).__name__,
+                        exc,
+                        exc_info=user_exc_info(exc),
+                    )
+                    _abandon(ex)
                     return
                 body = chunk_bytes(item)
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 try:
                     item = await pull(read_timeout)
                 except TimeoutError:
-                    logger.warning(
-                        "no chunk for %g s (streaming_read_timeout): ending the stream",
-                        read_timeout,
-                    )
-                    break
+                    logger.error("%s: ending the stream unfinished", _no_chunk(read_timeout))
+                    _abandon(ex)
+                    return
         finally:
             self.stop()
         ex.finished = True
@@ -230,10 +239,7 @@ class HookStream:
                 try:
                     item = await pull(read_timeout)
                 except TimeoutError:
-                    raise StreamReadTimeoutError(
-                        f"the stream sent no chunk for {read_timeout:g} s "
-                        "(runtime.streaming_read_timeout)"
-                    ) from None
+                    raise StreamReadTimeoutError(_no_chunk(read_timeout)) from None
                 if item is END:
                     break
                 if item is STOPPED:
@@ -288,6 +294,19 @@ class HookStream:
                 # The loop may already be closed during shutdown.
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(self._on_done)
+
+
+def _no_chunk(read_timeout: float) -> str:
+    return f"the stream sent no chunk for {read_timeout:g} s (runtime.streaming_read_timeout)"
+
+
+def _abandon(ex: Exchange) -> None:
+    """End the response unfinished, so the client sees a failure and not an end.
+
+    The reason was logged already; uvicorn's own line about it is dropped.
+    """
+    ex.finished = True
+    response_abandoned.set(True)
 
 
 async def _close_quietly(closing: Any) -> None:
