@@ -11,7 +11,9 @@ Measures, on the gemma-3-270m GGUF and alternating the contenders round by round
 2. aggregate tokens/s and time to first token with N concurrent streams: Kingpost
    against ``python -m llama_cpp.server`` on the same GGUF (with
    ``--interrupt_requests false``, so that its streams run to the end instead of
-   being cut off by the next request).
+   being cut off by the next request);
+3. constrained decoding: streamed chat tokens/s with a JSON schema and with a forced
+   tool call, against free text on the same prompt and server.
 
 Prints medians and the ratios. Needs the llama extra: pip install 'kingpost[llama]'.
 """
@@ -82,6 +84,35 @@ async def concurrent_streams(url: str, streams: int, tokens: int) -> tuple[float
 async def single_stream(url: str, tokens: int) -> float:
     async with httpx.AsyncClient(timeout=600) as client:
         return (await stream_completion(client, url, tokens)).decode_rate
+
+
+STORY_SCHEMA = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "story": {"type": "string"}},
+    "required": ["title", "story"],
+}
+STORY_TOOL = {"type": "function", "function": {"name": "tell", "parameters": STORY_SCHEMA}}
+
+
+async def chat_rate(url: str, tokens: int, extra: dict[str, object]) -> float:
+    """Completion tokens per second of one chat reply, prefill excluded: the time of the
+    same request cut to one token is subtracted (a tool call is only sent whole)."""
+    body = {
+        "messages": [{"role": "user", "content": "Tell me a long story about a fox."}],
+        "temperature": 0,
+        **extra,
+    }
+
+    async def timed(max_tokens: int) -> tuple[float, int]:
+        start = time.perf_counter()
+        async with httpx.AsyncClient(timeout=600) as client:
+            response = await client.post(url, json={**body, "max_tokens": max_tokens})
+        response.raise_for_status()
+        return time.perf_counter() - start, response.json()["usage"]["completion_tokens"]
+
+    prefill, _ = await timed(1)
+    elapsed, used = await timed(tokens)
+    return (used - 1) / max(elapsed - prefill, 1e-9)
 
 
 def in_process_rate(llm: object, tokens: int) -> float:
@@ -157,6 +188,24 @@ def main() -> None:
             agg, ttft = asyncio.run(concurrent_streams(baseline_url, streams, args.tokens))
             record("llama_cpp.server aggregate tok/s", agg)
             record("llama_cpp.server ttft s", ttft)
+            chat_url = kingpost.url("/v1/chat/completions")
+            schema_format = {
+                "type": "json_schema",
+                "json_schema": {"name": "s", "schema": STORY_SCHEMA},
+            }
+            record("free text chat tok/s", asyncio.run(chat_rate(chat_url, args.tokens, {})))
+            record(
+                "json schema chat tok/s",
+                asyncio.run(chat_rate(chat_url, args.tokens, {"response_format": schema_format})),
+            )
+            record(
+                "forced tool call tok/s",
+                asyncio.run(
+                    chat_rate(
+                        chat_url, args.tokens, {"tools": [STORY_TOOL], "tool_choice": "required"}
+                    )
+                ),
+            )
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         kingpost.stop()
@@ -174,6 +223,10 @@ def main() -> None:
     print(f"{args.streams} streams: kingpost / llama_cpp.server aggregate = {aggregate:.2f}x")
     ttft = median["kingpost ttft s"] / median["llama_cpp.server ttft s"]
     print(f"{args.streams} streams: first-token p50, kingpost / llama_cpp.server = {ttft:.2f}x")
+    free = median["free text chat tok/s"]
+    for name in ("json schema chat tok/s", "forced tool call tok/s"):
+        label = name.removesuffix(" tok/s")
+        print(f"constrained decoding: {label} / free text = {median[name] / free:.2f}x")
 
 
 if __name__ == "__main__":

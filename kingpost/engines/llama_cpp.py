@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from kingpost.engines.llama_cpp_templates import ChatTemplate
 
 logger = logging.getLogger("kingpost.engines.llama_cpp")
+
+_GRAMMAR_CACHE_SIZE = 256  # distinct schemas whose grammar is kept
 
 
 class LlamaCppConfig(BaseModel):
@@ -69,6 +72,9 @@ class LlamaCppConfig(BaseModel):
     """top_k used when a request does not set one (0 disables it)."""
     embeddings: bool = False
     """Also serve /v1/embeddings (mean-pooled, normalised hidden states)."""
+    prefix_cache: bool = True
+    """Keep each finished sequence's KV cache in its slot, so that a later prompt
+    sharing its start (a system prompt, a growing chat) decodes only the rest."""
     verbose: bool = False
 
 
@@ -110,7 +116,7 @@ class LlamaCppModel(LLMEndpoints):
         self._vocab: Any = None
         self._scheduler: Any = None
         self._template: ChatTemplate | None = None
-        self._grammars: dict[str, str] = {}
+        self._grammars: OrderedDict[str, str] = OrderedDict()  # schema JSON -> GBNF, LRU
         self._embedder: _Embedder | None = None
 
     # ---- loading ------------------------------------------------------------------
@@ -159,6 +165,7 @@ class LlamaCppModel(LLMEndpoints):
             max_sequences=settings.max_concurrent_sequences,
             batch_tokens=settings.batch_tokens,
             context_length=settings.context_length,
+            prefix_cache=settings.prefix_cache,
         )
         self._scheduler.start()
         if settings.embeddings:
@@ -174,6 +181,12 @@ class LlamaCppModel(LLMEndpoints):
     def render_chat(self, turns: list[ChatTurn]) -> str:
         assert self._template is not None, "load() has not run"
         return self._template.render(turns)
+
+    def render_prefilled(self, turns: list[ChatTurn]) -> str:
+        from kingpost.engines.llama_cpp_templates import continue_final_turn
+
+        assert self._template is not None, "load() has not run"
+        return continue_final_turn(self._template, turns)
 
     def tokenize(self, text: str) -> list[int]:
         import llama_cpp
@@ -238,18 +251,23 @@ class LlamaCppModel(LLMEndpoints):
     # ---- helpers ------------------------------------------------------------------
 
     def _grammar(self, schema: dict[str, Any]) -> str:
-        key = json.dumps(schema, sort_keys=True)
+        # Not sort_keys: the grammar writes properties in the order the schema lists them.
+        key = json.dumps(schema)
         grammar = self._grammars.get(key)
-        if grammar is None:
-            from llama_cpp.llama_grammar import json_schema_to_gbnf
+        if grammar is not None:
+            self._grammars.move_to_end(key)
+            return grammar
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-            try:
-                grammar = json_schema_to_gbnf(key)
-            except Exception as error:
-                raise InvalidParameterError(
-                    None, f"the JSON schema cannot be enforced: {error}"
-                ) from None
-            self._grammars[key] = grammar
+        try:
+            grammar = json_schema_to_gbnf(key)
+        except Exception as error:
+            raise InvalidParameterError(
+                None, f"the JSON schema cannot be enforced: {error}"
+            ) from None
+        self._grammars[key] = grammar
+        if len(self._grammars) > _GRAMMAR_CACHE_SIZE:
+            self._grammars.popitem(last=False)
         return grammar
 
 

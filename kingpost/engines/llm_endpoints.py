@@ -107,6 +107,15 @@ class LLMEndpoints(abc.ABC):
         self, request: GenerationRequest
     ) -> AsyncGenerator[GeneratedToken | GenerationOutcome, None]: ...
 
+    def render_prefilled(self, turns: list[ChatTurn]) -> str:
+        """The prompt continuing the last turn, an assistant's, in place (a prefill).
+
+        Engines whose template can render a closed turn override this to cut the
+        rendering right after that turn's text; this default opens a fresh reply and
+        writes the text into it.
+        """
+        return self.render_chat(turns[:-1]) + turns[-1].content
+
     def check_sampling(self, schema: dict[str, Any] | None) -> None:
         """Raise InvalidParameterError if the engine cannot enforce ``schema``."""
         return None
@@ -124,8 +133,14 @@ class LLMEndpoints(abc.ABC):
                 raise InvalidParameterError("n", "streaming supports n=1 only")
             policy = chat_tool_policy(body)
             schema = body.response_format.schema_or_none() if body.response_format else None
+            turns = chat_turns(body, policy)
+            continuing = bool(getattr(body, "continue_final_message", False))
+            if continuing and (not turns or turns[-1].role != "assistant"):
+                raise InvalidParameterError(
+                    "continue_final_message", "the last message must be an assistant's"
+                )
             plan = self._plan(
-                self.render_chat(chat_turns(body, policy)),
+                self._render(turns, prefilled=continuing, schema=schema, policy=policy),
                 self._sampling(
                     body,
                     limit=body.output_token_limit,
@@ -249,7 +264,13 @@ class LLMEndpoints(abc.ABC):
             return _reporting_errors(self._stream_response(body, plan, model), openai_stream_error)
         end = await collect_reply(self.generate, plan)
         calls = (
-            [OutputFunctionCall(name=end.call.name, arguments=end.call.arguments_json)]
+            [
+                OutputFunctionCall(
+                    name=end.call.name,
+                    arguments=end.call.arguments_json,
+                    status="incomplete" if end.call.truncated else "completed",
+                )
+            ]
             if end.call
             else []
         )
@@ -284,9 +305,14 @@ class LLMEndpoints(abc.ABC):
         try:
             body = parse_request(MessagesRequest, inputs)
             policy = anthropic_tool_policy(body)
+            turns = anthropic_turns(body, policy)
+            # A last assistant message is a prefill: the reply continues it in place.
+            prefilled = bool(body.messages) and body.messages[-1].role == "assistant"
+            prefilled = prefilled and turns[-1].role == "assistant"
+            schema = body.output_schema()
             plan = self._plan(
-                self.render_chat(anthropic_turns(body, policy)),
-                self._sampling(body, limit=body.max_tokens, schema=body.output_schema()),
+                self._render(turns, prefilled=prefilled, schema=schema, policy=policy),
+                self._sampling(body, limit=body.max_tokens, schema=schema),
                 body.stop_sequences or [],
                 policy,
                 param="messages",
@@ -343,6 +369,25 @@ class LLMEndpoints(abc.ABC):
         ).model_dump(mode="json")
 
     # ---- the shared generation path -----------------------------------------------
+
+    def _render(
+        self,
+        turns: list[ChatTurn],
+        *,
+        prefilled: bool,
+        schema: dict[str, Any] | None,
+        policy: ToolPolicy,
+    ) -> str:
+        if not prefilled:
+            return self.render_chat(turns)
+        if schema is not None or policy.call_schema() is not None:
+            # the grammar would start a new JSON value after the prefilled text
+            raise InvalidParameterError(
+                "messages",
+                "a prefilled assistant message cannot be combined with structured output "
+                "or a forced tool call",
+            )
+        return self.render_prefilled(turns)
 
     def _model_name(self, requested: str) -> str:
         return requested or self.served_model_name
@@ -413,7 +458,7 @@ async def _reporting_errors(
 
 def _finish_reason(end: ReplyEnd) -> Any:
     if end.call is not None:
-        return "tool_calls"
+        return "length" if end.call.truncated else "tool_calls"
     return "length" if end.outcome.reason == "length" else "stop"
 
 
@@ -442,7 +487,7 @@ def _chat_choice(index: int, end: ReplyEnd, want_logprobs: bool | None) -> ChatC
 
 def _anthropic_stop(end: ReplyEnd) -> tuple[Any, str | None]:
     if end.call is not None:
-        return "tool_use", None
+        return ("max_tokens" if end.call.truncated else "tool_use"), None
     if end.outcome.stop_sequence is not None:
         return "stop_sequence", end.outcome.stop_sequence
     return ("max_tokens" if end.outcome.reason == "length" else "end_turn"), None

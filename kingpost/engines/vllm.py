@@ -281,6 +281,21 @@ class VLLMModel(LLMEndpoints):
         )
         return str(prompt)
 
+    def render_prefilled(self, turns: list[ChatTurn]) -> str:
+        assert self._tokenizer is not None, "load() has not run"
+        messages = [{"role": turn.role, "content": turn.content} for turn in turns]
+        try:  # transformers >= 4.45 continues the final message itself
+            prompt = self._tokenizer.apply_chat_template(
+                messages,
+                chat_template=self._chat_template,
+                tokenize=False,
+                add_generation_prompt=False,
+                continue_final_message=True,
+            )
+        except (TypeError, ValueError):
+            return super().render_prefilled(turns)
+        return str(prompt)
+
     def tokenize(self, text: str) -> list[int]:
         ids = list(self._tokenizer.encode(text, add_special_tokens=True))
         bos = getattr(self._tokenizer, "bos_token_id", None)

@@ -14,7 +14,15 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Tag,
+    model_serializer,
+    model_validator,
+)
 
 from kingpost.protocols.ids import new_id
 from kingpost.protocols.openai_common import WireModel
@@ -90,6 +98,14 @@ class TextFormat(WireModel):
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
+
+    @model_serializer(mode="wrap")
+    def _schema_by_its_wire_name(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Echoed in every response object: the client reads ``schema``, not ``schema_``.
+        data = handler(self)
+        if isinstance(data, dict) and "schema_" in data:
+            data["schema"] = data.pop("schema_")
+        return data
 
     @model_validator(mode="after")
     def _schema_given(self) -> TextFormat:
