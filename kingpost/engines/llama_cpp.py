@@ -70,6 +70,8 @@ class LlamaCppConfig(BaseModel):
     """Layers to offload to a GPU (-1: all), when llama.cpp was built with GPU support."""
     default_top_k: int = Field(40, ge=0)
     """top_k used when a request does not set one (0 disables it)."""
+    default_max_tokens: int | None = Field(None, ge=1)
+    """Output tokens when a request sets no limit (default: what the context leaves)."""
     embeddings: bool = False
     """Also serve /v1/embeddings (mean-pooled, normalised hidden states)."""
     prefix_cache: bool = True
@@ -111,6 +113,7 @@ class LlamaCppModel(LLMEndpoints):
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
         self.settings = parse_engine_config(config)
         super().__init__(config, self.settings.default_top_k, kwargs.get("model_dir"))
+        self.default_max_tokens = self.settings.default_max_tokens
         self._model: Any = None
         self._context: Any = None
         self._vocab: Any = None

@@ -85,6 +85,8 @@ class LLMEndpoints(abc.ABC):
 
     served_model_name: str = "model"
     default_top_k: int = 40
+    default_max_tokens: int | None = None
+    """Output tokens for a request that sets no limit (None: what the context leaves)."""
 
     def __init__(self, config: dict[str, Any], default_top_k: int, model_dir: Any = None) -> None:
         """What every engine keeps from the constructor keywords Kingpost passes."""
@@ -436,7 +438,7 @@ class LLMEndpoints(abc.ABC):
                 param,
                 f"the prompt is {len(tokens)} tokens; the context holds {self.context_length}",
             )
-        max_tokens = min(sampling.max_tokens or room, room)
+        max_tokens = min(sampling.max_tokens or self.default_max_tokens or room, room)
         schema = policy.call_schema() or sampling.json_schema
         self.check_sampling(schema)
         params = dataclasses.replace(sampling, max_tokens=max_tokens, json_schema=schema)

@@ -63,6 +63,10 @@ def prepare_environment(source: ModelSource) -> None:
 def import_model_class(source: ModelSource) -> type:
     """Import the Model class (or an engine's class when config has ``engine:``)."""
     config = source.config
+    if config.trt_llm is not None and (
+        config.engine is not None or not (source.module_dir / config.model_class_filename).is_file()
+    ):
+        adopt_platform_engine(source)
     if config.engine is not None:
         from kingpost.engines import engine_model_class
 
@@ -88,6 +92,17 @@ def import_model_class(source: ModelSource) -> type:
     if not inspect.isclass(model_cls):
         raise ModelDefinitionError(f"{module_file} defines no class '{config.model_class_name}'")
     return model_cls
+
+
+def adopt_platform_engine(source: ModelSource) -> None:
+    """Serve a ``trt_llm:`` config with the local engine that runs its checkpoint."""
+    from kingpost.engines.platform_configs import local_engine_block
+
+    config = source.config
+    block, served_name = local_engine_block(config.as_dict(), source.model_dir)
+    config.engine = block
+    if served_name:
+        config.model_name = served_name
 
 
 def describe_model(source: ModelSource) -> ModelDescriptor:
