@@ -9,14 +9,16 @@ grammar against every vocabulary entry costs far more than a decode step on a
    token; most steps end here;
 2. on rejection, run the grammar over the highest-scoring candidates only (a few
    hundred, then a few thousand) and sample from those that survive, when that
-   gives the same set the full check would (greedy: any survivor; top-k: at least
-   k survivors, since every token further down scores lower);
+   gives what the full check would: greedy, any survivor; top-k, at least k
+   survivors (every token further down scores lower), or survivors so far above
+   the cut that all the tokens below it could not weigh 1e-4 of them;
 3. only when that cannot decide, check the whole vocabulary.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 from typing import Any
 
 import llama_cpp
@@ -28,6 +30,9 @@ PENALTY_WINDOW = 64  # recent tokens the presence/frequency penalties look at
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: draw a random seed
 # How many top candidates the grammar sees before it is run over the whole vocabulary.
 CANDIDATE_TIERS = (256, 8192)
+# Survivors this far (in log-probability, after temperature) above the best token left
+# out make the tokens left out weigh less than e^-9 of them.
+_NEGLIGIBLE = 9.0
 
 # The layout of llama.cpp's llama_token_data {int32 id; float logit; float p;}.
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
@@ -77,6 +82,13 @@ class Candidates:
         self._data["p"] = 0.0
         self._reset(self._n_vocab)
 
+    def lowest_logit(self) -> float:
+        """The lowest logit among the current candidates."""
+        return float(self._data["logit"][: int(self.array.size)].min())
+
+    def highest_logit(self) -> float:
+        return float(self._data["logit"][: int(self.array.size)].max())
+
     def keep_survivors(self) -> int:
         """Drop the entries a grammar ruled out (logit -inf), keeping the order; how many stay."""
         size = int(self.array.size)
@@ -113,7 +125,11 @@ class TokenSampler:
     def __init__(self, vocab: Any, params: SamplingParams, grammar: str | None) -> None:
         self._greedy = params.temperature == 0
         self._top_k = 0 if self._greedy else params.top_k
+        self._temperature = params.temperature
         self._penalised = bool(params.presence_penalty or params.frequency_penalty)
+        # how far above the cut survivors must be for the tokens below not to matter
+        left_out = self._top_k or llama_cpp.llama_vocab_n_tokens(vocab)
+        self._margin = (math.log(left_out) + _NEGLIGIBLE) * max(params.temperature, 1e-6)
         self.chain = _sampler_chain(vocab, params)
         self.grammar: Any = None
         if grammar is not None:
@@ -143,13 +159,17 @@ class TokenSampler:
         self, context: Any, row: int, candidates: Candidates, tiers: list[Any], stats: SamplingStats
     ) -> int:
         # Greedy with penalties reads the whole (penalised) vocabulary: no shortcut is exact.
-        exact_from = 1 if self._greedy and not self._penalised else self._top_k
-        if exact_from > 0:
+        if not (self._greedy and self._penalised):
+            exact_from = 1 if self._greedy else (self._top_k or 1 << 31)
             for top in tiers:
                 candidates.fill(context, row)
                 llama_cpp.llama_sampler_apply(top, candidates.pointer)
+                cut = candidates.lowest_logit()
                 llama_cpp.llama_sampler_apply(self.grammar, candidates.pointer)
-                if candidates.keep_survivors() >= exact_from:
+                survivors = candidates.keep_survivors()
+                if survivors >= exact_from or (
+                    survivors > 0 and candidates.highest_logit() - cut >= self._margin
+                ):
                     llama_cpp.llama_sampler_apply(self.chain, candidates.pointer)
                     return candidates.selected_token()
         stats.full_vocabulary_checks += 1

@@ -14,6 +14,7 @@ import abc
 import asyncio
 import dataclasses
 import logging
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -44,6 +45,7 @@ from kingpost.engines.llm_replies import (
     collect_reply,
     read_reply,
 )
+from kingpost.engines.response_store import ResponseStore
 from kingpost.engines.tool_calls import ToolPolicy
 from kingpost.protocols import (
     ChatCompletionRequest,
@@ -78,6 +80,7 @@ from kingpost.protocols.openai_completions import CompletionChoice, CompletionLo
 logger = logging.getLogger("kingpost.engines")
 
 HookResult = dict[str, Any] | Response | AsyncIterator[str]
+DEFAULT_STATE_DIR = "~/.cache/kingpost/state"
 
 
 class LLMEndpoints(abc.ABC):
@@ -93,6 +96,7 @@ class LLMEndpoints(abc.ABC):
         self.served_model_name = str(config.get("model_name") or "model")
         self.default_top_k = default_top_k
         self._model_dir = Path(model_dir) if model_dir is not None else None
+        self._response_store: ResponseStore | None = None
 
     @property
     @abc.abstractmethod
@@ -250,6 +254,11 @@ class LLMEndpoints(abc.ABC):
     async def responses(self, inputs: dict[str, Any], request: Request) -> HookResult:
         try:
             body = parse_request(ResponsesRequest, inputs)
+            history = await self._stored_conversation(body)
+            if history:  # the stored conversation goes before this request's input
+                body = parse_request(
+                    ResponsesRequest, {**inputs, "input": [*history, *_raw_input(inputs)]}
+                )
             policy = responses_tool_policy(body)
             schema = body.text.format.schema_or_none() if body.text else None
             plan = self._plan(
@@ -262,8 +271,10 @@ class LLMEndpoints(abc.ABC):
         except InvalidParameterError as error:
             return error.openai_response()
         model = self._model_name(body.model)
+        keep = _Keeper(self, body, inputs, history)
         if body.stream:
-            return _reporting_errors(self._stream_response(body, plan, model), openai_stream_error)
+            stream = self._stream_response(body, plan, model, keep)
+            return _reporting_errors(stream, openai_stream_error)
         end = await collect_reply(self.generate, plan)
         calls = (
             [
@@ -276,7 +287,7 @@ class LLMEndpoints(abc.ABC):
             if end.call
             else []
         )
-        return response_object(
+        result = response_object(
             end.text if not calls or end.text else None,
             model=model,
             function_calls=calls,
@@ -284,9 +295,30 @@ class LLMEndpoints(abc.ABC):
             incomplete=end.outcome.reason == "length",
             request=body,
         ).model_dump(mode="json")
+        await keep(result)
+        return result
+
+    def response_store(self) -> ResponseStore:
+        """Where stored responses live: ``$KINGPOST_STATE_DIR/<model>/responses.sqlite3``."""
+        if self._response_store is None:
+            root = Path(os.environ.get("KINGPOST_STATE_DIR") or DEFAULT_STATE_DIR).expanduser()
+            name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.served_model_name)
+            self._response_store = ResponseStore(root / name / "responses.sqlite3")
+        return self._response_store
+
+    async def _stored_conversation(self, body: ResponsesRequest) -> list[dict[str, Any]]:
+        previous = body.previous_response_id
+        if previous is None:
+            return []
+        history = await asyncio.to_thread(self.response_store().conversation, previous)
+        if history is None:
+            raise InvalidParameterError(
+                "previous_response_id", f"no stored response with id {previous!r}"
+            )
+        return history
 
     async def _stream_response(
-        self, body: ResponsesRequest, plan: GenerationPlan, model: str
+        self, body: ResponsesRequest, plan: GenerationPlan, model: str, keep: _Keeper
     ) -> AsyncGenerator[str, None]:
         stream = ResponseStream(model, request=body)
         yield stream.created()
@@ -300,6 +332,7 @@ class LLMEndpoints(abc.ABC):
                     event.outcome.prompt_tokens, event.outcome.completion_tokens
                 )
                 yield stream.finish(usage, incomplete=event.outcome.reason == "length")
+                await keep(stream.response.model_dump(mode="json"))
 
     # ---- Anthropic messages -------------------------------------------------------
 
@@ -352,6 +385,32 @@ class LLMEndpoints(abc.ABC):
                     output_tokens=event.outcome.completion_tokens,
                     stop_sequence=stop_sequence,
                 )
+
+    # ---- token counting (POST /v1/messages/count_tokens, /v1/responses/input_tokens) -
+
+    async def count_tokens(self, inputs: dict[str, Any], request: Any = None) -> HookResult:
+        """The prompt tokens of an Anthropic messages request: ``{"input_tokens": N}``."""
+        try:
+            body = parse_request(MessagesRequest, {"max_tokens": 1, **inputs})
+            policy = anthropic_tool_policy(body)
+            turns = anthropic_turns(body, policy)
+            prefilled = body.messages[-1].role == "assistant" and turns[-1].role == "assistant"
+            prompt = self._render(turns, prefilled=prefilled, schema=None, policy=policy)
+            count = len(await asyncio.to_thread(self.tokenize, prompt))
+        except InvalidParameterError as error:
+            return error.anthropic_response()
+        return {"input_tokens": count}
+
+    async def input_tokens(self, inputs: dict[str, Any], request: Any = None) -> HookResult:
+        """The input tokens of an OpenAI responses request, as ``/v1/responses/input_tokens``."""
+        try:
+            body = parse_request(ResponsesRequest, inputs)
+            policy = responses_tool_policy(body)
+            prompt = self.render_chat(responses_turns(body, policy))
+            count = len(await asyncio.to_thread(self.tokenize, prompt))
+        except InvalidParameterError as error:
+            return error.openai_response()
+        return {"object": "response.input_tokens", "input_tokens": count}
 
     # ---- OpenAI embeddings --------------------------------------------------------
 
@@ -456,6 +515,41 @@ async def _reporting_errors(
         except Exception:
             logger.exception("generation failed mid-stream")
             yield error_event("generation failed; the server log has the details")
+
+
+class _Keeper:
+    """Saves a finished response when its request asked for it (``store`` defaults to on)."""
+
+    def __init__(
+        self,
+        endpoints: LLMEndpoints,
+        body: ResponsesRequest,
+        inputs: dict[str, Any],
+        history: list[dict[str, Any]],
+    ) -> None:
+        self._endpoints = endpoints
+        self._wanted = body.store is not False
+        self._inputs = _raw_input(inputs)
+        self._history = history
+
+    async def __call__(self, response: dict[str, Any]) -> None:
+        if not self._wanted:
+            return
+        store = self._endpoints.response_store()
+        try:
+            await asyncio.to_thread(
+                store.save, response, input_items=self._inputs, history=self._history
+            )
+        except Exception:  # a full disk must not fail the reply already made
+            logger.exception("could not store response %s", response.get("id"))
+
+
+def _raw_input(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """A responses request's input as a list of items, as the client sent them."""
+    given = inputs.get("input")
+    if isinstance(given, str):
+        return [{"type": "message", "role": "user", "content": given}]
+    return [dict(item) for item in given or [] if isinstance(item, dict)]
 
 
 def _finish_reason(end: ReplyEnd) -> Any:

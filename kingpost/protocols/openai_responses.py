@@ -151,8 +151,6 @@ class ResponsesRequest(WireModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ResponsesRequest:
-        if self.previous_response_id is not None:
-            raise ValueError("previous_response_id is not supported: this server keeps no state")
         choice = self.tool_choice
         names = {tool.name for tool in self.tools or []}
         if isinstance(choice, NamedFunctionChoice) and choice.name not in names:

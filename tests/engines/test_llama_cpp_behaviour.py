@@ -45,7 +45,8 @@ SYSTEM = " ".join(f"Rule {n}: answer every question politely." for n in range(1,
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     model_dir = tmp_path_factory.mktemp("gemma-no-template")
     (model_dir / "config.yaml").write_text(CONFIG)
-    process = ServerProcess(model_dir, startup_timeout=300)
+    state = tmp_path_factory.mktemp("state")
+    process = ServerProcess(model_dir, startup_timeout=300, env={"KINGPOST_STATE_DIR": str(state)})
     process.start()
     yield process
     process.stop()
@@ -278,3 +279,43 @@ def test_a_prefix_held_by_a_running_sequence_is_copied_for_a_new_one(
 
     copied, text = asyncio.run(both())
     assert copied > 200 and text
+
+
+# ---- stored responses ---------------------------------------------------------------------
+
+
+def test_previous_response_id_continues_a_stored_conversation(client: openai.OpenAI) -> None:
+    first = client.responses.create(
+        model="gemma", input="My name is Ada.", max_output_tokens=4, temperature=0
+    )
+    follow = client.responses.create(
+        model="gemma",
+        input="What is my name?",
+        previous_response_id=first.id,
+        max_output_tokens=4,
+        temperature=0,
+    )
+    alone = client.responses.create(
+        model="gemma", input="What is my name?", max_output_tokens=4, temperature=0
+    )
+    assert first.usage is not None and follow.usage is not None and alone.usage is not None
+    # the first exchange (its input and its reply) reached the follow-up's prompt
+    assert follow.usage.input_tokens > alone.usage.input_tokens + first.usage.input_tokens - 4
+
+
+def test_an_unknown_previous_response_is_a_bad_request(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model="gemma", input="Hi", previous_response_id="resp_nope", max_output_tokens=2
+        )
+    assert caught.value.param == "previous_response_id"  # type: ignore[attr-defined]
+
+
+def test_a_response_made_with_store_false_cannot_be_continued(client: openai.OpenAI) -> None:
+    unstored = client.responses.create(
+        model="gemma", input="Hi", store=False, max_output_tokens=2, temperature=0
+    )
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(
+            model="gemma", input="Hi", previous_response_id=unstored.id, max_output_tokens=2
+        )
