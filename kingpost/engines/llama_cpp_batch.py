@@ -70,6 +70,7 @@ class Sequence:
         self.position = 0  # tokens of this sequence already in the KV cache
         self.pending: list[int] = list(self.prompt)  # tokens to decode next
         self.generated = 0
+        self.cached = 0  # prompt tokens found in the slot's KV cache
         self.row = -1  # the batch row holding this sequence's next-token logits
         self.sampler: TokenSampler | None = None
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -285,6 +286,7 @@ class BatchScheduler:
             sequence.position = 0
             sequence.pending = list(sequence.prompt)
         del slot.tokens[sequence.position :]
+        sequence.cached = sequence.position
         try:
             sequence.sampler = TokenSampler(self._vocab, sequence.params, sequence.grammar)
         except Exception as error:
@@ -346,7 +348,11 @@ class BatchScheduler:
             sequence.pending.append(token)
 
     def _finish(self, sequence: Sequence, reason: StopReason) -> None:
-        sequence.emit(GenerationOutcome(reason, len(sequence.prompt), sequence.generated))
+        sequence.emit(
+            GenerationOutcome(
+                reason, len(sequence.prompt), sequence.generated, cached_tokens=sequence.cached
+            )
+        )
         self._release(sequence)
 
     def _fail(self, sequence: Sequence, error: BaseException) -> None:

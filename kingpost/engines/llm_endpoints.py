@@ -221,7 +221,7 @@ class LLMEndpoints(abc.ABC):
             for i in range(body.n)
         ]
         ends = await asyncio.gather(*(collect_reply(self.generate, plan) for _, plan in runs))
-        usage = _usage(ends, sum(plan.prompt_tokens for plan in plans))
+        usage = _usage(ends, sum(plan.prompt_tokens for plan in plans), per_prompt=body.n)
         result = completion("", model=self._model_name(body.model), usage=usage)
         result.choices = [
             CompletionChoice(
@@ -291,7 +291,9 @@ class LLMEndpoints(abc.ABC):
             end.text if not calls or end.text else None,
             model=model,
             function_calls=calls,
-            usage=ResponseUsage.of(end.outcome.prompt_tokens, end.outcome.completion_tokens),
+            usage=ResponseUsage.of(
+                end.outcome.prompt_tokens, end.outcome.completion_tokens, end.outcome.cached_tokens
+            ),
             incomplete=end.outcome.reason == "length",
             request=body,
         ).model_dump(mode="json")
@@ -329,7 +331,9 @@ class LLMEndpoints(abc.ABC):
                 if event.call is not None:
                     yield stream.function_call(event.call.name, event.call.arguments_json)
                 usage = ResponseUsage.of(
-                    event.outcome.prompt_tokens, event.outcome.completion_tokens
+                    event.outcome.prompt_tokens,
+                    event.outcome.completion_tokens,
+                    event.outcome.cached_tokens,
                 )
                 yield stream.finish(usage, incomplete=event.outcome.reason == "length")
                 await keep(stream.response.model_dump(mode="json"))
@@ -558,8 +562,11 @@ def _finish_reason(end: ReplyEnd) -> Any:
     return "length" if end.outcome.reason == "length" else "stop"
 
 
-def _usage(ends: list[ReplyEnd], prompt_tokens: int) -> Usage:
-    return Usage.of(prompt_tokens, sum(end.outcome.completion_tokens for end in ends))
+def _usage(ends: list[ReplyEnd], prompt_tokens: int, per_prompt: int = 0) -> Usage:
+    """Usage of the runs of one request; every ``per_prompt``-th run starts a new prompt."""
+    firsts = ends[:: per_prompt or len(ends)] if ends else []
+    cached = min(prompt_tokens, sum(end.outcome.cached_tokens for end in firsts))
+    return Usage.of(prompt_tokens, sum(end.outcome.completion_tokens for end in ends), cached)
 
 
 def _chat_choice(index: int, end: ReplyEnd, want_logprobs: bool | None) -> ChatChoice:

@@ -140,6 +140,7 @@ async def read_reply(
             prompt_tokens=plan.prompt_tokens,
             completion_tokens=produced,
             stop_sequence=matcher.matched,
+            cached_tokens=outcome.cached_tokens if outcome is not None else 0,
         )
     else:
         tail = reader.feed(matcher.flush())

@@ -247,6 +247,8 @@ def test_a_shared_system_prompt_is_read_from_the_cache(
     assert first.usage is not None and second.usage is not None
     prompt_tokens = second.usage.prompt_tokens
     assert metric(server, "prefix_cache_reused_tokens_total") - reused == prompt_tokens - 1
+    details = second.usage.prompt_tokens_details
+    assert details is not None and details.cached_tokens == prompt_tokens - 1
     assert second.choices[0].message.content == first.choices[0].message.content
     assert 0 < metric(server, "prefix_cache_hit_rate") <= 1
 
