@@ -46,6 +46,7 @@ from kingpost.engines.llm_replies import (
     read_reply,
 )
 from kingpost.engines.response_store import ResponseStore
+from kingpost.engines.stored_responses import StoredResponses
 from kingpost.engines.tool_calls import ToolPolicy
 from kingpost.protocols import (
     ChatCompletionRequest,
@@ -97,6 +98,7 @@ class LLMEndpoints(abc.ABC):
         self.default_top_k = default_top_k
         self._model_dir = Path(model_dir) if model_dir is not None else None
         self._response_store: ResponseStore | None = None
+        self.stored_responses = StoredResponses(self.response_store)
 
     @property
     @abc.abstractmethod
@@ -272,8 +274,10 @@ class LLMEndpoints(abc.ABC):
             return error.openai_response()
         model = self._model_name(body.model)
         keep = _Keeper(self, body, inputs, history)
+        if getattr(body, "background", False):
+            return await self._background_response(body, plan, model, keep)
         if body.stream:
-            stream = self._stream_response(body, plan, model, keep)
+            stream = self._stream_response(body, plan, ResponseStream(model, request=body), keep)
             return _reporting_errors(stream, openai_stream_error)
         end = await collect_reply(self.generate, plan)
         calls = (
@@ -300,6 +304,46 @@ class LLMEndpoints(abc.ABC):
         await keep(result)
         return result
 
+    async def _background_response(
+        self, body: ResponsesRequest, plan: GenerationPlan, model: str, keep: _Keeper
+    ) -> HookResult:
+        """Start generating as a task; answer with the queued response (or follow it)."""
+        if not keep.wanted:
+            return InvalidParameterError(
+                "background", "a background response is stored: it needs store: true"
+            ).openai_response()
+        stream = ResponseStream(model, request=body)
+        queued = await self.stored_responses.start_background(
+            stream.response.model_dump(mode="json"),
+            self._stream_response(body, plan, stream, keep),
+            keep,
+        )
+        if body.stream:
+            return await self.stored_responses.retrieve(queued["id"], stream=True)
+        return queued
+
+    # ---- stored responses (GET/DELETE /v1/responses/{id}, input_items, cancel) ----
+
+    async def retrieve_response(
+        self, response_id: str, *, stream: bool = False, starting_after: int | None = None
+    ) -> HookResult:
+        return await self.stored_responses.retrieve(
+            response_id, stream=stream, starting_after=starting_after
+        )
+
+    async def delete_response(self, response_id: str) -> HookResult:
+        return await self.stored_responses.delete(response_id)
+
+    async def response_input_items(
+        self, response_id: str, *, after: str | None = None, limit: int = 20, order: str = "desc"
+    ) -> HookResult:
+        return await self.stored_responses.input_items(
+            response_id, after=after, limit=limit, order=order
+        )
+
+    async def cancel_response(self, response_id: str) -> HookResult:
+        return await self.stored_responses.cancel(response_id)
+
     def response_store(self) -> ResponseStore:
         """Where stored responses live: ``$KINGPOST_STATE_DIR/<model>/responses.sqlite3``."""
         if self._response_store is None:
@@ -320,9 +364,8 @@ class LLMEndpoints(abc.ABC):
         return history
 
     async def _stream_response(
-        self, body: ResponsesRequest, plan: GenerationPlan, model: str, keep: _Keeper
+        self, body: ResponsesRequest, plan: GenerationPlan, stream: ResponseStream, keep: _Keeper
     ) -> AsyncGenerator[str, None]:
-        stream = ResponseStream(model, request=body)
         yield stream.created()
         async for event in read_reply(self.generate, plan):
             if event.text:
@@ -532,12 +575,12 @@ class _Keeper:
         history: list[dict[str, Any]],
     ) -> None:
         self._endpoints = endpoints
-        self._wanted = body.store is not False
+        self.wanted = body.store is not False
         self._inputs = _raw_input(inputs)
         self._history = history
 
     async def __call__(self, response: dict[str, Any]) -> None:
-        if not self._wanted:
+        if not self.wanted:
             return
         store = self._endpoints.response_store()
         try:
