@@ -372,7 +372,11 @@ class LLMEndpoints(abc.ABC):
                 yield stream.text(event.text)
             if isinstance(event, ReplyEnd):
                 if event.call is not None:
-                    yield stream.function_call(event.call.name, event.call.arguments_json)
+                    yield stream.function_call(
+                        event.call.name,
+                        event.call.arguments_json,
+                        complete=not event.call.truncated,
+                    )
                 usage = ResponseUsage.of(
                     event.outcome.prompt_tokens,
                     event.outcome.completion_tokens,

@@ -330,8 +330,11 @@ class ResponseStream:
             logprobs=[],
         )
 
-    def function_call(self, name: str, arguments: str, call_id: str | None = None) -> str:
-        """One complete function call item (closing any open message first)."""
+    def function_call(
+        self, name: str, arguments: str, call_id: str | None = None, *, complete: bool = True
+    ) -> str:
+        """One function call item (closing any open message first); ``complete=False``
+        for a call cut off by the token limit (its status is then ``incomplete``)."""
         events = self._close_message("completed")
         call = OutputFunctionCall(name=name, arguments="", status="in_progress")
         if call_id:
@@ -348,7 +351,7 @@ class ResponseStream:
             delta=arguments,
         )
         call.arguments = arguments
-        call.status = "completed"
+        call.status = "completed" if complete else "incomplete"
         events += self._event(
             "response.function_call_arguments.done",
             item_id=call.id,
