@@ -15,6 +15,10 @@ nothing to the chosen engine are named once in a warning. A config that cannot r
 here is refused with the reason and what would run it.
 
     engine_block, served_name = local_engine_block(config, model_dir)
+
+A model.py may wrap the engine, as on the platform: its ``__init__`` then gets it as
+``trt_llm={"engine": ...}``, with ``await engine.chat_completions(request=...,
+model_input=...)`` (and the other /v1 hooks) answering as the served engine does.
 """
 
 from __future__ import annotations
@@ -294,3 +298,36 @@ def _cached_hf_gguf(repo: str, revision: Any) -> str | None:
             if found is not None:
                 return found
     return None
+
+
+class PlatformEngine:
+    """The local engine handed to a model.py as ``trt_llm["engine"]``, loaded."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    async def chat_completions(self, request: Any = None, model_input: Any = None) -> Any:
+        return await self.engine.chat_completions(model_input or {}, request)
+
+    async def completions(self, request: Any = None, model_input: Any = None) -> Any:
+        return await self.engine.completions(model_input or {}, request)
+
+    async def messages(self, request: Any = None, model_input: Any = None) -> Any:
+        return await self.engine.messages(model_input or {}, request)
+
+    async def responses(self, request: Any = None, model_input: Any = None) -> Any:
+        return await self.engine.responses(model_input or {}, request)
+
+
+def platform_engine(config: dict[str, Any], model_dir: Path | None) -> dict[str, Any]:
+    """``trt_llm={"engine": ...}`` for a model.py wrapping its config's engine: the local
+    engine for the ``trt_llm:`` block, constructed and loaded."""
+    from kingpost.engines import engine_model_class
+
+    block, served_name = local_engine_block(config, model_dir)
+    engine_config = {**config, "engine": block}
+    if served_name:
+        engine_config["model_name"] = served_name
+    engine = engine_model_class(block["kind"])(config=engine_config, model_dir=model_dir)
+    engine.load()
+    return {"engine": PlatformEngine(engine)}

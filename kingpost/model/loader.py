@@ -126,4 +126,9 @@ def construct_model(descriptor: ModelDescriptor, source: ModelSource) -> Any:
         kwargs = available
     else:
         kwargs = {name: value for name, value in available.items() if name in params}
+    if "trt_llm" in params and source.config.trt_llm is not None and source.config.engine is None:
+        # a model.py wrapping the platform's engine gets the local one, loaded
+        from kingpost.engines.platform_configs import platform_engine
+
+        kwargs["trt_llm"] = platform_engine(source.config.as_dict(), source.model_dir)
     return descriptor.cls(**kwargs)

