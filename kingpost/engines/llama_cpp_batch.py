@@ -131,13 +131,15 @@ class PrefixSlots:
                     source, shared = slot, common
             if source is not None:
                 chosen = min(free, key=lambda slot: slot.last_used)
-        shared = max(min(shared, len(prompt) - 1), 0)
         chosen.busy = True
+        return chosen, max(min(shared, len(prompt) - 1), 0), source
+
+    def count(self, reused: int) -> None:
+        """Count one lookup that found ``reused`` tokens in the cache (for /metrics)."""
         self.lookups += 1
-        if shared > 0:
+        if reused > 0:
             self.hits += 1
-            self.reused_tokens += shared
-        return chosen, shared, source
+            self.reused_tokens += reused
 
     def give_back(self, slot: Slot) -> None:
         self._clock += 1
@@ -287,6 +289,7 @@ class BatchScheduler:
             sequence.pending = list(sequence.prompt)
         del slot.tokens[sequence.position :]
         sequence.cached = sequence.position
+        self._slots.count(sequence.cached)
         try:
             sequence.sampler = TokenSampler(self._vocab, sequence.params, sequence.grammar)
         except Exception as error:

@@ -29,7 +29,13 @@ def test_the_slot_with_the_longest_shared_prefix_is_chosen() -> None:
     finished(slots, [7, 8, 9])
     slot, shared, source = slots.take([7, 8, 1])
     assert slot.tokens == [7, 8, 9] and shared == 2 and source is None
-    assert (slots.lookups, slots.hits, slots.reused_tokens) == (3, 1, 2)
+
+
+def test_lookups_hits_and_reused_tokens_are_counted() -> None:
+    slots = PrefixSlots(1)
+    slots.count(0)
+    slots.count(5)
+    assert (slots.lookups, slots.hits, slots.reused_tokens) == (2, 1, 5)
 
 
 def test_the_last_prompt_token_is_always_decoded_again() -> None:
@@ -61,4 +67,3 @@ def test_a_disabled_cache_reuses_nothing() -> None:
     slots = PrefixSlots(1, enabled=False)
     finished(slots, [1, 2, 3])
     assert slots.take([1, 2, 3, 4])[1:] == (0, None)
-    assert slots.hits == 0
