@@ -13,8 +13,10 @@ Measures, on the gemma-3-270m GGUF and alternating the contenders round by round
    ``--interrupt_requests false``, so that its streams run to the end instead of
    being cut off by the next request), and against llama.cpp's own C++ server
    (``llama-server -np N``) when ``scripts/build-llama-server.sh`` has built it;
-3. constrained decoding: chat tokens/s with a JSON schema and with a forced tool
-   call, against free text on the same prompt and server (greedy and sampled);
+3. constrained decoding: chat tokens/s (per wall-clock and per server CPU second)
+   with a JSON schema and with a forced tool call, against free text on the same
+   prompt and server, greedy and sampled; and the same on a server set to
+   ``grammar_first`` (the whole vocabulary checked at every step, as before);
 4. the prefix cache: time to first token of chats sharing a ~1,000-token system
    prompt (after one request has filled the cache), cache on against cache off.
 
@@ -100,25 +102,38 @@ STORY_SCHEMA = {
 STORY_TOOL = {"type": "function", "function": {"name": "tell", "parameters": STORY_SCHEMA}}
 
 
-async def chat_rate(url: str, tokens: int, extra: dict[str, object]) -> float:
-    """Completion tokens per second of one chat reply, prefill excluded: the time of the
-    same request cut to one token is subtracted (a tool call is only sent whole)."""
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def chat_rate(
+    url: str, tokens: int, extra: dict[str, object], pid: int | None = None
+) -> tuple[float, float]:
+    """Completion tokens per second of one chat reply, prefill excluded (the same request
+    cut to one token is subtracted; a tool call is only sent whole): per wall-clock second,
+    and per second of the server's CPU time, which other load on the machine moves less."""
     body = {
         "messages": [{"role": "user", "content": "Tell me a long story about a fox."}],
         "temperature": 0,
         **extra,
     }
 
-    async def timed(max_tokens: int) -> tuple[float, int]:
+    async def timed(max_tokens: int) -> tuple[float, float, int]:
+        cpu = cpu_seconds(pid) if pid else 0.0
         start = time.perf_counter()
         async with httpx.AsyncClient(timeout=600) as client:
             response = await client.post(url, json={**body, "max_tokens": max_tokens})
         response.raise_for_status()
-        return time.perf_counter() - start, response.json()["usage"]["completion_tokens"]
+        elapsed = time.perf_counter() - start
+        used_cpu = (cpu_seconds(pid) - cpu) if pid else elapsed
+        return elapsed, used_cpu, response.json()["usage"]["completion_tokens"]
 
-    prefill, _ = await timed(1)
-    elapsed, used = await timed(tokens)
-    return (used - 1) / max(elapsed - prefill, 1e-9)
+    prefill, prefill_cpu, _ = await timed(1)
+    elapsed, elapsed_cpu, used = await timed(tokens)
+    wall = (used - 1) / max(elapsed - prefill, 1e-9)
+    return wall, (used - 1) / max(elapsed_cpu - prefill_cpu, 1e-9)
 
 
 def in_process_rate(llm: object, tokens: int) -> float:
@@ -188,14 +203,14 @@ async def chat_first_token(url: str, question: str) -> float:
     return time.perf_counter() - start
 
 
-def served_copy(prefix_cache: bool) -> ServerProcess:
-    """``examples/gemma-chat`` with the prefix cache on or off (a temporary copy)."""
+def served_copy(**engine: object) -> ServerProcess:
+    """``examples/gemma-chat`` with other engine settings (a temporary copy)."""
     import tempfile
 
     import yaml
 
     config = yaml.safe_load((EXAMPLE / "config.yaml").read_text())
-    config["engine"].update(prefix_cache=prefix_cache, embeddings=False)
+    config["engine"].update(embeddings=False, **engine)
     directory = Path(tempfile.mkdtemp(prefix="kingpost-bench-"))
     (directory / "config.yaml").write_text(yaml.safe_dump(config))
     return ServerProcess(directory, startup_timeout=300).start()
@@ -286,33 +301,37 @@ def decode_section(args: argparse.Namespace, record: Record, kingpost: ServerPro
 
 
 def constrained_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
-    chat_url = kingpost.url("/v1/chat/completions")
+    """Constrained against free text on Kingpost, and on a server checking the grammar
+    against the whole vocabulary first (``grammar_first``: how it was done before)."""
     schema_format = {"type": "json_schema", "json_schema": {"name": "s", "schema": STORY_SCHEMA}}
-    forced_tool = {"tools": [STORY_TOOL], "tool_choice": "required"}
-    asyncio.run(chat_rate(chat_url, 8, {"response_format": schema_format}))  # warm up
-    for round_number in range(args.rounds):
-        for temperature in (0.0, 0.8):
-            label = "greedy" if temperature == 0 else "sampled"
-            extra: dict[str, object] = {"temperature": temperature, "seed": round_number}
-            record(
-                f"{label} free text chat tok/s",
-                asyncio.run(chat_rate(chat_url, args.tokens, extra)),
-            )
-            constrained = {**extra, "response_format": schema_format}
-            record(
-                f"{label} json schema chat tok/s",
-                asyncio.run(chat_rate(chat_url, args.tokens, constrained)),
-            )
-            called = {**extra, **forced_tool}
-            record(
-                f"{label} forced tool call tok/s",
-                asyncio.run(chat_rate(chat_url, args.tokens, called)),
-            )
-        print(f"constrained round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    kinds: dict[str, dict[str, object]] = {
+        "free text chat": {},
+        "json schema chat": {"response_format": schema_format},
+        "forced tool call": {"tools": [STORY_TOOL], "tool_choice": "required"},
+    }
+    before = served_copy(grammar_first=True)
+    servers = {"": kingpost, "grammar first, ": before}
+    try:
+        for server in servers.values():
+            asyncio.run(chat_rate(server.url("/v1/chat/completions"), 8, kinds["json schema chat"]))
+        for round_number in range(args.rounds):
+            for temperature in (0.0, 0.8):
+                label = "greedy" if temperature == 0 else "sampled"
+                for prefix, server in servers.items():
+                    url = server.url("/v1/chat/completions")
+                    pid = server.process.pid if server.process is not None else None
+                    for kind, extra in kinds.items():
+                        settings = {**extra, "temperature": temperature, "seed": round_number}
+                        wall, cpu = asyncio.run(chat_rate(url, args.tokens, settings, pid))
+                        record(f"{prefix}{label} {kind} tok/s", wall)
+                        record(f"{prefix}{label} {kind} tok/cpu-s", cpu)
+            print(f"constrained round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        before.stop()
 
 
 def prefix_section(args: argparse.Namespace, record: Record) -> None:
-    cached, uncached = served_copy(True), served_copy(False)
+    cached, uncached = served_copy(prefix_cache=True), served_copy(prefix_cache=False)
     try:
         for round_number in range(args.rounds):
             for server, name in ((cached, "cache on"), (uncached, "cache off")):
@@ -388,11 +407,16 @@ def main() -> None:
                 ratio = median[ours] / median[theirs]
                 print(f"{label}: kingpost / llama-server = {ratio:.2f}x")
     if "constrained" in sections:
-        for label in ("greedy", "sampled"):
-            free = median[f"{label} free text chat tok/s"]
-            for kind in ("json schema chat", "forced tool call"):
-                ratio = median[f"{label} {kind} tok/s"] / free
-                print(f"constrained decoding, {label}: {kind} / free text = {ratio:.2f}x")
+        for prefix in ("", "grammar first, "):
+            for label in ("greedy", "sampled"):
+                for unit in ("tok/s", "tok/cpu-s"):
+                    free = median[f"{prefix}{label} free text chat {unit}"]
+                    for kind in ("json schema chat", "forced tool call"):
+                        ratio = median[f"{prefix}{label} {kind} {unit}"] / free
+                        print(
+                            f"constrained decoding, {prefix}{label}, {unit}: "
+                            f"{kind} / free text = {ratio:.2f}x"
+                        )
     if "prefix" in sections:
         speedup = (
             median["shared prompt ttft s, cache off"] / median["shared prompt ttft s, cache on"]

@@ -169,8 +169,10 @@ class BatchScheduler:
         batch_tokens: int,
         context_length: int,
         prefix_cache: bool = True,
+        grammar_first: bool = False,
     ) -> None:
         self._ctx = context
+        self._grammar_first = grammar_first
         self._vocab = vocab
         self._memory = llama_cpp.llama_get_memory(context)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
@@ -291,7 +293,9 @@ class BatchScheduler:
         sequence.cached = sequence.position
         self._slots.count(sequence.cached)
         try:
-            sequence.sampler = TokenSampler(self._vocab, sequence.params, sequence.grammar)
+            sequence.sampler = TokenSampler(
+                self._vocab, sequence.params, sequence.grammar, grammar_first=self._grammar_first
+            )
         except Exception as error:
             self._fail(sequence, error)
 

@@ -122,7 +122,15 @@ class Candidates:
 class TokenSampler:
     """One sequence's sampler chain, and its grammar when the output is constrained."""
 
-    def __init__(self, vocab: Any, params: SamplingParams, grammar: str | None) -> None:
+    def __init__(
+        self,
+        vocab: Any,
+        params: SamplingParams,
+        grammar: str | None,
+        *,
+        grammar_first: bool = False,
+    ) -> None:
+        self._grammar_first = grammar_first
         self._greedy = params.temperature == 0
         self._top_k = 0 if self._greedy else params.top_k
         self._temperature = params.temperature
@@ -145,6 +153,11 @@ class TokenSampler:
         if self.grammar is None:
             return int(llama_cpp.llama_sampler_sample(self.chain, context, row))
         stats.constrained_tokens += 1
+        if self._grammar_first:
+            token = self._full_check(context, row, candidates, stats)
+            llama_cpp.llama_sampler_accept(self.grammar, token)
+            llama_cpp.llama_sampler_accept(self.chain, token)
+            return token
         candidates.fill(context, row)
         llama_cpp.llama_sampler_apply(self.chain, candidates.pointer)
         token = candidates.selected_token()
@@ -172,6 +185,11 @@ class TokenSampler:
                 ):
                     llama_cpp.llama_sampler_apply(self.chain, candidates.pointer)
                     return candidates.selected_token()
+        return self._full_check(context, row, candidates, stats)
+
+    def _full_check(
+        self, context: Any, row: int, candidates: Candidates, stats: SamplingStats
+    ) -> int:
         stats.full_vocabulary_checks += 1
         candidates.fill(context, row)
         llama_cpp.llama_sampler_apply(self.grammar, candidates.pointer)
