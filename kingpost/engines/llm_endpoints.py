@@ -20,7 +20,6 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 
 from kingpost.engines.generation import (
@@ -134,34 +133,31 @@ class LLMEndpoints(abc.ABC):
 
     # ---- OpenAI chat completions --------------------------------------------------
 
-    async def chat_completions(self, inputs: dict[str, Any], request: Request) -> HookResult:
-        try:
-            body = parse_request(ChatCompletionRequest, inputs)
-            if body.stream and body.n > 1:
-                raise InvalidParameterError("n", "streaming supports n=1 only")
-            policy = chat_tool_policy(body)
-            schema = body.response_format.schema_or_none() if body.response_format else None
-            turns = chat_turns(body, policy)
-            continuing = bool(getattr(body, "continue_final_message", False))
-            if continuing and (not turns or turns[-1].role != "assistant"):
-                raise InvalidParameterError(
-                    "continue_final_message", "the last message must be an assistant's"
-                )
-            plan = self._plan(
-                self._render(turns, prefilled=continuing, schema=schema, policy=policy),
-                self._sampling(
-                    body,
-                    limit=body.output_token_limit,
-                    schema=schema,
-                    logprobs=bool(body.logprobs),
-                    top_logprobs=body.top_logprobs or 0,
-                ),
-                body.stop_sequences,
-                policy,
-                param="messages",
+    async def chat_completions(self, inputs: dict[str, Any]) -> HookResult:
+        body = parse_request(ChatCompletionRequest, inputs)
+        if body.stream and body.n > 1:
+            raise InvalidParameterError("n", "streaming supports n=1 only")
+        policy = chat_tool_policy(body)
+        schema = body.response_format.schema_or_none() if body.response_format else None
+        turns = chat_turns(body, policy)
+        continuing = bool(getattr(body, "continue_final_message", False))
+        if continuing and (not turns or turns[-1].role != "assistant"):
+            raise InvalidParameterError(
+                "continue_final_message", "the last message must be an assistant's"
             )
-        except InvalidParameterError as error:
-            return error.openai_response()
+        plan = self._plan(
+            self._render(turns, prefilled=continuing, schema=schema, policy=policy),
+            self._sampling(
+                body,
+                limit=body.output_token_limit,
+                schema=schema,
+                logprobs=bool(body.logprobs),
+                top_logprobs=body.top_logprobs or 0,
+            ),
+            body.stop_sequences,
+            policy,
+            param="messages",
+        )
         if body.stream:
             return _reporting_errors(self._stream_chat(body, plan), openai_stream_error)
         ends = await asyncio.gather(
@@ -194,26 +190,23 @@ class LLMEndpoints(abc.ABC):
 
     # ---- OpenAI completions -------------------------------------------------------
 
-    async def completions(self, inputs: dict[str, Any], request: Request) -> HookResult:
-        try:
-            body = parse_request(CompletionRequest, inputs)
-            prompts = body.prompts()
-            if body.stream and (body.n > 1 or len(prompts) > 1):
-                raise InvalidParameterError("n", "streaming supports one prompt and n=1 only")
-            if body.suffix:
-                raise InvalidParameterError("suffix", "insertion (suffix) is not supported")
-            sampling = self._sampling(
-                body,
-                limit=body.max_tokens,
-                logprobs=body.logprobs is not None,
-                top_logprobs=body.logprobs or 0,
-            )
-            plans = [
-                self._plan(prompt, sampling, body.stop_sequences, ToolPolicy(), param="prompt")
-                for prompt in prompts
-            ]
-        except InvalidParameterError as error:
-            return error.openai_response()
+    async def completions(self, inputs: dict[str, Any]) -> HookResult:
+        body = parse_request(CompletionRequest, inputs)
+        prompts = body.prompts()
+        if body.stream and (body.n > 1 or len(prompts) > 1):
+            raise InvalidParameterError("n", "streaming supports one prompt and n=1 only")
+        if body.suffix:
+            raise InvalidParameterError("suffix", "insertion (suffix) is not supported")
+        sampling = self._sampling(
+            body,
+            limit=body.max_tokens,
+            logprobs=body.logprobs is not None,
+            top_logprobs=body.logprobs or 0,
+        )
+        plans = [
+            self._plan(prompt, sampling, body.stop_sequences, ToolPolicy(), param="prompt")
+            for prompt in prompts
+        ]
         if body.stream:
             stream = self._stream_completion(body, plans[0], prompts[0])
             return _reporting_errors(stream, openai_stream_error)
@@ -253,25 +246,22 @@ class LLMEndpoints(abc.ABC):
 
     # ---- OpenAI responses ---------------------------------------------------------
 
-    async def responses(self, inputs: dict[str, Any], request: Request) -> HookResult:
-        try:
-            body = parse_request(ResponsesRequest, inputs)
-            history = await self._stored_conversation(body)
-            if history:  # the stored conversation goes before this request's input
-                body = parse_request(
-                    ResponsesRequest, {**inputs, "input": [*history, *_raw_input(inputs)]}
-                )
-            policy = responses_tool_policy(body)
-            schema = body.text.format.schema_or_none() if body.text else None
-            plan = self._plan(
-                self.render_chat(responses_turns(body, policy)),
-                self._sampling(body, limit=body.max_output_tokens, schema=schema),
-                [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
-                policy,
-                param="input",
+    async def responses(self, inputs: dict[str, Any]) -> HookResult:
+        body = parse_request(ResponsesRequest, inputs)
+        history = await self._stored_conversation(body)
+        if history:  # the stored conversation goes before this request's input
+            body = parse_request(
+                ResponsesRequest, {**inputs, "input": [*history, *_raw_input(inputs)]}
             )
-        except InvalidParameterError as error:
-            return error.openai_response()
+        policy = responses_tool_policy(body)
+        schema = body.text.format.schema_or_none() if body.text else None
+        plan = self._plan(
+            self.render_chat(responses_turns(body, policy)),
+            self._sampling(body, limit=body.max_output_tokens, schema=schema),
+            [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
+            policy,
+            param="input",
+        )
         model = self._model_name(body.model)
         keep = _Keeper(self, body, inputs, history)
         if getattr(body, "background", False):
@@ -309,9 +299,9 @@ class LLMEndpoints(abc.ABC):
     ) -> HookResult:
         """Start generating as a task; answer with the queued response (or follow it)."""
         if not keep.wanted:
-            return InvalidParameterError(
+            raise InvalidParameterError(
                 "background", "a background response is stored: it needs store: true"
-            ).openai_response()
+            )
         stream = ResponseStream(model, request=body)
         queued = await self.stored_responses.start_background(
             stream.response.model_dump(mode="json"),
@@ -387,24 +377,21 @@ class LLMEndpoints(abc.ABC):
 
     # ---- Anthropic messages -------------------------------------------------------
 
-    async def messages(self, inputs: dict[str, Any], request: Request) -> HookResult:
-        try:
-            body = parse_request(MessagesRequest, inputs)
-            policy = anthropic_tool_policy(body)
-            turns = anthropic_turns(body, policy)
-            # A last assistant message is a prefill: the reply continues it in place.
-            prefilled = bool(body.messages) and body.messages[-1].role == "assistant"
-            prefilled = prefilled and turns[-1].role == "assistant"
-            schema = body.output_schema()
-            plan = self._plan(
-                self._render(turns, prefilled=prefilled, schema=schema, policy=policy),
-                self._sampling(body, limit=body.max_tokens, schema=schema),
-                body.stop_sequences or [],
-                policy,
-                param="messages",
-            )
-        except InvalidParameterError as error:
-            return error.anthropic_response()
+    async def messages(self, inputs: dict[str, Any]) -> HookResult:
+        body = parse_request(MessagesRequest, inputs)
+        policy = anthropic_tool_policy(body)
+        turns = anthropic_turns(body, policy)
+        # A last assistant message is a prefill: the reply continues it in place.
+        prefilled = bool(body.messages) and body.messages[-1].role == "assistant"
+        prefilled = prefilled and turns[-1].role == "assistant"
+        schema = body.output_schema()
+        plan = self._plan(
+            self._render(turns, prefilled=prefilled, schema=schema, policy=policy),
+            self._sampling(body, limit=body.max_tokens, schema=schema),
+            body.stop_sequences or [],
+            policy,
+            param="messages",
+        )
         model = self._model_name(body.model)
         if body.stream:
             return _reporting_errors(self._stream_message(plan, model), anthropic_stream_error)
@@ -439,40 +426,29 @@ class LLMEndpoints(abc.ABC):
 
     # ---- token counting (POST /v1/messages/count_tokens, /v1/responses/input_tokens) -
 
-    async def count_tokens(self, inputs: dict[str, Any], request: Any = None) -> HookResult:
+    async def count_tokens(self, inputs: dict[str, Any]) -> HookResult:
         """The prompt tokens of an Anthropic messages request: ``{"input_tokens": N}``."""
-        try:
-            body = parse_request(MessagesRequest, {"max_tokens": 1, **inputs})
-            policy = anthropic_tool_policy(body)
-            turns = anthropic_turns(body, policy)
-            prefilled = body.messages[-1].role == "assistant" and turns[-1].role == "assistant"
-            prompt = self._render(turns, prefilled=prefilled, schema=None, policy=policy)
-            count = len(await asyncio.to_thread(self.tokenize, prompt))
-        except InvalidParameterError as error:
-            return error.anthropic_response()
-        return {"input_tokens": count}
+        body = parse_request(MessagesRequest, {"max_tokens": 1, **inputs})
+        policy = anthropic_tool_policy(body)
+        turns = anthropic_turns(body, policy)
+        prefilled = body.messages[-1].role == "assistant" and turns[-1].role == "assistant"
+        prompt = self._render(turns, prefilled=prefilled, schema=None, policy=policy)
+        return {"input_tokens": len(await asyncio.to_thread(self.tokenize, prompt))}
 
-    async def input_tokens(self, inputs: dict[str, Any], request: Any = None) -> HookResult:
+    async def input_tokens(self, inputs: dict[str, Any]) -> HookResult:
         """The input tokens of an OpenAI responses request, as ``/v1/responses/input_tokens``."""
-        try:
-            body = parse_request(ResponsesRequest, inputs)
-            policy = responses_tool_policy(body)
-            prompt = self.render_chat(responses_turns(body, policy))
-            count = len(await asyncio.to_thread(self.tokenize, prompt))
-        except InvalidParameterError as error:
-            return error.openai_response()
+        body = parse_request(ResponsesRequest, inputs)
+        prompt = self.render_chat(responses_turns(body, responses_tool_policy(body)))
+        count = len(await asyncio.to_thread(self.tokenize, prompt))
         return {"object": "response.input_tokens", "input_tokens": count}
 
     # ---- OpenAI embeddings --------------------------------------------------------
 
-    async def embeddings(self, inputs: dict[str, Any], request: Request) -> HookResult:
-        try:
-            body = parse_request(EmbeddingRequest, inputs)
-            if body.dimensions is not None:
-                raise InvalidParameterError("dimensions", "this model has a fixed dimension")
-            vectors, prompt_tokens = await self.embed(body.inputs())
-        except InvalidParameterError as error:
-            return error.openai_response()
+    async def embeddings(self, inputs: dict[str, Any]) -> HookResult:
+        body = parse_request(EmbeddingRequest, inputs)
+        if body.dimensions is not None:
+            raise InvalidParameterError("dimensions", "this model has a fixed dimension")
+        vectors, prompt_tokens = await self.embed(body.inputs())
         return embeddings(
             vectors,
             model=self._model_name(body.model),

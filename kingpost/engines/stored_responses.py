@@ -4,7 +4,8 @@
 ``POST /v1/responses/{id}/cancel``, and ``background: true`` responses: generation
 runs on as a task, every stream event is kept, and ``GET ...?stream=true&
 starting_after=N`` replays the events after N and follows the rest as they come.
-Each operation returns the body (or stream) in OpenAI's shapes, errors included.
+Each operation returns the body (or stream) in OpenAI's shapes; an unknown id raises a
+404 RequestError, a bad parameter InvalidParameterError (rendered in OpenAI's dialect).
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
-from starlette.responses import JSONResponse
-
 from kingpost.engines.response_store import ResponseStore
-from kingpost.protocols import openai_error
+from kingpost.errors import InvalidParameterError, RequestError
 
 logger = logging.getLogger("kingpost.engines")
 
@@ -36,36 +35,38 @@ class StoredResponses:
 
     async def retrieve(
         self, response_id: str, *, stream: bool = False, starting_after: int | None = None
-    ) -> dict[str, Any] | JSONResponse | AsyncIterator[str]:
+    ) -> dict[str, Any] | AsyncIterator[str]:
         response = await asyncio.to_thread(self._store().get, response_id)
         if response is None:
-            return _not_found(response_id)
+            raise _not_found(response_id)
         if not stream:
             return response
         if not response.get("background"):
-            return openai_error("only a background response can be streamed again", param="stream")
+            raise InvalidParameterError(
+                "stream", "only a background response can be streamed again"
+            )
         return self._follow(response_id, -1 if starting_after is None else starting_after)
 
-    async def delete(self, response_id: str) -> dict[str, Any] | JSONResponse:
+    async def delete(self, response_id: str) -> dict[str, Any]:
         task = self._running.pop(response_id, None)
         if task is not None:
             task.cancel()
         if not await asyncio.to_thread(self._store().delete, response_id):
-            return _not_found(response_id)
+            raise _not_found(response_id)
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 
     async def input_items(
         self, response_id: str, *, after: str | None = None, limit: int = 20, order: str = "desc"
-    ) -> dict[str, Any] | JSONResponse:
+    ) -> dict[str, Any]:
         if not 1 <= limit <= 100:
-            return openai_error("limit must be 1 to 100", param="limit")
+            raise InvalidParameterError("limit", "must be 1 to 100")
         if order not in ("asc", "desc"):
-            return openai_error("order must be asc or desc", param="order")
+            raise InvalidParameterError("order", "must be asc or desc")
         page = await asyncio.to_thread(
             self._store().input_items, response_id, after=after, limit=limit, order=order
         )
         if page is None:
-            return _not_found(response_id)
+            raise _not_found(response_id)
         items, more = page
         return {
             "object": "list",
@@ -75,13 +76,13 @@ class StoredResponses:
             "has_more": more,
         }
 
-    async def cancel(self, response_id: str) -> dict[str, Any] | JSONResponse:
+    async def cancel(self, response_id: str) -> dict[str, Any]:
         store = self._store()
         response = await asyncio.to_thread(store.get, response_id)
         if response is None:
-            return _not_found(response_id)
+            raise _not_found(response_id)
         if not response.get("background"):
-            return openai_error("only a background response can be cancelled", param=None)
+            raise InvalidParameterError(None, "only a background response can be cancelled")
         task = self._running.get(response_id)
         if task is not None and response.get("status") not in TERMINAL:
             await asyncio.to_thread(store.request_cancel, response_id)
@@ -164,10 +165,5 @@ def _split_events(chunk: str) -> list[tuple[int, str, dict[str, Any]]]:
     return found
 
 
-def _not_found(response_id: str) -> JSONResponse:
-    return openai_error(
-        f"no stored response with id {response_id!r}",
-        param="response_id",
-        code="not_found",
-        status_code=404,
-    )
+def _not_found(response_id: str) -> RequestError:
+    return RequestError(f"no stored response with id {response_id!r}", 404)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable
 from kingpost.errors import (
     ClientDisconnectedError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UpstreamUnavailableError,
 )
 from kingpost.proxy.upstream import (
@@ -73,8 +74,14 @@ class Forwarder:
         """Forward ``ex`` to ``path`` on the server (its query string goes along)."""
         # The client leaving cancels this task, which closes the upstream request.
         with CancelOnDisconnect(ex):
-            async with asyncio.timeout(self.timeout):
-                response = await self._send(ex, path)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    response = await self._send(ex, path)
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"the custom server did not answer within {self.timeout:g} s"
+                    " (runtime.request_timeout)"
+                ) from None
             try:
                 await self._relay(ex, response)
             finally:

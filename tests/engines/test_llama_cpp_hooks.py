@@ -22,6 +22,7 @@ pytest.importorskip(
 )
 
 from kingpost.engines.llama_cpp import LlamaCppModel
+from kingpost.errors import InvalidParameterError, RequestError
 
 pytestmark = pytest.mark.slow
 
@@ -81,9 +82,9 @@ def test_responses_input_tokens_answer_in_openai_shape(engine: LlamaCppModel) ->
     assert counted["object"] == "response.input_tokens" and counted["input_tokens"] > 3
 
 
-def test_a_bad_count_request_is_an_anthropic_error(engine: LlamaCppModel) -> None:
-    refused = run(engine.count_tokens({"messages": []}))
-    assert refused.status_code == 400
+def test_a_bad_count_request_is_refused_naming_the_field(engine: LlamaCppModel) -> None:
+    with pytest.raises(InvalidParameterError, match="messages"):
+        run(engine.count_tokens({"messages": []}))
 
 
 # ---- stored responses ----------------------------------------------------------------
@@ -95,12 +96,13 @@ def ask(text: str, **extra: Any) -> dict[str, Any]:
 
 def test_a_stored_response_can_be_read_listed_and_deleted(engine: LlamaCppModel) -> None:
     async def scenario() -> tuple[Any, ...]:
-        made = await engine.responses(ask("Hi"), None)
+        made = await engine.responses(ask("Hi"))
         read = await engine.retrieve_response(made["id"])
         items = await engine.response_input_items(made["id"], order="asc")
         deleted = await engine.delete_response(made["id"])
-        gone = await engine.retrieve_response(made["id"])
-        return made, read, items, deleted, gone
+        with pytest.raises(RequestError) as gone:
+            await engine.retrieve_response(made["id"])
+        return made, read, items, deleted, gone.value
 
     made, read, items, deleted, gone = run(scenario())
     assert read == made
@@ -113,7 +115,7 @@ def test_a_background_response_streams_again_from_where_the_client_left(
     engine: LlamaCppModel,
 ) -> None:
     async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-        queued = await engine.responses(ask("Count to ten.", background=True), None)
+        queued = await engine.responses(ask("Count to ten.", background=True))
         events = []
         stream = await engine.retrieve_response(queued["id"], stream=True, starting_after=1)
         async for chunk in stream:
@@ -131,7 +133,7 @@ def test_a_background_response_streams_again_from_where_the_client_left(
 def test_a_background_response_can_be_cancelled(engine: LlamaCppModel) -> None:
     async def scenario() -> dict[str, Any]:
         queued = await engine.responses(
-            ask("Tell a long story.", background=True, max_output_tokens=200), None
+            ask("Tell a long story.", background=True, max_output_tokens=200)
         )
         await asyncio.sleep(0.2)
         return await engine.cancel_response(queued["id"])
@@ -141,7 +143,8 @@ def test_a_background_response_can_be_cancelled(engine: LlamaCppModel) -> None:
 
 def test_only_a_background_response_can_be_cancelled(engine: LlamaCppModel) -> None:
     async def scenario() -> Any:
-        made = await engine.responses(ask("Hi"), None)
+        made = await engine.responses(ask("Hi"))
         return await engine.cancel_response(made["id"])
 
-    assert run(scenario()).status_code == 400
+    with pytest.raises(InvalidParameterError, match="background"):
+        run(scenario())
