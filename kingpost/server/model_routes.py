@@ -17,7 +17,9 @@ from kingpost.server.metrics import ServerMetrics
 from kingpost.server.model_service import ModelService
 from kingpost.server.predict import Predict
 from kingpost.server.probes import Loaded, Metrics, ModelList, Readiness, Schema, liveness
-from kingpost.server.routing import Route, Router, WebSocketRoute
+from kingpost.server.routing import Mount, Route, Router, WebSocketRoute
+from kingpost.server.stored_responses import PREFIX as STORED_PREFIX
+from kingpost.server.stored_responses import serves_stored_responses, stored_responses_app
 from kingpost.server.websocket import ModelWebSocket
 
 HEALTH = ("GET", "HEAD")
@@ -29,7 +31,7 @@ def model_routes(service: ModelService, metrics: ServerMetrics) -> Router:
     predict = Predict(service)
     schema = ModelSchema.from_descriptor(service.descriptor)
     name = service.source.config.model_name or "model"
-    routes: list[Route | WebSocketRoute] = [
+    routes: list[Route | WebSocketRoute | Mount] = [
         Route("/", liveness, HEALTH, name="liveness", logged=False),
         Route("/v1/models/model", readiness, HEALTH, name="readiness", logged=False),
         Route("/v1/models/model/loaded", Loaded(lifecycle), HEALTH, name="loaded"),
@@ -50,6 +52,8 @@ def model_routes(service: ModelService, metrics: ServerMetrics) -> Router:
         routes.append(
             Route(path, EndpointHook(service, hook), ("POST",), name=hook, dialect=dialect)
         )
+    if serves_stored_responses(service.descriptor.cls):
+        routes.append(Mount(STORED_PREFIX, stored_responses_app(service), name="stored_responses"))
     if service.descriptor.has_websocket:
         routes.append(WebSocketRoute("/v1/websocket", ModelWebSocket(lifecycle, service.drain)))
     return Router(routes)

@@ -321,3 +321,49 @@ def test_a_response_made_with_store_false_cannot_be_continued(client: openai.Ope
         client.responses.create(
             model="gemma", input="Hi", previous_response_id=unstored.id, max_output_tokens=2
         )
+
+
+def test_a_stored_response_is_read_listed_and_deleted_through_the_sdk(
+    client: openai.OpenAI,
+) -> None:
+    made = client.responses.create(model="gemma", input="Hi", max_output_tokens=2, temperature=0)
+    assert client.responses.retrieve(made.id).output_text == made.output_text
+    items = client.responses.input_items.list(made.id)
+    assert [item.content for item in items.data] == ["Hi"]  # type: ignore[union-attr]
+    client.responses.delete(made.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(made.id)
+
+
+def test_a_background_response_is_resumed_and_cancelled_through_the_sdk(
+    client: openai.OpenAI,
+) -> None:
+    short = client.responses.create(
+        model="gemma", input="Hi", max_output_tokens=4, temperature=0, background=True
+    )
+    assert short.status == "queued"
+    events = list(client.responses.retrieve(short.id, stream=True, starting_after=1))
+    assert events[0].sequence_number == 2
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    long = client.responses.create(
+        model="gemma", input="Tell a story.", max_output_tokens=400, background=True
+    )
+    assert client.responses.cancel(long.id).status == "cancelled"
+
+
+# ---- token counting -------------------------------------------------------------------------
+
+
+def test_anthropic_count_tokens_matches_the_messages_input_tokens(
+    claude: anthropic.Anthropic,
+) -> None:
+    messages = ask("Name a fruit.")
+    counted = claude.messages.count_tokens(model="gemma", messages=messages)  # type: ignore[arg-type]
+    reply = claude.messages.create(model="gemma", messages=messages, max_tokens=1)  # type: ignore[arg-type]
+    assert counted.input_tokens == reply.usage.input_tokens
+
+
+def test_responses_input_tokens_match_the_responses_usage(client: openai.OpenAI) -> None:
+    counted = client.responses.input_tokens.count(model="gemma", input="Name a fruit.")
+    reply = client.responses.create(model="gemma", input="Name a fruit.", max_output_tokens=1)
+    assert reply.usage is not None and counted.input_tokens == reply.usage.input_tokens
