@@ -367,3 +367,19 @@ def test_responses_input_tokens_match_the_responses_usage(client: openai.OpenAI)
     counted = client.responses.input_tokens.count(model="gemma", input="Name a fruit.")
     reply = client.responses.create(model="gemma", input="Name a fruit.", max_output_tokens=1)
     assert reply.usage is not None and counted.input_tokens == reply.usage.input_tokens
+
+
+# ---- client deadlines -------------------------------------------------------------------------
+
+
+def test_a_request_timeout_header_ends_a_long_generation_with_a_504(
+    server: ServerProcess,
+) -> None:
+    response = httpx.post(
+        server.url("/v1/chat/completions"),
+        json={"messages": ask("Tell a long story."), "max_tokens": 500, "temperature": 0},
+        headers={"Request-Timeout-Ms": "300"},
+        timeout=120,
+    )
+    assert response.status_code == 504
+    assert "timeout" in response.json()["error"]["message"]
