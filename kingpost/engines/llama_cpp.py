@@ -125,6 +125,7 @@ class LlamaCppModel(LLMEndpoints):
         self._scheduler: Any = None
         self._template: ChatTemplate | None = None
         self._grammars: OrderedDict[str, str] = OrderedDict()  # schema JSON -> GBNF, LRU
+        self._grammar_lock = threading.Lock()
         self._embedder: _Embedder | None = None
 
     # ---- loading ------------------------------------------------------------------
@@ -265,10 +266,11 @@ class LlamaCppModel(LLMEndpoints):
     def _grammar(self, schema: dict[str, Any]) -> str:
         # Not sort_keys: the grammar writes properties in the order the schema lists them.
         key = json.dumps(schema)
-        grammar = self._grammars.get(key)
-        if grammar is not None:
-            self._grammars.move_to_end(key)
-            return grammar
+        with self._grammar_lock:  # plans are made on worker threads
+            grammar = self._grammars.get(key)
+            if grammar is not None:
+                self._grammars.move_to_end(key)
+                return grammar
         from llama_cpp.llama_grammar import json_schema_to_gbnf
 
         try:
@@ -277,9 +279,10 @@ class LlamaCppModel(LLMEndpoints):
             raise InvalidParameterError(
                 None, f"the JSON schema cannot be enforced: {error}"
             ) from None
-        self._grammars[key] = grammar
-        if len(self._grammars) > _GRAMMAR_CACHE_SIZE:
-            self._grammars.popitem(last=False)
+        with self._grammar_lock:
+            self._grammars[key] = grammar
+            if len(self._grammars) > _GRAMMAR_CACHE_SIZE:
+                self._grammars.popitem(last=False)
         return grammar
 
 

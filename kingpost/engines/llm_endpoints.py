@@ -18,7 +18,7 @@ import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.responses import Response
 
@@ -80,6 +80,7 @@ from kingpost.protocols.openai_completions import CompletionChoice, CompletionLo
 logger = logging.getLogger("kingpost.engines")
 
 HookResult = dict[str, Any] | Response | AsyncIterator[str]
+T = TypeVar("T")
 DEFAULT_STATE_DIR = "~/.cache/kingpost/state"
 
 
@@ -145,18 +146,20 @@ class LLMEndpoints(abc.ABC):
             raise InvalidParameterError(
                 "continue_final_message", "the last message must be an assistant's"
             )
-        plan = self._plan(
-            self._render(turns, prefilled=continuing, schema=schema, policy=policy),
-            self._sampling(
-                body,
-                limit=body.output_token_limit,
-                schema=schema,
-                logprobs=bool(body.logprobs),
-                top_logprobs=body.top_logprobs or 0,
-            ),
-            body.stop_sequences,
-            policy,
-            param="messages",
+        plan = await _off_loop(
+            lambda: self._plan(
+                self._render(turns, prefilled=continuing, schema=schema, policy=policy),
+                self._sampling(
+                    body,
+                    limit=body.output_token_limit,
+                    schema=schema,
+                    logprobs=bool(body.logprobs),
+                    top_logprobs=body.top_logprobs or 0,
+                ),
+                body.stop_sequences,
+                policy,
+                param="messages",
+            )
         )
         if body.stream:
             return _reporting_errors(self._stream_chat(body, plan), openai_stream_error)
@@ -203,10 +206,12 @@ class LLMEndpoints(abc.ABC):
             logprobs=body.logprobs is not None,
             top_logprobs=body.logprobs or 0,
         )
-        plans = [
-            self._plan(prompt, sampling, body.stop_sequences, ToolPolicy(), param="prompt")
-            for prompt in prompts
-        ]
+        plans = await _off_loop(
+            lambda: [
+                self._plan(prompt, sampling, body.stop_sequences, ToolPolicy(), param="prompt")
+                for prompt in prompts
+            ]
+        )
         if body.stream:
             stream = self._stream_completion(body, plans[0], prompts[0])
             return _reporting_errors(stream, openai_stream_error)
@@ -255,12 +260,14 @@ class LLMEndpoints(abc.ABC):
             )
         policy = responses_tool_policy(body)
         schema = body.text.format.schema_or_none() if body.text else None
-        plan = self._plan(
-            self.render_chat(responses_turns(body, policy)),
-            self._sampling(body, limit=body.max_output_tokens, schema=schema),
-            [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
-            policy,
-            param="input",
+        plan = await _off_loop(
+            lambda: self._plan(
+                self.render_chat(responses_turns(body, policy)),
+                self._sampling(body, limit=body.max_output_tokens, schema=schema),
+                [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
+                policy,
+                param="input",
+            )
         )
         model = self._model_name(body.model)
         keep = _Keeper(self, body, inputs, history)
@@ -385,12 +392,14 @@ class LLMEndpoints(abc.ABC):
         prefilled = bool(body.messages) and body.messages[-1].role == "assistant"
         prefilled = prefilled and turns[-1].role == "assistant"
         schema = body.output_schema()
-        plan = self._plan(
-            self._render(turns, prefilled=prefilled, schema=schema, policy=policy),
-            self._sampling(body, limit=body.max_tokens, schema=schema),
-            body.stop_sequences or [],
-            policy,
-            param="messages",
+        plan = await _off_loop(
+            lambda: self._plan(
+                self._render(turns, prefilled=prefilled, schema=schema, policy=policy),
+                self._sampling(body, limit=body.max_tokens, schema=schema),
+                body.stop_sequences or [],
+                policy,
+                param="messages",
+            )
         )
         model = self._model_name(body.model)
         if body.stream:
@@ -529,6 +538,12 @@ class LLMEndpoints(abc.ABC):
         self.check_sampling(schema)
         params = dataclasses.replace(sampling, max_tokens=max_tokens, json_schema=schema)
         return GenerationPlan(GenerationRequest(tokens, params, stop), policy, len(tokens))
+
+
+async def _off_loop(build: Callable[[], T]) -> T:
+    """Run template rendering, tokenising and grammar building off the event loop, so that
+    a long prompt does not hold up other requests (llama.cpp and tokenizers drop the GIL)."""
+    return await asyncio.to_thread(build)
 
 
 async def _reporting_errors(
