@@ -307,16 +307,16 @@ class PlatformEngine:
         self.engine = engine
 
     async def chat_completions(self, request: Any = None, model_input: Any = None) -> Any:
-        return await self.engine.chat_completions(model_input or {}, request)
+        return await self.engine.chat_completions(model_input or {})
 
     async def completions(self, request: Any = None, model_input: Any = None) -> Any:
-        return await self.engine.completions(model_input or {}, request)
+        return await self.engine.completions(model_input or {})
 
     async def messages(self, request: Any = None, model_input: Any = None) -> Any:
-        return await self.engine.messages(model_input or {}, request)
+        return await self.engine.messages(model_input or {})
 
     async def responses(self, request: Any = None, model_input: Any = None) -> Any:
-        return await self.engine.responses(model_input or {}, request)
+        return await self.engine.responses(model_input or {})
 
 
 def platform_engine(config: dict[str, Any], model_dir: Path | None) -> dict[str, Any]:
