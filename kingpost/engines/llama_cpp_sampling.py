@@ -29,7 +29,7 @@ from kingpost.engines.generation import SamplingParams
 PENALTY_WINDOW = 64  # recent tokens the presence/frequency penalties look at
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: draw a random seed
 # How many top candidates the grammar sees before it is run over the whole vocabulary.
-CANDIDATE_TIERS = (256, 8192)
+CANDIDATE_TIERS = (256, 8192, 65536)
 # Survivors this far (in log-probability, after temperature) above the best token left
 # out make the tokens left out weigh less than e^-9 of them.
 _NEGLIGIBLE = 9.0
