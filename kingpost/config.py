@@ -28,7 +28,6 @@ BUILD_ONLY_FIELDS = (
     "python_version",
     "resources",
     "system_packages",
-    "trt_llm",
     "bis_llm",
     "training_checkpoints",
     "examples_filename",
@@ -226,6 +225,7 @@ class ModelConfig(BaseModel):
     build: _Block = Field(default_factory=_Block)
     build_commands: list[str] = Field(default_factory=list)
     examples_filename: str = "examples.yaml"
+    # Served by a local engine (kingpost.engines.platform_configs), not built.
     trt_llm: dict[str, Any] | None = None
     bis_llm: dict[str, Any] | None = None
     training_checkpoints: dict[str, Any] | None = None

@@ -64,6 +64,8 @@ class GenerationOutcome:
     prompt_tokens: int
     completion_tokens: int
     stop_sequence: str | None = None
+    cached_tokens: int = 0
+    """Prompt tokens read from the engine's prefix cache instead of decoded."""
 
 
 class StopMatcher:

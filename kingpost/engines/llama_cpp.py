@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from kingpost.engines.llama_cpp_templates import ChatTemplate
 
 logger = logging.getLogger("kingpost.engines.llama_cpp")
+
+_GRAMMAR_CACHE_SIZE = 256  # distinct schemas whose grammar is kept
 
 
 class LlamaCppConfig(BaseModel):
@@ -68,8 +71,17 @@ class LlamaCppConfig(BaseModel):
     """Layers to offload to a GPU (-1: all), when llama.cpp was built with GPU support."""
     default_top_k: int = Field(40, ge=0)
     """top_k used when a request does not set one (0 disables it)."""
+    default_max_tokens: int | None = Field(None, ge=1)
+    """Output tokens when a request sets no limit (default: what the context leaves)."""
     embeddings: bool = False
     """Also serve /v1/embeddings (mean-pooled, normalised hidden states)."""
+    grammar_first: bool = False
+    """Check a grammar against the whole vocabulary before every constrained token (as
+    llama.cpp's ``grammar_first``), instead of on the sampled candidates first: the same
+    output constraint, several times slower; kept for comparison."""
+    prefix_cache: bool = True
+    """Keep each finished sequence's KV cache in its slot, so that a later prompt
+    sharing its start (a system prompt, a growing chat) decodes only the rest."""
     verbose: bool = False
 
 
@@ -106,12 +118,14 @@ class LlamaCppModel(LLMEndpoints):
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
         self.settings = parse_engine_config(config)
         super().__init__(config, self.settings.default_top_k, kwargs.get("model_dir"))
+        self.default_max_tokens = self.settings.default_max_tokens
         self._model: Any = None
         self._context: Any = None
         self._vocab: Any = None
         self._scheduler: Any = None
         self._template: ChatTemplate | None = None
-        self._grammars: dict[str, str] = {}
+        self._grammars: OrderedDict[str, str] = OrderedDict()  # schema JSON -> GBNF, LRU
+        self._grammar_lock = threading.Lock()
         self._embedder: _Embedder | None = None
 
     # ---- loading ------------------------------------------------------------------
@@ -163,6 +177,8 @@ class LlamaCppModel(LLMEndpoints):
             max_sequences=settings.max_concurrent_sequences,
             batch_tokens=settings.batch_tokens,
             context_length=settings.context_length,
+            prefix_cache=settings.prefix_cache,
+            grammar_first=settings.grammar_first,
         )
         self._scheduler.start()
         if settings.embeddings:
@@ -178,6 +194,12 @@ class LlamaCppModel(LLMEndpoints):
     def render_chat(self, turns: list[ChatTurn]) -> str:
         assert self._template is not None, "load() has not run"
         return self._template.render(turns)
+
+    def render_prefilled(self, turns: list[ChatTurn]) -> str:
+        from kingpost.engines.llama_cpp_templates import continue_final_turn
+
+        assert self._template is not None, "load() has not run"
+        return continue_final_turn(self._template, turns)
 
     def tokenize(self, text: str) -> list[int]:
         import llama_cpp
@@ -242,19 +264,37 @@ class LlamaCppModel(LLMEndpoints):
     # ---- helpers ------------------------------------------------------------------
 
     def _grammar(self, schema: dict[str, Any]) -> str:
-        key = json.dumps(schema, sort_keys=True)
-        grammar = self._grammars.get(key)
-        if grammar is None:
-            from llama_cpp.llama_grammar import json_schema_to_gbnf
+        # Not sort_keys: the grammar writes properties in the order the schema lists them.
+        key = json.dumps(schema)
+        with self._grammar_lock:  # plans are made on worker threads
+            grammar = self._grammars.get(key)
+            if grammar is not None:
+                self._grammars.move_to_end(key)
+                return grammar
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-            try:
-                grammar = json_schema_to_gbnf(key)
-            except Exception as error:
-                raise InvalidParameterError(
-                    None, f"the JSON schema cannot be enforced: {error}"
-                ) from None
+        try:
+            grammar = strict_json_strings(json_schema_to_gbnf(key))
+        except Exception as error:
+            raise InvalidParameterError(
+                None, f"the JSON schema cannot be enforced: {error}"
+            ) from None
+        with self._grammar_lock:
             self._grammars[key] = grammar
+            if len(self._grammars) > _GRAMMAR_CACHE_SIZE:
+                self._grammars.popitem(last=False)
         return grammar
+
+
+# llama-cpp-python's JSON grammar lets a string hold raw control characters (a newline,
+# say), which JSON forbids; llama.cpp's own converter excludes them, and so do we.
+_LOOSE_JSON_CHAR = r'char ::= [^"\\] |'
+_STRICT_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def strict_json_strings(grammar: str) -> str:
+    """The GBNF ``grammar`` with control characters kept out of JSON strings."""
+    return grammar.replace(_LOOSE_JSON_CHAR, _STRICT_JSON_CHAR)
 
 
 class _Embedder:

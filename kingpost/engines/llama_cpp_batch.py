@@ -4,7 +4,13 @@ One thread owns the llama.cpp context. Each step it builds a single batch holdin
 the next token of every running sequence (plus chunks of new prompts), decodes it
 once, and samples each sequence from its own row of logits with its own sampler
 chain. Sequences join and leave between steps, so a new request never waits for
-the others to finish, and a cancelled one frees its KV cache at the next step.
+the others to finish, and a cancelled one frees its slot at the next step.
+
+Each slot (a llama.cpp sequence id with its own KV cache) keeps what its last
+sequence left there. A new sequence takes the free slot sharing the longest prefix
+with its prompt and decodes only the rest (the prefix cache: a shared system
+prompt or a growing chat is read once); with no such slot it takes the one least
+recently used, so the cache is bounded by the slots themselves.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
@@ -29,14 +36,18 @@ from kingpost.engines.generation import (
     StopReason,
 )
 from kingpost.observe.metrics import GENERATIONS
+from kingpost.engines.llama_cpp_sampling import (
+    Candidates,
+    SamplingStats,
+    TokenSampler,
+    candidate_tiers,
+    free_samplers,
+)
 from kingpost.protocols import TokenLogprob, TopLogprob
 
 logger = logging.getLogger("kingpost.engines.llama_cpp")
 
 SequenceEvent = GeneratedToken | GenerationOutcome | BaseException
-
-_PENALTY_WINDOW = 64  # recent tokens the presence/frequency penalties look at
-_RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: draw a random seed
 
 
 class Sequence:
@@ -55,12 +66,96 @@ class Sequence:
         self.emit = emit
         self.cancelled = False
         self.seq_id = -1
+        self.slot: Slot | None = None
+        self.copy_from: Slot | None = None  # a busy slot whose cached prefix it starts from
         self.position = 0  # tokens of this sequence already in the KV cache
         self.pending: list[int] = list(self.prompt)  # tokens to decode next
         self.generated = 0
+        self.cached = 0  # prompt tokens found in the slot's KV cache
         self.row = -1  # the batch row holding this sequence's next-token logits
-        self.sampler: Any = None
+        self.sampler: TokenSampler | None = None
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+
+# A busy slot's prefix is copied over (a whole-cache copy) when it is this many tokens
+# longer than the best free slot's: cheaper than decoding them again.
+COPY_THRESHOLD = 32
+
+
+@dataclass
+class Slot:
+    """One llama.cpp sequence id and the tokens its KV cache holds, in order."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    busy: bool = False
+    last_used: int = 0
+
+
+class PrefixSlots:
+    """Hands out slots, preferring the one whose cached tokens share the longest prefix.
+
+    >>> slots = PrefixSlots(2)
+    >>> slot, _, _ = slots.take([1, 2, 3]); slot.tokens = [1, 2, 3, 9]; slots.give_back(slot)
+    >>> slots.take([1, 2, 4])[:2] == (slot, 2)
+    True
+    """
+
+    def __init__(self, count: int, *, enabled: bool = True) -> None:
+        self._slots = [Slot(seq_id) for seq_id in range(count)]
+        self._enabled = enabled
+        self._clock = 0
+        self.lookups = 0
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def has_free(self) -> bool:
+        return any(not slot.busy for slot in self._slots)
+
+    def take(self, prompt: list[int]) -> tuple[Slot, int, Slot | None]:
+        """A free slot for ``prompt``, how many of its first tokens are cached, and the
+        slot to copy them from when a busy one holds a longer prefix than any free one.
+
+        Never all of the prompt counts as cached: its last token is decoded again for
+        its logits.
+        """
+        free = [slot for slot in self._slots if not slot.busy]
+        chosen, shared, source = min(free, key=lambda slot: slot.last_used), 0, None
+        if self._enabled:
+            for slot in free:
+                common = common_prefix(slot.tokens, prompt)
+                if common > shared:
+                    chosen, shared = slot, common
+            for slot in self._slots:
+                common = common_prefix(slot.tokens, prompt) if slot.busy else 0
+                if common > shared + COPY_THRESHOLD:
+                    source, shared = slot, common
+            if source is not None:
+                chosen = min(free, key=lambda slot: slot.last_used)
+        chosen.busy = True
+        return chosen, max(min(shared, len(prompt) - 1), 0), source
+
+    def count(self, reused: int) -> None:
+        """Count one lookup that found ``reused`` tokens in the cache (for /metrics)."""
+        self.lookups += 1
+        if reused > 0:
+            self.hits += 1
+            self.reused_tokens += reused
+
+    def give_back(self, slot: Slot) -> None:
+        self._clock += 1
+        slot.busy, slot.last_used = False, self._clock
+        if not self._enabled:
+            slot.tokens = []
+
+
+def common_prefix(cached: list[int], prompt: list[int]) -> int:
+    """How many leading tokens two token lists share."""
+    size = min(len(cached), len(prompt))
+    if size == 0:
+        return 0
+    differ = np.flatnonzero(np.asarray(cached[:size]) != np.asarray(prompt[:size]))
+    return int(differ[0]) if len(differ) else size
 
 
 class BatchScheduler:
@@ -74,15 +169,18 @@ class BatchScheduler:
         max_sequences: int,
         batch_tokens: int,
         context_length: int,
+        prefix_cache: bool = True,
+        grammar_first: bool = False,
     ) -> None:
         self._ctx = context
+        self._grammar_first = grammar_first
         self._vocab = vocab
         self._memory = llama_cpp.llama_get_memory(context)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         self._batch_tokens = batch_tokens
         self._context_length = context_length
         self._batch = llama_cpp.llama_batch_init(batch_tokens, 0, max_sequences)
-        self._free_ids = list(range(max_sequences - 1, -1, -1))
+        self._slots = PrefixSlots(max_sequences, enabled=prefix_cache)
         self._waiting: deque[Sequence] = deque()
         self._active: dict[int, Sequence] = {}
         self._wakeup = threading.Condition()
@@ -91,6 +189,9 @@ class BatchScheduler:
         self.prompt_tokens = 0
         self.generated_tokens = 0
         self._piece = ctypes.create_string_buffer(256)
+        self._candidates = Candidates(self._n_vocab)
+        self._tiers = candidate_tiers()
+        self.sampling = SamplingStats()
         self._thread = threading.Thread(target=self._run, name="llama-cpp-batch", daemon=True)
 
     def start(self) -> None:
@@ -102,6 +203,7 @@ class BatchScheduler:
             self._wakeup.notify()
         self._thread.join(timeout=30)
         llama_cpp.llama_batch_free(self._batch)
+        free_samplers(self._tiers)
 
     def submit(self, sequence: Sequence) -> None:
         with self._wakeup:
@@ -117,6 +219,13 @@ class BatchScheduler:
             "waiting_sequences": len(self._waiting),
             "prompt_tokens_total": self.prompt_tokens,
             "generated_tokens_total": self.generated_tokens,
+            "constrained_tokens_total": self.sampling.constrained_tokens,
+            "grammar_rejections_total": self.sampling.grammar_rejections,
+            "grammar_full_vocabulary_checks_total": self.sampling.full_vocabulary_checks,
+            "prefix_cache_lookups_total": self._slots.lookups,
+            "prefix_cache_hits_total": self._slots.hits,
+            "prefix_cache_hit_rate": self._slots.hits / max(self._slots.lookups, 1),
+            "prefix_cache_reused_tokens_total": self._slots.reused_tokens,
         }
 
     def cancel(self, sequence: Sequence) -> None:
@@ -134,11 +243,11 @@ class BatchScheduler:
                     self._wakeup.wait()
                 if self._closed:
                     break
+                for sequence in [s for s in self._active.values() if s.cancelled]:
+                    self._release(sequence)  # first, so that their slots can be reused now
                 admitted = self._admit_waiting()
             for sequence in admitted:
                 self._start(sequence)
-            for sequence in [s for s in self._active.values() if s.cancelled]:
-                self._release(sequence)
             if self._active:
                 try:
                     self._step()
@@ -151,19 +260,43 @@ class BatchScheduler:
 
     def _admit_waiting(self) -> list[Sequence]:
         admitted = []
-        while self._waiting and self._free_ids:
+        while self._waiting and self._slots.has_free():
             sequence = self._waiting.popleft()
             if sequence.cancelled:
                 continue
-            sequence.seq_id = self._free_ids.pop()
+            sequence.slot, sequence.position, sequence.copy_from = self._slots.take(sequence.prompt)
+            sequence.seq_id = sequence.slot.seq_id
+            sequence.pending = sequence.prompt[sequence.position :]
             self._active[sequence.seq_id] = sequence
             self.prompt_tokens += len(sequence.prompt)
             admitted.append(sequence)
         return admitted
 
     def _start(self, sequence: Sequence) -> None:
+        assert sequence.slot is not None
+        slot = sequence.slot
+        source, sequence.copy_from = sequence.copy_from, None
+        if source is not None and sequence.position > 0:
+            # llama.cpp copies the whole cache of that sequence before the next decode
+            llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, -1, -1)
+            slot.tokens = source.tokens[: sequence.position]
+        # Keep the cached prefix, drop the rest; a cache that cannot be cut is emptied.
+        kept = sequence.position > 0 and llama_cpp.llama_memory_seq_rm(
+            self._memory, slot.seq_id, sequence.position, -1
+        )
+        if kept and llama_cpp.llama_memory_seq_pos_min(self._memory, slot.seq_id) > 0:
+            kept = False  # a sliding-window cache no longer holds the prefix's start
+        if not kept:
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            sequence.position = 0
+            sequence.pending = list(sequence.prompt)
+        del slot.tokens[sequence.position :]
+        sequence.cached = sequence.position
+        self._slots.count(sequence.cached)
         try:
-            sequence.sampler = self._sampler_chain(sequence.params, sequence.grammar)
+            sequence.sampler = TokenSampler(
+                self._vocab, sequence.params, sequence.grammar, grammar_first=self._grammar_first
+            )
         except Exception as error:
             self._fail(sequence, error)
 
@@ -179,6 +312,8 @@ class BatchScheduler:
             if room <= 0:
                 break
             chunk = sequence.pending[:room]
+            if sequence.slot is not None:
+                sequence.slot.tokens.extend(chunk)
             for offset, token in enumerate(chunk):
                 batch.token[rows] = token
                 batch.pos[rows] = sequence.position + offset
@@ -202,7 +337,10 @@ class BatchScheduler:
             self._sample(sequence)
 
     def _sample(self, sequence: Sequence) -> None:
-        token = llama_cpp.llama_sampler_sample(sequence.sampler, self._ctx, sequence.row)
+        assert sequence.sampler is not None
+        token = sequence.sampler.sample(
+            self._ctx, sequence.row, self._candidates, self._tiers, self.sampling
+        )
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._finish(sequence, "stop")
             return
@@ -220,57 +358,31 @@ class BatchScheduler:
             sequence.pending.append(token)
 
     def _finish(self, sequence: Sequence, reason: StopReason) -> None:
-        sequence.emit(GenerationOutcome(reason, len(sequence.prompt), sequence.generated))
+        sequence.emit(
+            GenerationOutcome(
+                reason, len(sequence.prompt), sequence.generated, cached_tokens=sequence.cached
+            )
+        )
         self._release(sequence)
 
     def _fail(self, sequence: Sequence, error: BaseException) -> None:
         sequence.emit(error)
         if sequence.seq_id in self._active:
-            self._release(sequence)
+            self._release(sequence, keep_cache=False)  # a failed decode leaves it unknown
 
-    def _release(self, sequence: Sequence) -> None:
-        llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+    def _release(self, sequence: Sequence, *, keep_cache: bool = True) -> None:
+        slot = sequence.slot
+        assert slot is not None
+        if not keep_cache:
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            slot.tokens = []
         if sequence.sampler is not None:
-            llama_cpp.llama_sampler_free(sequence.sampler)
+            sequence.sampler.close()
             sequence.sampler = None
         del self._active[sequence.seq_id]
-        self._free_ids.append(sequence.seq_id)
+        self._slots.give_back(slot)
 
-    # ---- sampling -----------------------------------------------------------------
-
-    def _sampler_chain(self, params: SamplingParams, grammar: str | None) -> Any:
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-
-        def add(sampler: Any) -> None:
-            if not sampler:
-                llama_cpp.llama_sampler_free(chain)
-                raise ValueError("llama.cpp could not build the sampler (invalid grammar?)")
-            llama_cpp.llama_sampler_chain_add(chain, sampler)
-
-        if grammar is not None:
-            add(llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root"))
-        greedy = params.temperature == 0
-        if params.top_k > 0 and not greedy:
-            add(llama_cpp.llama_sampler_init_top_k(params.top_k))
-        if params.presence_penalty or params.frequency_penalty:
-            add(
-                llama_cpp.llama_sampler_init_penalties(
-                    self._n_vocab,
-                    _PENALTY_WINDOW,
-                    1.0,
-                    params.frequency_penalty,
-                    params.presence_penalty,
-                )
-            )
-        if greedy:
-            add(llama_cpp.llama_sampler_init_greedy())
-            return chain
-        if params.top_p < 1.0:
-            add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-        add(llama_cpp.llama_sampler_init_temp(params.temperature))
-        seed = _RANDOM_SEED if params.seed is None else params.seed & 0xFFFFFFFF
-        add(llama_cpp.llama_sampler_init_dist(seed))
-        return chain
+    # ---- token text and logprobs --------------------------------------------------
 
     def _token_bytes(self, token: int) -> bytes:
         size = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, 256, 0, False)

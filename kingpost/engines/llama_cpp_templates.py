@@ -1,13 +1,16 @@
 """Chat templates for GGUF models: the GGUF's own (Jinja), or a llama.cpp built-in.
 
 The GGUF's ``tokenizer.chat_template`` is rendered with Jinja, as the model's
-authors wrote it. A model without one (a base model, say) names one of llama.cpp's
-built-in formats with ``engine.chat_format`` (``gemma``, ``chatml``, ``llama3``...).
+authors wrote it. ``engine.chat_format`` names one of llama.cpp's built-in formats
+(``gemma``, ``chatml``, ``llama3``...) instead. A GGUF without a template (a base
+model, say) gets its family's turn format, picked from ``general.architecture``;
+only a family with no known format has no chat (completions and embeddings work).
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 from typing import Any, Protocol
 
 import llama_cpp
@@ -17,10 +20,48 @@ from kingpost.engines.generation import ChatTurn
 from kingpost.errors import ConfigError
 from kingpost.protocols import InvalidParameterError
 
+logger = logging.getLogger("kingpost.engines.llama_cpp")
+
+# general.architecture -> the llama.cpp built-in turn format that family was tuned on.
+ARCHITECTURE_FORMATS: dict[str, str] = {
+    **dict.fromkeys(("gemma", "gemma2", "gemma3", "gemma3n", "gemma-embedding"), "gemma"),
+    "llama": "llama3",
+    "llama4": "llama4",
+    **dict.fromkeys(
+        ("qwen", "qwen2", "qwen2moe", "qwen2vl", "qwen3", "qwen3moe", "qwen3next", "qwen3vl"),
+        "chatml",
+    ),
+    **dict.fromkeys(("qwen3vlmoe", "smollm3", "olmo2", "internlm2", "lfm2"), "chatml"),
+    **dict.fromkeys(("phi3", "phimoe"), "phi3"),
+    **dict.fromkeys(("command-r", "cohere2"), "command-r"),
+    "deepseek": "deepseek",
+    "deepseek2": "deepseek3",
+    **dict.fromkeys(("chatglm", "glm4"), "chatglm4"),
+    **dict.fromkeys(("granite", "granitemoe"), "granite"),
+    "granitehybrid": "granite-4.0",
+    "exaone": "exaone3",
+    "exaone4": "exaone4",
+    "exaone-moe": "exaone-moe",
+    **dict.fromkeys(("minicpm", "minicpm3"), "minicpm"),
+    "orion": "orion",
+    "gpt-oss": "gpt-oss",
+    "hunyuan-moe": "hunyuan-moe",
+    "hunyuan-dense": "hunyuan-dense",
+    "seed_oss": "seed_oss",
+    **dict.fromkeys(("bailingmoe", "bailingmoe2"), "bailing"),
+    "grok": "grok-2",
+    "falcon": "falcon3",
+    "rwkv6": "rwkv-world",
+    "rwkv7": "rwkv-world",
+    "pangu-embedded": "pangu-embedded",
+    "mistral3": "mistral-v7-tekken",
+}
+
 
 class ChatTemplate(Protocol):
-    def render(self, turns: list[ChatTurn]) -> str:
-        """The prompt for a conversation, ending where the assistant's reply begins."""
+    def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True) -> str:
+        """The prompt for a conversation, ending where the assistant's reply begins
+        (or, with ``add_generation_prompt=False``, after the last turn, closed)."""
         ...
 
 
@@ -30,7 +71,7 @@ class BuiltinChatTemplate:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def render(self, turns: list[ChatTurn]) -> str:
+    def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True) -> str:
         messages = (llama_cpp.llama_chat_message * len(turns))()
         encoded = [(turn.role.encode(), turn.content.encode()) for turn in turns]
         for message, (role, content) in zip(messages, encoded, strict=True):
@@ -39,7 +80,7 @@ class BuiltinChatTemplate:
         while True:
             buffer = ctypes.create_string_buffer(size)
             written = llama_cpp.llama_chat_apply_template(
-                self.name.encode(), messages, len(turns), True, buffer, size
+                self.name.encode(), messages, len(turns), add_generation_prompt, buffer, size
             )
             if written < 0:
                 raise InvalidParameterError(
@@ -54,14 +95,35 @@ class JinjaChatTemplate:
     """The Jinja chat template a GGUF carries in its metadata."""
 
     def __init__(self, template: str, *, bos_token: str, eos_token: str) -> None:
-        self._formatter = Jinja2ChatFormatter(template, eos_token=eos_token, bos_token=bos_token)
+        self._formatters = {
+            add: Jinja2ChatFormatter(
+                template, eos_token=eos_token, bos_token=bos_token, add_generation_prompt=add
+            )
+            for add in (True, False)
+        }
 
-    def render(self, turns: list[ChatTurn]) -> str:
+    def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True) -> str:
         messages: Any = [{"role": turn.role, "content": turn.content} for turn in turns]
         try:
-            return str(self._formatter(messages=messages).prompt)
+            return str(self._formatters[add_generation_prompt](messages=messages).prompt)
         except ValueError as error:  # templates raise_exception() on what they refuse
             raise InvalidParameterError("messages", str(error)) from None
+
+
+def continue_final_turn(template: ChatTemplate, turns: list[ChatTurn]) -> str:
+    """The prompt that continues the last (assistant) turn in place, not after it.
+
+    The conversation is rendered with that turn closed and cut right after its text,
+    so that whatever the template writes around a reply stays as the model knows it;
+    a template that rewrites the text falls back to a fresh reply opened on it.
+    """
+    closed = template.render(turns, add_generation_prompt=False)
+    content = turns[-1].content
+    for text in (content, content.strip()):
+        at = closed.rfind(text) if text else -1
+        if at >= 0:
+            return closed[: at + len(text)]
+    return template.render(turns[:-1]) + content
 
 
 def builtin_template_names() -> list[str]:
@@ -70,8 +132,23 @@ def builtin_template_names() -> list[str]:
     return sorted(name.decode() for name in names[:count] if name)
 
 
+class NoChatTemplate:
+    """Chat for a GGUF with no template and an architecture with no known turn format."""
+
+    def __init__(self, architecture: str) -> None:
+        self.architecture = architecture
+
+    def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True) -> str:
+        raise InvalidParameterError(
+            "messages",
+            f"this model has no chat template and its architecture ({self.architecture}) "
+            "has no known turn format; use /v1/completions, or set engine.chat_format to "
+            f"one of: {', '.join(builtin_template_names())}",
+        )
+
+
 def chat_template(model: Any, vocab: Any, chat_format: str | None) -> ChatTemplate:
-    """The template named by ``engine.chat_format``, else the GGUF's; ConfigError if neither."""
+    """The template named by ``engine.chat_format``, else the GGUF's, else its family's."""
     if chat_format is not None:
         known = builtin_template_names()
         if chat_format not in known:
@@ -80,15 +157,42 @@ def chat_template(model: Any, vocab: Any, chat_format: str | None) -> ChatTempla
         return BuiltinChatTemplate(chat_format)
     template = llama_cpp.llama_model_chat_template(model, None)
     if not template:
-        raise ConfigError(
-            "engine.chat_format: this GGUF has no chat template; name a built-in one "
-            f"({', '.join(builtin_template_names())})"
-        )
+        return architecture_template(model_metadata(model, "general.architecture") or "unknown")
     return JinjaChatTemplate(
         template.decode(),
         bos_token=_token_text(vocab, llama_cpp.llama_vocab_bos(vocab)),
         eos_token=_token_text(vocab, llama_cpp.llama_vocab_eos(vocab)),
     )
+
+
+def architecture_template(architecture: str) -> ChatTemplate:
+    """The turn format of a model family whose GGUF carries no chat template."""
+    name = ARCHITECTURE_FORMATS.get(architecture)
+    if name is None or name not in builtin_template_names():
+        logger.warning(
+            "this GGUF has no chat template and architecture %r has no known turn format: "
+            "chat routes answer 400 (set engine.chat_format to one of: %s); "
+            "completions and embeddings work",
+            architecture,
+            ", ".join(builtin_template_names()),
+        )
+        return NoChatTemplate(architecture)
+    logger.info(
+        "this GGUF has no chat template: using llama.cpp's %r turns for architecture %r "
+        "(engine.chat_format picks another)",
+        name,
+        architecture,
+    )
+    return BuiltinChatTemplate(name)
+
+
+def model_metadata(model: Any, key: str) -> str | None:
+    """A GGUF metadata value as text (``general.architecture``...), None when absent."""
+    buffer = ctypes.create_string_buffer(512)
+    size = llama_cpp.llama_model_meta_val_str(model, key.encode(), buffer, 512)
+    if size < 0:
+        return None
+    return buffer.value.decode("utf-8", "replace")
 
 
 def _token_text(vocab: Any, token: int) -> str:

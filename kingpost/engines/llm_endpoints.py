@@ -14,10 +14,11 @@ import abc
 import asyncio
 import dataclasses
 import logging
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.responses import Response
 
@@ -43,6 +44,8 @@ from kingpost.engines.llm_replies import (
     collect_reply,
     read_reply,
 )
+from kingpost.engines.response_store import ResponseStore
+from kingpost.engines.stored_responses import StoredResponses
 from kingpost.engines.tool_calls import ToolPolicy
 from kingpost.protocols import (
     ChatCompletionRequest,
@@ -77,6 +80,8 @@ from kingpost.protocols.openai_completions import CompletionChoice, CompletionLo
 logger = logging.getLogger("kingpost.engines")
 
 HookResult = dict[str, Any] | Response | AsyncIterator[str]
+T = TypeVar("T")
+DEFAULT_STATE_DIR = "~/.cache/kingpost/state"
 
 
 class LLMEndpoints(abc.ABC):
@@ -84,12 +89,16 @@ class LLMEndpoints(abc.ABC):
 
     served_model_name: str = "model"
     default_top_k: int = 40
+    default_max_tokens: int | None = None
+    """Output tokens for a request that sets no limit (None: what the context leaves)."""
 
     def __init__(self, config: dict[str, Any], default_top_k: int, model_dir: Any = None) -> None:
         """What every engine keeps from the constructor keywords Kingpost passes."""
         self.served_model_name = str(config.get("model_name") or "model")
         self.default_top_k = default_top_k
         self._model_dir = Path(model_dir) if model_dir is not None else None
+        self._response_store: ResponseStore | None = None
+        self.stored_responses = StoredResponses(self.response_store)
 
     @property
     @abc.abstractmethod
@@ -105,6 +114,15 @@ class LLMEndpoints(abc.ABC):
     def generate(
         self, request: GenerationRequest
     ) -> AsyncGenerator[GeneratedToken | GenerationOutcome, None]: ...
+
+    def render_prefilled(self, turns: list[ChatTurn]) -> str:
+        """The prompt continuing the last turn, an assistant's, in place (a prefill).
+
+        Engines whose template can render a closed turn override this to cut the
+        rendering right after that turn's text; this default opens a fresh reply and
+        writes the text into it.
+        """
+        return self.render_chat(turns[:-1]) + turns[-1].content
 
     def check_sampling(self, schema: dict[str, Any] | None) -> None:
         """Raise InvalidParameterError if the engine cannot enforce ``schema``."""
@@ -122,18 +140,26 @@ class LLMEndpoints(abc.ABC):
             raise InvalidParameterError("n", "streaming supports n=1 only")
         policy = chat_tool_policy(body)
         schema = body.response_format.schema_or_none() if body.response_format else None
-        plan = self._plan(
-            self.render_chat(chat_turns(body, policy)),
-            self._sampling(
-                body,
-                limit=body.output_token_limit,
-                schema=schema,
-                logprobs=bool(body.logprobs),
-                top_logprobs=body.top_logprobs or 0,
-            ),
-            body.stop_sequences,
-            policy,
-            param="messages",
+        turns = chat_turns(body, policy)
+        continuing = bool(getattr(body, "continue_final_message", False))
+        if continuing and (not turns or turns[-1].role != "assistant"):
+            raise InvalidParameterError(
+                "continue_final_message", "the last message must be an assistant's"
+            )
+        plan = await _off_loop(
+            lambda: self._plan(
+                self._render(turns, prefilled=continuing, schema=schema, policy=policy),
+                self._sampling(
+                    body,
+                    limit=body.output_token_limit,
+                    schema=schema,
+                    logprobs=bool(body.logprobs),
+                    top_logprobs=body.top_logprobs or 0,
+                ),
+                body.stop_sequences,
+                policy,
+                param="messages",
+            )
         )
         if body.stream:
             return _reporting_errors(self._stream_chat(body, plan), openai_stream_error)
@@ -180,10 +206,12 @@ class LLMEndpoints(abc.ABC):
             logprobs=body.logprobs is not None,
             top_logprobs=body.logprobs or 0,
         )
-        plans = [
-            self._plan(prompt, sampling, body.stop_sequences, ToolPolicy(), param="prompt")
-            for prompt in prompts
-        ]
+        plans = await _off_loop(
+            lambda: [
+                self._plan(prompt, sampling, body.stop_sequences, ToolPolicy(), param="prompt")
+                for prompt in prompts
+            ]
+        )
         if body.stream:
             stream = self._stream_completion(body, plans[0], prompts[0])
             return _reporting_errors(stream, openai_stream_error)
@@ -193,7 +221,7 @@ class LLMEndpoints(abc.ABC):
             for i in range(body.n)
         ]
         ends = await asyncio.gather(*(collect_reply(self.generate, plan) for _, plan in runs))
-        usage = _usage(ends, sum(plan.prompt_tokens for plan in plans))
+        usage = _usage(ends, sum(plan.prompt_tokens for plan in plans), per_prompt=body.n)
         result = completion("", model=self._model_name(body.model), usage=usage)
         result.choices = [
             CompletionChoice(
@@ -225,60 +253,153 @@ class LLMEndpoints(abc.ABC):
 
     async def responses(self, inputs: dict[str, Any]) -> HookResult:
         body = parse_request(ResponsesRequest, inputs)
+        history = await self._stored_conversation(body)
+        if history:  # the stored conversation goes before this request's input
+            body = parse_request(
+                ResponsesRequest, {**inputs, "input": [*history, *_raw_input(inputs)]}
+            )
         policy = responses_tool_policy(body)
         schema = body.text.format.schema_or_none() if body.text else None
-        plan = self._plan(
-            self.render_chat(responses_turns(body, policy)),
-            self._sampling(body, limit=body.max_output_tokens, schema=schema),
-            [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
-            policy,
-            param="input",
+        plan = await _off_loop(
+            lambda: self._plan(
+                self.render_chat(responses_turns(body, policy)),
+                self._sampling(body, limit=body.max_output_tokens, schema=schema),
+                [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
+                policy,
+                param="input",
+            )
         )
         model = self._model_name(body.model)
+        keep = _Keeper(self, body, inputs, history)
+        if getattr(body, "background", False):
+            return await self._background_response(body, plan, model, keep)
         if body.stream:
-            return _reporting_errors(self._stream_response(body, plan, model), openai_stream_error)
+            stream = self._stream_response(body, plan, ResponseStream(model, request=body), keep)
+            return _reporting_errors(stream, openai_stream_error)
         end = await collect_reply(self.generate, plan)
         calls = (
-            [OutputFunctionCall(name=end.call.name, arguments=end.call.arguments_json)]
+            [
+                OutputFunctionCall(
+                    name=end.call.name,
+                    arguments=end.call.arguments_json,
+                    status="incomplete" if end.call.truncated else "completed",
+                )
+            ]
             if end.call
             else []
         )
-        return response_object(
+        result = response_object(
             end.text if not calls or end.text else None,
             model=model,
             function_calls=calls,
-            usage=ResponseUsage.of(end.outcome.prompt_tokens, end.outcome.completion_tokens),
+            usage=ResponseUsage.of(
+                end.outcome.prompt_tokens, end.outcome.completion_tokens, end.outcome.cached_tokens
+            ),
             incomplete=end.outcome.reason == "length",
             request=body,
         ).model_dump(mode="json")
+        await keep(result)
+        return result
+
+    async def _background_response(
+        self, body: ResponsesRequest, plan: GenerationPlan, model: str, keep: _Keeper
+    ) -> HookResult:
+        """Start generating as a task; answer with the queued response (or follow it)."""
+        if not keep.wanted:
+            raise InvalidParameterError(
+                "background", "a background response is stored: it needs store: true"
+            )
+        stream = ResponseStream(model, request=body)
+        queued = await self.stored_responses.start_background(
+            stream.response.model_dump(mode="json"),
+            self._stream_response(body, plan, stream, keep),
+            keep,
+        )
+        if body.stream:
+            return await self.stored_responses.retrieve(queued["id"], stream=True)
+        return queued
+
+    # ---- stored responses (GET/DELETE /v1/responses/{id}, input_items, cancel) ----
+
+    async def retrieve_response(
+        self, response_id: str, *, stream: bool = False, starting_after: int | None = None
+    ) -> HookResult:
+        return await self.stored_responses.retrieve(
+            response_id, stream=stream, starting_after=starting_after
+        )
+
+    async def delete_response(self, response_id: str) -> HookResult:
+        return await self.stored_responses.delete(response_id)
+
+    async def response_input_items(
+        self, response_id: str, *, after: str | None = None, limit: int = 20, order: str = "desc"
+    ) -> HookResult:
+        return await self.stored_responses.input_items(
+            response_id, after=after, limit=limit, order=order
+        )
+
+    async def cancel_response(self, response_id: str) -> HookResult:
+        return await self.stored_responses.cancel(response_id)
+
+    def response_store(self) -> ResponseStore:
+        """Where stored responses live: ``$KINGPOST_STATE_DIR/<model>/responses.sqlite3``."""
+        if self._response_store is None:
+            root = Path(os.environ.get("KINGPOST_STATE_DIR") or DEFAULT_STATE_DIR).expanduser()
+            name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.served_model_name)
+            self._response_store = ResponseStore(root / name / "responses.sqlite3")
+        return self._response_store
+
+    async def _stored_conversation(self, body: ResponsesRequest) -> list[dict[str, Any]]:
+        previous = body.previous_response_id
+        if previous is None:
+            return []
+        history = await asyncio.to_thread(self.response_store().conversation, previous)
+        if history is None:
+            raise InvalidParameterError(
+                "previous_response_id", f"no stored response with id {previous!r}"
+            )
+        return history
 
     async def _stream_response(
-        self, body: ResponsesRequest, plan: GenerationPlan, model: str
+        self, body: ResponsesRequest, plan: GenerationPlan, stream: ResponseStream, keep: _Keeper
     ) -> AsyncGenerator[str, None]:
-        stream = ResponseStream(model, request=body)
         yield stream.created()
         async for event in read_reply(self.generate, plan):
             if event.text:
                 yield stream.text(event.text)
             if isinstance(event, ReplyEnd):
                 if event.call is not None:
-                    yield stream.function_call(event.call.name, event.call.arguments_json)
+                    yield stream.function_call(
+                        event.call.name,
+                        event.call.arguments_json,
+                        complete=not event.call.truncated,
+                    )
                 usage = ResponseUsage.of(
-                    event.outcome.prompt_tokens, event.outcome.completion_tokens
+                    event.outcome.prompt_tokens,
+                    event.outcome.completion_tokens,
+                    event.outcome.cached_tokens,
                 )
                 yield stream.finish(usage, incomplete=event.outcome.reason == "length")
+                await keep(stream.response.model_dump(mode="json"))
 
     # ---- Anthropic messages -------------------------------------------------------
 
     async def messages(self, inputs: dict[str, Any]) -> HookResult:
         body = parse_request(MessagesRequest, inputs)
         policy = anthropic_tool_policy(body)
-        plan = self._plan(
-            self.render_chat(anthropic_turns(body, policy)),
-            self._sampling(body, limit=body.max_tokens, schema=body.output_schema()),
-            body.stop_sequences or [],
-            policy,
-            param="messages",
+        turns = anthropic_turns(body, policy)
+        # A last assistant message is a prefill: the reply continues it in place.
+        prefilled = bool(body.messages) and body.messages[-1].role == "assistant"
+        prefilled = prefilled and turns[-1].role == "assistant"
+        schema = body.output_schema()
+        plan = await _off_loop(
+            lambda: self._plan(
+                self._render(turns, prefilled=prefilled, schema=schema, policy=policy),
+                self._sampling(body, limit=body.max_tokens, schema=schema),
+                body.stop_sequences or [],
+                policy,
+                param="messages",
+            )
         )
         model = self._model_name(body.model)
         if body.stream:
@@ -312,6 +433,24 @@ class LLMEndpoints(abc.ABC):
                     stop_sequence=stop_sequence,
                 )
 
+    # ---- token counting (POST /v1/messages/count_tokens, /v1/responses/input_tokens) -
+
+    async def count_tokens(self, inputs: dict[str, Any]) -> HookResult:
+        """The prompt tokens of an Anthropic messages request: ``{"input_tokens": N}``."""
+        body = parse_request(MessagesRequest, {"max_tokens": 1, **inputs})
+        policy = anthropic_tool_policy(body)
+        turns = anthropic_turns(body, policy)
+        prefilled = body.messages[-1].role == "assistant" and turns[-1].role == "assistant"
+        prompt = self._render(turns, prefilled=prefilled, schema=None, policy=policy)
+        return {"input_tokens": len(await asyncio.to_thread(self.tokenize, prompt))}
+
+    async def input_tokens(self, inputs: dict[str, Any]) -> HookResult:
+        """The input tokens of an OpenAI responses request, as ``/v1/responses/input_tokens``."""
+        body = parse_request(ResponsesRequest, inputs)
+        prompt = self.render_chat(responses_turns(body, responses_tool_policy(body)))
+        count = len(await asyncio.to_thread(self.tokenize, prompt))
+        return {"object": "response.input_tokens", "input_tokens": count}
+
     # ---- OpenAI embeddings --------------------------------------------------------
 
     async def embeddings(self, inputs: dict[str, Any]) -> HookResult:
@@ -327,6 +466,25 @@ class LLMEndpoints(abc.ABC):
         ).model_dump(mode="json")
 
     # ---- the shared generation path -----------------------------------------------
+
+    def _render(
+        self,
+        turns: list[ChatTurn],
+        *,
+        prefilled: bool,
+        schema: dict[str, Any] | None,
+        policy: ToolPolicy,
+    ) -> str:
+        if not prefilled:
+            return self.render_chat(turns)
+        if schema is not None or policy.call_schema() is not None:
+            # the grammar would start a new JSON value after the prefilled text
+            raise InvalidParameterError(
+                "messages",
+                "a prefilled assistant message cannot be combined with structured output "
+                "or a forced tool call",
+            )
+        return self.render_prefilled(turns)
 
     def _model_name(self, requested: str) -> str:
         return requested or self.served_model_name
@@ -375,7 +533,7 @@ class LLMEndpoints(abc.ABC):
                 param,
                 f"the prompt is {len(tokens)} tokens; the context holds {self.context_length}",
             )
-        max_tokens = min(sampling.max_tokens or room, room)
+        max_tokens = min(sampling.max_tokens or self.default_max_tokens or room, room)
         schema = policy.call_schema() or sampling.json_schema
         self.check_sampling(schema)
         params = dataclasses.replace(sampling, max_tokens=max_tokens, json_schema=schema)
@@ -387,6 +545,12 @@ class LLMEndpoints(abc.ABC):
             self.served_model_name,
             operation,
         )
+
+
+async def _off_loop(build: Callable[[], T]) -> T:
+    """Run template rendering, tokenising and grammar building off the event loop, so that
+    a long prompt does not hold up other requests (llama.cpp and tokenizers drop the GIL)."""
+    return await asyncio.to_thread(build)
 
 
 async def _reporting_errors(
@@ -402,14 +566,52 @@ async def _reporting_errors(
             yield error_event("generation failed; the server log has the details")
 
 
+class _Keeper:
+    """Saves a finished response when its request asked for it (``store`` defaults to on)."""
+
+    def __init__(
+        self,
+        endpoints: LLMEndpoints,
+        body: ResponsesRequest,
+        inputs: dict[str, Any],
+        history: list[dict[str, Any]],
+    ) -> None:
+        self._endpoints = endpoints
+        self.wanted = body.store is not False
+        self._inputs = _raw_input(inputs)
+        self._history = history
+
+    async def __call__(self, response: dict[str, Any]) -> None:
+        if not self.wanted:
+            return
+        store = self._endpoints.response_store()
+        try:
+            await asyncio.to_thread(
+                store.save, response, input_items=self._inputs, history=self._history
+            )
+        except Exception:  # a full disk must not fail the reply already made
+            logger.exception("could not store response %s", response.get("id"))
+
+
+def _raw_input(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """A responses request's input as a list of items, as the client sent them."""
+    given = inputs.get("input")
+    if isinstance(given, str):
+        return [{"type": "message", "role": "user", "content": given}]
+    return [dict(item) for item in given or [] if isinstance(item, dict)]
+
+
 def _finish_reason(end: ReplyEnd) -> Any:
     if end.call is not None:
-        return "tool_calls"
+        return "length" if end.call.truncated else "tool_calls"
     return "length" if end.outcome.reason == "length" else "stop"
 
 
-def _usage(ends: list[ReplyEnd], prompt_tokens: int) -> Usage:
-    return Usage.of(prompt_tokens, sum(end.outcome.completion_tokens for end in ends))
+def _usage(ends: list[ReplyEnd], prompt_tokens: int, per_prompt: int = 0) -> Usage:
+    """Usage of the runs of one request; every ``per_prompt``-th run starts a new prompt."""
+    firsts = ends[:: per_prompt or len(ends)] if ends else []
+    cached = min(prompt_tokens, sum(end.outcome.cached_tokens for end in firsts))
+    return Usage.of(prompt_tokens, sum(end.outcome.completion_tokens for end in ends), cached)
 
 
 def _chat_choice(index: int, end: ReplyEnd, want_logprobs: bool | None) -> ChatChoice:
@@ -433,7 +635,7 @@ def _chat_choice(index: int, end: ReplyEnd, want_logprobs: bool | None) -> ChatC
 
 def _anthropic_stop(end: ReplyEnd) -> tuple[Any, str | None]:
     if end.call is not None:
-        return "tool_use", None
+        return ("max_tokens" if end.call.truncated else "tool_use"), None
     if end.outcome.stop_sequence is not None:
         return "stop_sequence", end.outcome.stop_sequence
     return ("max_tokens" if end.outcome.reason == "length" else "end_turn"), None

@@ -88,10 +88,18 @@ class ToolCallReader:
                 return text
         return ""
 
-    def finish(self) -> tuple[str, ParsedToolCall | None]:
-        """What is left to emit as text, and the call if the reply was one."""
+    def finish(self, *, cut_off: bool = False) -> tuple[str, ParsedToolCall | None]:
+        """What is left to emit as text, and the call if the reply was one.
+
+        ``cut_off``: the token limit ended the reply, so a call may be incomplete; it is
+        still reported as a (truncated) call rather than as the JSON written so far.
+        """
         held, self._held = self._held, ""
         call = self.policy.parse(held) if self._holding else None
+        if call is None and cut_off and self._holding:
+            call = self.policy.parse_truncated(held)
+        elif call is None and cut_off and self.policy.call_schema() is not None:
+            call = self.policy.parse_truncated(held)  # a required call cut before its first "{"
         return ("", call) if call is not None else (held, None)
 
 
@@ -142,6 +150,7 @@ async def read_reply(
                 prompt_tokens=plan.prompt_tokens,
                 completion_tokens=produced,
                 stop_sequence=matcher.matched,
+                cached_tokens=outcome.cached_tokens if outcome is not None else 0,
             )
         else:
             tail = reader.feed(matcher.flush())
@@ -152,7 +161,9 @@ async def read_reply(
         watch.finish(
             first_token_at, outcome.prompt_tokens, outcome.completion_tokens, outcome.reason
         )
-        text, call = reader.finish()
+        text, call = reader.finish(cut_off=outcome.reason == "length")
+        if call is None and plan.policy.call_schema() is not None:
+            text = ""  # a required call that never got its name: nothing of it is shown
         yield ReplyEnd(outcome, call, text, logprobs, all_logprobs)
     finally:
         if not watch.finished:  # stopped: the client left, or the engine failed

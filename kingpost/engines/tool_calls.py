@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,9 +30,18 @@ class ToolSpec:
 class ParsedToolCall:
     name: str
     arguments: dict[str, Any]
+    truncated_arguments: str | None = None
+    """For a call cut short by the token limit: its arguments as far as they were written
+    (``arguments`` then holds what of them parses)."""
+
+    @property
+    def truncated(self) -> bool:
+        return self.truncated_arguments is not None
 
     @property
     def arguments_json(self) -> str:
+        if self.truncated_arguments is not None:
+            return self.truncated_arguments
         return json.dumps(self.arguments)
 
 
@@ -97,6 +107,92 @@ class ToolPolicy:
         if not isinstance(arguments, dict):
             return None
         return ParsedToolCall(name=value["name"], arguments=arguments)
+
+    def parse_truncated(self, text: str) -> ParsedToolCall | None:
+        """The call a reply cut short by the token limit was making, if it names a tool.
+
+        The call's JSON is written name first, so the name is known as soon as its
+        closing quote is (or, for a forced tool or a prefix only one tool has, before).
+        """
+        if not self.may_call:
+            return None
+        body = text.strip().removeprefix("```json").removeprefix("```").lstrip()
+        match = _CALL_OPENING.match(body)
+        if match is None:
+            return None
+        name = _json_string(match.group(1))
+        names = [tool.name for tool in self.offered()]
+        if match.group(2) != '"':  # the name itself was cut off
+            names = [known for known in names if name is not None and known.startswith(name)]
+            name = names[0] if len(names) == 1 else None
+        if self.forced is not None:
+            name = self.forced
+        if name is None or name not in {tool.name for tool in self.tools}:
+            return None
+        rest = body[match.end() :]
+        opening = _ARGUMENTS_OPENING.match(rest)
+        partial = rest[opening.end() :].rstrip() if opening else ""
+        value = complete_json_prefix(partial) if partial else None
+        return ParsedToolCall(
+            name, value if isinstance(value, dict) else {}, truncated_arguments=partial
+        )
+
+
+_CALL_OPENING = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)("?)')
+_ARGUMENTS_OPENING = re.compile(r'\s*,\s*"arguments"\s*:\s*')
+
+
+def _json_string(body: str) -> str | None:
+    try:
+        return str(json.loads(f'"{body}"'))
+    except ValueError:
+        return None
+
+
+def complete_json_prefix(text: str, *, attempts: int = 64) -> Any:
+    """The value a cut-off JSON text was on its way to, as far as it got; None if none.
+
+    >>> complete_json_prefix('{"city": "Os')
+    {'city': 'Os'}
+    >>> complete_json_prefix('{"a": 1, "b": ')
+    {'a': 1}
+    """
+    for end in range(len(text), max(len(text) - attempts, 0), -1):
+        candidate = _closed(text[:end])
+        if candidate is None:
+            continue
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def _closed(prefix: str) -> str | None:
+    """``prefix`` with its open string and brackets closed, or None if it cannot be."""
+    closers: list[str] = []
+    in_string = escaped = False
+    for char in prefix:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            closers.append("}" if char == "{" else "]")
+        elif char in "}]":
+            if not closers:
+                return None
+            closers.pop()
+    if escaped:
+        return None
+    text = prefix + ('"' if in_string else "")
+    text = text.rstrip().removesuffix(",")
+    return text + "".join(reversed(closers))
 
 
 def format_call(name: str, arguments: dict[str, Any] | str) -> str:

@@ -76,6 +76,8 @@ class VLLMConfig(BaseModel):
     tokenizer's own."""
     default_top_k: int = Field(0, ge=0)
     """top_k used when a request does not set one (0: off, as in the OpenAI API)."""
+    default_max_tokens: int | None = Field(None, ge=1)
+    """Output tokens when a request sets no limit (default: what the context leaves)."""
     engine_args: dict[str, Any] = Field(default_factory=dict)
     """Further vLLM ``AsyncEngineArgs`` fields, passed as they are."""
 
@@ -214,6 +216,7 @@ class VLLMModel(LLMEndpoints):
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
         self.settings = parse_engine_config(config)
         super().__init__(config, self.settings.default_top_k, kwargs.get("model_dir"))
+        self.default_max_tokens = self.settings.default_max_tokens
         self._engine: Any = None
         self._tokenizer: Any = None
         self._chat_template: str | None = None
@@ -279,6 +282,21 @@ class VLLMModel(LLMEndpoints):
             tokenize=False,
             add_generation_prompt=True,
         )
+        return str(prompt)
+
+    def render_prefilled(self, turns: list[ChatTurn]) -> str:
+        assert self._tokenizer is not None, "load() has not run"
+        messages = [{"role": turn.role, "content": turn.content} for turn in turns]
+        try:  # transformers >= 4.45 continues the final message itself
+            prompt = self._tokenizer.apply_chat_template(
+                messages,
+                chat_template=self._chat_template,
+                tokenize=False,
+                add_generation_prompt=False,
+                continue_final_message=True,
+            )
+        except (TypeError, ValueError):
+            return super().render_prefilled(turns)
         return str(prompt)
 
     def tokenize(self, text: str) -> list[int]:

@@ -18,7 +18,15 @@ from starlette.requests import Request
 from kingpost.errors import ModelDefinitionError
 
 PIPELINE_HOOKS = ("preprocess", "predict", "postprocess")
-ENDPOINT_HOOKS = ("chat_completions", "completions", "embeddings", "messages", "responses")
+ENDPOINT_HOOKS = (
+    "chat_completions",
+    "completions",
+    "embeddings",
+    "messages",
+    "responses",
+    "count_tokens",
+    "input_tokens",
+)
 REQUEST_HOOKS = PIPELINE_HOOKS + ENDPOINT_HOOKS
 
 

@@ -63,6 +63,10 @@ def prepare_environment(source: ModelSource) -> None:
 def import_model_class(source: ModelSource) -> type:
     """Import the Model class (or an engine's class when config has ``engine:``)."""
     config = source.config
+    if config.trt_llm is not None and (
+        config.engine is not None or not (source.module_dir / config.model_class_filename).is_file()
+    ):
+        adopt_platform_engine(source)
     if config.engine is not None:
         from kingpost.engines import engine_model_class
 
@@ -90,6 +94,17 @@ def import_model_class(source: ModelSource) -> type:
     return model_cls
 
 
+def adopt_platform_engine(source: ModelSource) -> None:
+    """Serve a ``trt_llm:`` config with the local engine that runs its checkpoint."""
+    from kingpost.engines.platform_configs import local_engine_block
+
+    config = source.config
+    block, served_name = local_engine_block(config.as_dict(), source.model_dir)
+    config.engine = block
+    if served_name:
+        config.model_name = served_name
+
+
 def describe_model(source: ModelSource) -> ModelDescriptor:
     """Import and inspect the model class: every definition error surfaces here."""
     prepare_environment(source)
@@ -111,4 +126,9 @@ def construct_model(descriptor: ModelDescriptor, source: ModelSource) -> Any:
         kwargs = available
     else:
         kwargs = {name: value for name, value in available.items() if name in params}
+    if "trt_llm" in params and source.config.trt_llm is not None and source.config.engine is None:
+        # a model.py wrapping the platform's engine gets the local one, loaded
+        from kingpost.engines.platform_configs import platform_engine
+
+        kwargs["trt_llm"] = platform_engine(source.config.as_dict(), source.model_dir)
     return descriptor.cls(**kwargs)

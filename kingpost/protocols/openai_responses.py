@@ -14,7 +14,15 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Tag,
+    model_serializer,
+    model_validator,
+)
 
 from kingpost.protocols.ids import new_id
 from kingpost.protocols.openai_common import WireModel
@@ -91,6 +99,14 @@ class TextFormat(WireModel):
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
+    @model_serializer(mode="wrap")
+    def _schema_by_its_wire_name(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Echoed in every response object: the client reads ``schema``, not ``schema_``.
+        data = handler(self)
+        if isinstance(data, dict) and "schema_" in data:
+            data["schema"] = data.pop("schema_")
+        return data
+
     @model_validator(mode="after")
     def _schema_given(self) -> TextFormat:
         if self.type == "json_schema" and self.schema_ is None:
@@ -135,8 +151,6 @@ class ResponsesRequest(WireModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ResponsesRequest:
-        if self.previous_response_id is not None:
-            raise ValueError("previous_response_id is not supported: this server keeps no state")
         choice = self.tool_choice
         names = {tool.name for tool in self.tools or []}
         if isinstance(choice, NamedFunctionChoice) and choice.name not in names:
@@ -200,11 +214,12 @@ class ResponseUsage(BaseModel):
     output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
 
     @classmethod
-    def of(cls, input_tokens: int, output_tokens: int) -> ResponseUsage:
+    def of(cls, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> ResponseUsage:
         return cls(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             total_tokens=input_tokens + output_tokens,
+            input_tokens_details=InputTokensDetails(cached_tokens=cached_tokens),
         )
 
 
@@ -315,8 +330,11 @@ class ResponseStream:
             logprobs=[],
         )
 
-    def function_call(self, name: str, arguments: str, call_id: str | None = None) -> str:
-        """One complete function call item (closing any open message first)."""
+    def function_call(
+        self, name: str, arguments: str, call_id: str | None = None, *, complete: bool = True
+    ) -> str:
+        """One function call item (closing any open message first); ``complete=False``
+        for a call cut off by the token limit (its status is then ``incomplete``)."""
         events = self._close_message("completed")
         call = OutputFunctionCall(name=name, arguments="", status="in_progress")
         if call_id:
@@ -333,7 +351,7 @@ class ResponseStream:
             delta=arguments,
         )
         call.arguments = arguments
-        call.status = "completed"
+        call.status = "completed" if complete else "incomplete"
         events += self._event(
             "response.function_call_arguments.done",
             item_id=call.id,

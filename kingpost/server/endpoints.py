@@ -1,5 +1,7 @@
-"""The five /v1 hook routes: OpenAI's chat completions, completions, embeddings and
-responses, and Anthropic's messages. Each calls the model's hook of that name.
+"""The /v1 hook routes: OpenAI's chat completions, completions, embeddings and
+responses, Anthropic's messages, and the two token counts (Anthropic's
+``/v1/messages/count_tokens``, OpenAI's ``/v1/responses/input_tokens``). Each calls
+the model's hook of that name; a model without it answers 404.
 
 Their errors are rendered in the dialect of the API (``ENDPOINT_ROUTES``), so the
 official SDKs show the message and retry what is retryable.
@@ -22,6 +24,9 @@ ENDPOINT_ROUTES = {
     "embeddings": ("/v1/embeddings", ErrorDialect.OPENAI),
     "messages": ("/v1/messages", ErrorDialect.ANTHROPIC),
     "responses": ("/v1/responses", ErrorDialect.OPENAI),
+    # token counting: Anthropic's, and OpenAI's for the responses API
+    "count_tokens": ("/v1/messages/count_tokens", ErrorDialect.ANTHROPIC),
+    "input_tokens": ("/v1/responses/input_tokens", ErrorDialect.OPENAI),
 }
 
 

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -47,6 +48,19 @@ class _RequestIds:
 
 
 new_request_id = _RequestIds().next
+
+
+def _client_timeout(name: bytes, value: bytes, current: float | None) -> float | None:
+    """Seconds left by a ``Request-Timeout-Ms`` (relative) or ``Request-Deadline-Ms``
+    (Unix time) header; the shorter of two; an unreadable value is ignored."""
+    try:
+        milliseconds = float(value)
+    except ValueError:
+        return current
+    if name == b"request-deadline-ms":
+        milliseconds -= time.time() * 1000
+    seconds = max(milliseconds / 1000, 0.001)
+    return seconds if current is None else min(current, seconds)
 
 
 def request_id_of(scope: Scope) -> str:
@@ -154,6 +168,7 @@ class Exchange:
         "_thread_event",
         "_watcher",
         "accept",
+        "client_timeout",
         "content_length",
         "content_type",
         "deadline",
@@ -174,6 +189,8 @@ class Exchange:
         self.disconnected = False
         self.finished = False
         self.deadline: Deadline | None = None
+        # Request-Timeout-Ms / Request-Deadline-Ms: the client's own bound, in seconds
+        self.client_timeout: float | None = None
         self._loop = asyncio.get_running_loop()
         self._watcher: asyncio.Task[None] | None = None
         self._disconnect_callbacks: list[Callable[[], None]] | None = None
@@ -190,6 +207,8 @@ class Exchange:
                 accept = value.lower()
             elif (name == b"x-request-id" or name == b"x-baseten-request-id") and value:
                 request_id = value
+            elif name == b"request-timeout-ms" or name == b"request-deadline-ms":
+                self.client_timeout = _client_timeout(name, value, self.client_timeout)
         self.request_id = request_id.decode("latin-1")[:128] if request_id else new_request_id()
         self.content_type = content_type
         self.content_length = content_length
@@ -229,7 +248,10 @@ class Exchange:
     # -- watching the client -------------------------------------------------
 
     def within(self, seconds: float) -> Deadline:
-        """``async with ex.within(seconds):`` bounds the model's work once it waits."""
+        """``async with ex.within(seconds):`` bounds the model's work once it waits (or
+        sooner, by the client's ``Request-Timeout-Ms`` / ``Request-Deadline-Ms``)."""
+        if self.client_timeout is not None and self.client_timeout < seconds:
+            seconds = self.client_timeout
         self.deadline = Deadline(seconds)
         return self.deadline
 

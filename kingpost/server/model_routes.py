@@ -19,7 +19,9 @@ from kingpost.server.model_service import ModelService
 from kingpost.server.page_routes import page_routes
 from kingpost.server.predict import Predict
 from kingpost.server.probes import Loaded, Metrics, ModelList, Readiness, Schema, liveness
-from kingpost.server.routing import Route, Router, WebSocketRoute
+from kingpost.server.routing import Mount, Route, Router, WebSocketRoute
+from kingpost.server.stored_responses import PREFIX as STORED_PREFIX
+from kingpost.server.stored_responses import serves_stored_responses, stored_responses_app
 from kingpost.server.websocket import ModelWebSocket
 
 HEALTH = ("GET", "HEAD")
@@ -33,7 +35,7 @@ def model_routes(
     predict = Predict(service)
     schema = ModelSchema.from_descriptor(service.descriptor)
     name = service.source.config.model_name or "model"
-    routes: list[Route | WebSocketRoute] = [
+    routes: list[Route | WebSocketRoute | Mount] = [
         Route("/", liveness, HEALTH, name="liveness", logged=False),
         Route("/v1/models/model", readiness, HEALTH, name="readiness", logged=False),
         Route("/v1/models/model/loaded", Loaded(lifecycle), HEALTH, name="loaded"),
@@ -57,6 +59,8 @@ def model_routes(
             Route(path, EndpointHook(service, hook), ("POST",), name=hook, dialect=dialect)
         )
     routes += page_routes(service.descriptor, title=name, playground=playground)
+    if serves_stored_responses(service.descriptor.cls):
+        routes.append(Mount(STORED_PREFIX, stored_responses_app(service), name="stored_responses"))
     if service.descriptor.has_websocket:
         routes.append(WebSocketRoute("/v1/websocket", ModelWebSocket(lifecycle, service.drain)))
     return Router(routes, any_model_name=True)
