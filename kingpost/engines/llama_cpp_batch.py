@@ -35,7 +35,6 @@ from kingpost.engines.generation import (
     SamplingParams,
     StopReason,
 )
-from kingpost.observe.metrics import GENERATIONS
 from kingpost.engines.llama_cpp_sampling import (
     Candidates,
     SamplingStats,
@@ -43,6 +42,7 @@ from kingpost.engines.llama_cpp_sampling import (
     candidate_tiers,
     free_samplers,
 )
+from kingpost.observe.metrics import GENERATIONS
 from kingpost.protocols import TokenLogprob, TopLogprob
 
 logger = logging.getLogger("kingpost.engines.llama_cpp")
