@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     body.add_argument("-f", "--file", help="file with the JSON request body ('-' for stdin)")
     predict.add_argument("--stream", action="store_true", help="print chunks as they arrive")
     predict.add_argument("--timeout", type=float, default=1200.0)
+
+    from kingpost.auth.commands import add_keys_command
+
+    add_keys_command(commands.add_parser)
     return parser
 
 
@@ -85,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         return init_command(args.model_dir, args.openai)
     if args.command == "predict":
         return predict_command(args)
+    if args.command == "keys":
+        from kingpost.auth.commands import keys_command
+
+        return keys_command(args)
     return 2
 
 

@@ -1,0 +1,42 @@
+"""Per-key quotas: a token bucket and a count at once, refused with a Retry-After."""
+
+from __future__ import annotations
+
+import pytest
+
+from kingpost.limits import Quota, QuotaExceededError, Quotas
+
+
+def test_a_rate_quota_allows_its_burst_then_asks_to_retry() -> None:
+    quotas = Quotas(Quota(rate=0.5, burst=2))
+    for _ in range(2):
+        quotas.admit("k", None).release()
+    with pytest.raises(QuotaExceededError) as refused:
+        quotas.admit("k", None)
+    assert refused.value.status_code == 429 and 1 <= refused.value.retry_after <= 2
+    quotas.admit("other", None).release()  # each key has its own bucket
+
+
+def test_a_concurrency_quota_counts_requests_until_they_end() -> None:
+    quotas = Quotas()
+    quota = Quota(concurrency=1)
+    with quotas.admit("k", quota):
+        assert quotas.active("k") == 1
+        with pytest.raises(QuotaExceededError, match="at once"):
+            quotas.admit("k", quota)
+    assert quotas.active("k") == 0
+    quotas.admit("k", quota).release()
+
+
+def test_no_quota_means_no_bookkeeping() -> None:
+    quotas = Quotas()
+    for _ in range(100):
+        quotas.admit("k", None).release()
+    assert quotas.active("k") == 0
+
+
+def test_a_quota_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        Quota(rate=0)
+    with pytest.raises(ValueError):
+        Quota(concurrency=0)
