@@ -22,12 +22,26 @@ access_logger = logging.getLogger("kingpost.access")
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
+def escape_text(text: str) -> str:
+    """``text`` with control and other unprintable characters as ``\\xNN``/``\\uNNNN``.
+
+    Paths arrive percent-decoded: ``%0a`` would start a forged log line and
+    ``%1b`` send a terminal escape. Printable text (the usual case) is returned as is.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 class RequestIdFilter(logging.Filter):
     """Stamps each record with the id of the request being served (or '-')."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            record.request_id = request_id_var.get()
+            record.request_id = escape_text(request_id_var.get())
+        if record.name.startswith("uvicorn") and isinstance(record.args, tuple):
+            # uvicorn puts the client's path in its lines ("WebSocket /path" [accepted]).
+            record.args = tuple(escape_text(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
@@ -77,6 +91,8 @@ class AccessLog:
     ) -> None:
         if not self.enabled:
             return
+        path = escape_text(path)
+        request_id = escape_text(request_id)
         now = time.time()
         second = int(now)
         if second != self._second:  # format the date part once a second
