@@ -19,7 +19,26 @@ request_id_var: ContextVar[str] = ContextVar("kingpost_request_id", default="-")
 logger = logging.getLogger("kingpost")
 access_logger = logging.getLogger("kingpost.access")
 
+# Values of secrets read so far; no log line shows them (see ``redact``).
+_secret_values: set[str] = set()
+MIN_REDACTED_LENGTH = 4
+REDACTED = "[secret]"
+
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+def register_secret(value: str) -> None:
+    """Keep ``value`` out of every log line from now on (and out of error bodies: ``redact``)."""
+    if len(value) >= MIN_REDACTED_LENGTH:
+        _secret_values.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with each registered secret value replaced by ``[secret]``."""
+    for value in _secret_values:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
 
 
 def escape_text(text: str) -> str:
@@ -49,6 +68,9 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-5s [%(request_id)s] %(name)s: %(message)s")
 
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with any ``extra=`` fields of the record."""
@@ -67,7 +89,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return redact(orjson.dumps(entry, default=str).decode())
 
 
 class AccessLog:

@@ -19,6 +19,7 @@ from kingpost.auth.keyfile import FileKeyStore
 from kingpost.auth.keys import ChainedKeyStore, KeyStore, MemoryKeyStore, static_key
 from kingpost.errors import ConfigError
 from kingpost.limits import Quota, Quotas
+from kingpost.logs import register_secret
 
 ENV_KEYS = "KINGPOST_API_KEYS"
 MIN_KEY_LENGTH = 16
@@ -53,6 +54,8 @@ class KeySettings:
                     f"an API key must be at least {MIN_KEY_LENGTH} characters "
                     f"(make one with: kingpost keys create)"
                 )
+        for key in keys:
+            register_secret(key)
         unknown = set(opened) - set(OPENABLE)
         if unknown:
             raise ConfigError(f"--open takes {', '.join(OPENABLE)}, not {sorted(unknown)}")
