@@ -1,4 +1,4 @@
-"""Per-caller quotas: a request rate (token bucket) and a number of requests at once.
+"""Per-caller quotas (a request rate and a number at once), and a bounded wait for a slot.
 
 Past either, the request is refused at once with QuotaExceededError (429) and a
 ``Retry-After`` in whole seconds; nothing queues. State is one small object per
@@ -11,11 +11,15 @@ key id, and key ids come from the key store, so memory stays bounded.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
+from typing import Literal
 
-from kingpost.errors import RequestError
+from kingpost.errors import NotReadyError, RequestError
+
+DEFAULT_MAX_QUEUE = 64
 
 
 class QuotaExceededError(RequestError):
@@ -124,3 +128,44 @@ class Quotas:
     def active(self, caller: str) -> int:
         usage = self._usage.get(caller)
         return usage.active if usage is not None else 0
+
+
+class OverloadedError(NotReadyError):
+    """Every slot is busy and the queue for them is full (HTTP 503, retry later)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+
+class BoundedSlots(asyncio.Semaphore):
+    """A semaphore of model slots with at most ``max_queue`` requests waiting for one.
+
+    Past that, ``acquire`` raises OverloadedError at once: the wait, and the
+    memory the waiting requests hold, stay bounded however many clients come.
+
+        slots = BoundedSlots(4, max_queue=64)
+        async with slots:   # OverloadedError when 4 run and 64 wait
+            ...
+    """
+
+    def __init__(self, value: int, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+        super().__init__(value)
+        if max_queue < 0:
+            raise ValueError("max_queue must be 0 or more")
+        self.max_queue = max_queue
+        self.waiting = 0
+
+    async def acquire(self) -> Literal[True]:
+        if not self.locked():
+            return await super().acquire()
+        if self.waiting >= self.max_queue:
+            raise OverloadedError(
+                f"the model is at capacity and {self.waiting} requests wait already "
+                f"(runtime.max_queue); retry later"
+            )
+        self.waiting += 1
+        try:
+            return await super().acquire()
+        finally:
+            self.waiting -= 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from kingpost.limits import Quota, QuotaExceededError, Quotas
+from kingpost.limits import BoundedSlots, OverloadedError, Quota, QuotaExceededError, Quotas
 
 
 def test_a_rate_quota_allows_its_burst_then_asks_to_retry() -> None:
@@ -40,3 +42,32 @@ def test_a_quota_must_be_positive() -> None:
         Quota(rate=0)
     with pytest.raises(ValueError):
         Quota(concurrency=0)
+
+
+async def test_bounded_slots_refuse_past_the_queue_and_serve_the_queued() -> None:
+    slots = BoundedSlots(1, max_queue=2)
+    await slots.acquire()
+    queued = [asyncio.create_task(slots.acquire()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert slots.waiting == 2
+    with pytest.raises(OverloadedError) as refused:
+        await slots.acquire()
+    assert refused.value.status_code == 503 and refused.value.retry_after >= 1
+    for _ in queued:
+        slots.release()
+    await asyncio.wait_for(asyncio.gather(*queued), 5)
+    assert slots.waiting == 0
+
+
+async def test_a_cancelled_waiter_leaves_the_queue() -> None:
+    slots = BoundedSlots(1, max_queue=1)
+    await slots.acquire()
+    waiter = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert slots.waiting == 0
+    slots.release()
+    async with slots:
+        assert slots.locked()
