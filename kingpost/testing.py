@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,8 @@ class ServerProcess:
         wait_ready: bool = True,
         startup_timeout: float = 60.0,
         command: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.args = list(args)
@@ -49,7 +52,11 @@ class ServerProcess:
         self.startup_timeout = startup_timeout
         self.command = command
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        # Polled with ``headers`` (an API key) and ``verify`` (a test CA with --ssl-certfile).
+        self.headers = headers or {}
+        self.verify = verify
+        scheme = "https" if "--ssl-certfile" in self.args else "http"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         # The log file lives as long as the server object, not a with-block.
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
@@ -74,7 +81,7 @@ class ServerProcess:
     def wait_until(self, path: str, timeout: float) -> None:
         """Poll ``path`` until it answers 200; RuntimeError with the logs otherwise."""
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=2.0, headers=self.headers, verify=self.verify) as client:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
                     raise RuntimeError(
