@@ -5,6 +5,7 @@ Human-readable lines by default; JSON lines with ``--log-format json``.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -162,8 +163,14 @@ def access_log() -> AccessLog:
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Send kingpost's and uvicorn's logs to stderr in one format."""
+    """Send kingpost's and uvicorn's logs to stderr in one format.
+
+    A fatal signal in native code (SIGSEGV, SIGILL, SIGBUS, SIGFPE, SIGABRT) is never
+    silent: faulthandler writes a line naming it and every thread's Python stack to the
+    same stream, then the process dies of that signal (a non-zero exit).
+    """
     global _access_log
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

@@ -34,6 +34,7 @@ from kingpost.engines.generation import (
     GenerationOutcome,
     GenerationRequest,
 )
+from kingpost.engines.llama_cpp_probe import probe_command, probe_enabled, run_probe
 from kingpost.engines.llm_endpoints import LLMEndpoints
 from kingpost.engines.settings import parse_engine_block
 from kingpost.errors import ConfigError, ModelLoadError
@@ -134,6 +135,10 @@ class LlamaCppModel(LLMEndpoints):
             ) from None
         if not settings.verbose:
             logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        threads = settings.threads or os.cpu_count() or 1
+        if probe_enabled():
+            features = run_probe(probe_command(path, threads))
+            logger.info("llama.cpp build runs on this CPU (%s)", features)
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 10_000 if settings.gpu_layers < 0 else settings.gpu_layers
@@ -142,7 +147,6 @@ class LlamaCppModel(LLMEndpoints):
             raise ModelLoadError(f"llama.cpp could not load the GGUF at {path}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self._template = chat_template(self._model, self._vocab, settings.chat_format)
-        threads = settings.threads or os.cpu_count() or 1
         params = llama_cpp.llama_context_default_params()
         params.n_seq_max = settings.max_concurrent_sequences
         params.n_ctx = settings.context_length * settings.max_concurrent_sequences
