@@ -23,7 +23,10 @@ Idle keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 logger = logging.getLogger("kingpost.connection")
 
 _HEAD_END = b"\r\n\r\n"
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             timeout = self.limits.send_timeout
             logger.info("the client read nothing for %g s: closing its connection", timeout)
-            self.transport.abort()  # the buffered reply is dropped with the connection
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:  # a reset: the kernel drops what it still holds for the client
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            self.transport.abort()
 
     def _refuse(self, status: int, message: str) -> None:
         self._refused = True

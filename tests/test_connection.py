@@ -131,4 +131,4 @@ def test_a_client_that_never_reads_is_cut(running: Running) -> None:
             if not chunk:
                 break
             received += len(chunk)
-    assert received < 64 << 20
+    assert received < 1 << 20  # reset: not even what the kernel held was delivered
