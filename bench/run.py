@@ -2,27 +2,33 @@
 
     python -m bench.run                 # 3 rounds, 5 s per load run, 1 worker
     python -m bench.run --workers 2 --rounds 5 --duration 10
+    python -m bench.run --against 25c7e8f --only echo --only stream   # this tree vs a commit
 
 Starts every server itself on 127.0.0.1, interleaves the measurements of each
 round (rotating their order), and prints medians over rounds with ratios to
-the baseline of the same run. No load run lasts over 20 s.
+the baseline of the same run. No load run lasts over 20 s. With ``--against REV``
+the Kingpost rows are also served from ``REV`` (checked out into a temporary
+directory) side by side, and a last table compares their server CPU per request
+(the raw-ASGI limit and access-log rows are left out then).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bench.load import LoadStats, ensure_wrk, post_script, run_wrk
-from bench.servers import Server, ServerSpec, granian, kingpost, uvicorn
+from bench.servers import Server, ServerSpec, check_out, granian, kingpost, uvicorn
 from bench.streams import StreamStats, run_streams
 
 MAX_LOAD_SECONDS = 20.0
@@ -69,6 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run only these parts (repeatable)",
     )
     parser.add_argument("--json", dest="json_path", help="also write the raw runs here")
+    parser.add_argument(
+        "--against", metavar="REV", help="also serve the Kingpost rows from this git revision"
+    )
     args = parser.parse_args(argv)
     if not 0 < args.duration <= MAX_LOAD_SECONDS:
         parser.error(f"--duration must be in (0, {MAX_LOAD_SECONDS:g}]")
@@ -77,8 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def echo_targets(workers: int) -> list[EchoTarget]:
-    return [
+def echo_targets(workers: int, against: Against | None = None) -> list[EchoTarget]:
+    targets = [
         EchoTarget("starlette (baseline)", uvicorn("bench.apps.starlette_echo:app", workers)),
         EchoTarget("raw ASGI, uvicorn (limit)", uvicorn("bench.apps.raw_echo:app", workers)),
         EchoTarget("raw ASGI, granian (limit)", granian("bench.apps.raw_echo:app", workers)),
@@ -90,13 +99,20 @@ def echo_targets(workers: int) -> list[EchoTarget]:
             kingpost("echo_async", workers, "--log-level", "info"),
         ),
     ]
+    if against is not None:
+        # Comparing revisions: the limit rows and the access-log row only add noise.
+        targets = [t for t in targets if "limit" not in t.label and "log on" not in t.label]
+        for model, label in (("echo_async", "async predict"), ("echo_sync", "sync predict")):
+            spec = kingpost(model, workers, "--no-access-log", source=against.tree)
+            targets.append(EchoTarget(f"kingpost {label} @{against.revision}", spec))
+    return targets
 
 
-def stream_targets(workers: int, chunks: int) -> list[StreamTarget]:
+def stream_targets(workers: int, chunks: int, against: Against | None = None) -> list[StreamTarget]:
     starlette = uvicorn("bench.apps.starlette_echo:app", workers)
     body = {"chunks": chunks}
     chat = {"messages": [{"role": "user", "content": "hi"}], "stream": True, "chunks": chunks}
-    return [
+    targets = [
         StreamTarget("starlette stream (baseline)", starlette, "/stream", body),
         StreamTarget(
             "kingpost async generator",
@@ -118,6 +134,24 @@ def stream_targets(workers: int, chunks: int) -> list[StreamTarget]:
             chat,
         ),
     ]
+    if against is not None:
+        tree, rev = against.tree, against.revision
+        for model, kind in (("stream_async", "async"), ("stream_sync", "sync")):
+            spec = kingpost(model, workers, "--no-access-log", source=tree)
+            name = f"kingpost {kind} generator @{rev}"
+            targets.append(StreamTarget(name, spec, "/predict", body))
+        spec = kingpost("stream_async", workers, "--no-access-log", source=tree)
+        sse = f"kingpost chat_completions SSE @{rev}"
+        targets.append(StreamTarget(sse, spec, "/v1/chat/completions", chat))
+    return targets
+
+
+@dataclass(frozen=True)
+class Against:
+    """A revision to compare with, and the temporary directory holding its tree."""
+
+    revision: str
+    tree: Path
 
 
 def startup_targets(workers: int) -> list[StartupTarget]:
@@ -136,19 +170,25 @@ def start_all(specs: list[ServerSpec]) -> dict[str, Server]:
     """One server per distinct spec, shared by the targets that use it."""
     servers: dict[str, Server] = {}
     for spec in specs:
-        key = " ".join(spec.argv)
+        key = spec_key(spec)
         if key not in servers:
             servers[key] = Server(spec).start()
     return servers
 
 
+def spec_key(spec: ServerSpec) -> str:
+    return " ".join([*spec.argv, str(spec.cwd), *sorted(f"{k}={v}" for k, v in spec.env.items())])
+
+
 def server_for(servers: dict[str, Server], spec: ServerSpec) -> Server:
-    return servers[" ".join(spec.argv)]
+    return servers[spec_key(spec)]
 
 
-def bench_echo(args: argparse.Namespace, log: Callable[[str], None]) -> list[EchoTarget]:
+def bench_echo(
+    args: argparse.Namespace, log: Callable[[str], None], against: Against | None = None
+) -> list[EchoTarget]:
     ensure_wrk()
-    targets = echo_targets(args.workers)
+    targets = echo_targets(args.workers, against)
     script = post_script(orjson.dumps(ECHO_BODY))
     servers = start_all([t.spec for t in targets])
     try:
@@ -182,8 +222,10 @@ def bench_echo(args: argparse.Namespace, log: Callable[[str], None]) -> list[Ech
     return targets
 
 
-def bench_streams(args: argparse.Namespace, log: Callable[[str], None]) -> list[StreamTarget]:
-    targets = stream_targets(args.workers, args.chunks)
+def bench_streams(
+    args: argparse.Namespace, log: Callable[[str], None], against: Against | None = None
+) -> list[StreamTarget]:
+    targets = stream_targets(args.workers, args.chunks, against)
     servers = start_all([t.spec for t in targets])
     try:
         for target in targets:
@@ -191,15 +233,19 @@ def bench_streams(args: argparse.Namespace, log: Callable[[str], None]) -> list[
             run_streams(port, target.path, target.body, args.chunks, args.streams, 1.0)
         for round_no in range(args.rounds):
             for target in rotated(targets, round_no):
-                port = server_for(servers, target.spec).port
+                server = server_for(servers, target.spec)
+                cpu_before = server.cpu_seconds()
                 stats = run_streams(
-                    port, target.path, target.body, args.chunks, args.streams, args.duration
+                    server.port, target.path, target.body, args.chunks, args.streams, args.duration
                 )
+                cpu_used = server.cpu_seconds() - cpu_before
+                stats = replace(stats, server_cpu_us=cpu_used / max(stats.streams, 1) * 1e6)
                 target.runs.append(stats)
                 log(
                     f"round {round_no + 1} stream {target.label}: "
                     f"{stats.chunks_per_s:,.0f} chunks/s"
-                    f" ttfb p50 {stats.ttfb_p50_ms:.2f} ms errors {stats.errors}"
+                    f" ttfb p50 {stats.ttfb_p50_ms:.2f} ms"
+                    f" cpu {stats.server_cpu_us:.0f} us/stream errors {stats.errors}"
                 )
     finally:
         for server in servers.values():
@@ -297,6 +343,36 @@ def print_table(
             print(f"  {u.label:34} {median(u.ready_s):9.2f} {median(u.rss_mb):8.1f}")
 
 
+def print_against(against: Against, echo: list[EchoTarget], streams: list[StreamTarget]) -> None:
+    """Each Kingpost row beside the same row served from ``against``: server CPU per request."""
+    rows: list[tuple[str, list[float], list[float]]] = []
+    targets: list[Any] = [*echo, *streams]
+    by_label = {t.label: t for t in targets}
+    suffix = f" @{against.revision}"
+    for target in targets:
+        old = by_label.get(target.label + suffix)
+        if old is not None:
+            rows.append(
+                (
+                    target.label,
+                    [r.server_cpu_us for r in target.runs],
+                    [r.server_cpu_us for r in old.runs],
+                )
+            )
+    if not rows:
+        return
+    print()
+    print(f"against {against.revision}: server CPU per request (per stream for streams)")
+    print(f"  {'server':34} {'this tree':>10} {against.revision:>10} {'ratio':>7}  per round")
+    for label, new, old in rows:
+        rounds = " ".join(f"{n / o:.3f}" for n, o in zip(new, old, strict=False))
+        print(
+            f"  {label:34} {median(new):10.1f} {median(old):10.1f} "
+            f"{median(new) / median(old):6.3f}x  {rounds}"
+        )
+    print("  ratio: this tree's CPU over the revision's (below 1 is cheaper); rounds interleave")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     parts = set(args.only or ("echo", "stream", "startup"))
@@ -304,10 +380,17 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    echo = bench_echo(args, log) if "echo" in parts else []
-    streams = bench_streams(args, log) if "stream" in parts else []
-    startup = bench_startup(args, log) if "startup" in parts else []
+    against = Against(args.against, check_out(args.against)) if args.against else None
+    try:
+        echo = bench_echo(args, log, against) if "echo" in parts else []
+        streams = bench_streams(args, log, against) if "stream" in parts else []
+        startup = bench_startup(args, log) if "startup" in parts else []
+    finally:
+        if against is not None:
+            shutil.rmtree(against.tree, ignore_errors=True)
     print_table(args, echo, streams, startup)
+    if against is not None:
+        print_against(against, echo, streams)
     if args.json_path:
         with open(args.json_path, "w") as handle:
             json.dump(

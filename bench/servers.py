@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,15 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kingpost.testing import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = Path(__file__).resolve().parent / "models"
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -36,14 +31,34 @@ class ServerSpec:
     argv: list[str]
     ready_path: str = "/"
     env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT  # ``python -m`` imports from here first
 
 
-def kingpost(model: str, workers: int, *extra: str) -> ServerSpec:
+def kingpost(model: str, workers: int, *extra: str, source: Path | None = None) -> ServerSpec:
+    """``kingpost serve`` of a bench model; ``source``: run the package found there instead."""
     argv = [sys.executable, "-m", "kingpost", "serve", str(MODELS / model), "--port", "{port}"]
     argv += ["--log-level", "warning", *extra]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    return ServerSpec(f"kingpost {model}", argv, ready_path="/v1/models/model")
+    if source is None:
+        return ServerSpec(f"kingpost {model}", argv, ready_path="/v1/models/model")
+    env = {"PYTHONPATH": str(source)}
+    name = f"kingpost {model} from {source}"
+    return ServerSpec(name, argv, ready_path="/v1/models/model", env=env, cwd=source)
+
+
+def check_out(revision: str) -> Path:
+    """The tree of ``revision`` in a new temporary directory (``git archive``: the
+    repository itself is not touched). The caller removes it."""
+    target = Path(tempfile.mkdtemp(prefix="kingpost-bench-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", revision],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True, timeout=60)
+    return target
 
 
 def uvicorn(app: str, workers: int) -> ServerSpec:
@@ -81,7 +96,7 @@ class Server:
         self.started_at = time.perf_counter()
         self.process = subprocess.Popen(
             argv,
-            cwd=ROOT,
+            cwd=self.spec.cwd,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -24,6 +24,7 @@ class StreamStats:
     ttfb_p99_ms: float
     streams: int
     errors: int
+    server_cpu_us: float = float("nan")  # server CPU time per stream, filled in by the caller
 
 
 class StreamError(Exception):

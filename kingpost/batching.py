@@ -33,20 +33,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from kingpost.errors import NotReadyError
+from kingpost.errors import BatcherClosedError, BatchSizeMismatchError
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 BatchFunction = Callable[[list[ItemT]], Sequence[ResultT | BaseException]]
-
-
-class BatcherClosedError(NotReadyError):
-    """The batcher was closed; no new items are taken and waiting ones are failed."""
-
-
-class BatchSizeMismatchError(RuntimeError):
-    """The batch function returned a different number of results than it was given items."""
 
 
 @dataclass(eq=False, slots=True)

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        from kingpost.server.runner import ServeOptions, serve
+        from kingpost.serve import ServeOptions, serve
 
         configure_logging(args.log_level, args.log_format)
         if not args.model_dir.is_dir():

@@ -1,10 +1,68 @@
-"""Kingpost's exception hierarchy.
+"""Every exception Kingpost raises on purpose, in one tree.
 
-Every error the server can answer with is one of these classes; the server maps
-them to HTTP statuses in one place (``kingpost.server.errors``).
+    KingpostError
+    ├── ConfigError                  config.yaml (or an engine block in it) is invalid
+    ├── ModelDefinitionError         the Model class breaks a rule
+    ├── ModelLoadError               importing, constructing or loading the model failed
+    │   └── ModelFilesNotFoundError  model_cache / weights are not on disk
+    ├── MissingRequirementsError     a declared requirement is not installed
+    ├── InstallError                 pip could not install the requirements
+    ├── SecretNotFoundError          (also a KeyError) a secret is undeclared or empty
+    ├── ScaffoldError                ``kingpost init`` cannot use the target directory
+    ├── BatchSizeMismatchError       (also a RuntimeError) a batch function miscounted
+    ├── UpstreamError                talking to a custom server failed (before any reply)
+    │   └── UpstreamConnectError     it could not be reached at all
+    └── RequestError                 answering one request; carries its HTTP status
+        ├── InvalidInputError           400 the body is not what the route takes
+        │   └── InvalidParameterError   400 names the parameter (OpenAI ``param``)
+        ├── HookNotFoundError           404 the model lacks the hook a route calls
+        │   └── RouteNotFoundError      404 no route has this path
+        ├── MethodNotAllowedError       405
+        ├── PayloadTooLargeError        413 the body is over ``runtime.max_request_bytes``
+        ├── ClientDisconnectedError     499 the client left before the reply
+        ├── UpstreamUnavailableError    502 a custom server is down or restarting
+        ├── NotReadyError               503 loading, unhealthy or shutting down
+        │   └── BatcherClosedError      503 a batcher was closed
+        └── RequestTimeoutError         504 past ``runtime.request_timeout`` (a TimeoutError)
+            └── StreamReadTimeoutError  504 no chunk within ``streaming_read_timeout``
+
+Code anywhere raises the specific class; the server renders it once, in the
+error dialect of the route that failed (``kingpost.server.errors``): raising
+
+    raise InvalidParameterError("temperature", "must be at most 2")
+
+on ``/v1/chat/completions`` answers OpenAI's error object with status 400.
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "BatchSizeMismatchError",
+    "BatcherClosedError",
+    "ClientDisconnectedError",
+    "ConfigError",
+    "HookNotFoundError",
+    "InstallError",
+    "InvalidInputError",
+    "InvalidParameterError",
+    "KingpostError",
+    "MethodNotAllowedError",
+    "MissingRequirementsError",
+    "ModelDefinitionError",
+    "ModelFilesNotFoundError",
+    "ModelLoadError",
+    "NotReadyError",
+    "PayloadTooLargeError",
+    "RequestError",
+    "RequestTimeoutError",
+    "RouteNotFoundError",
+    "ScaffoldError",
+    "SecretNotFoundError",
+    "StreamReadTimeoutError",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamUnavailableError",
+]
 
 
 class KingpostError(Exception):
@@ -23,11 +81,39 @@ class ModelLoadError(KingpostError):
     """Importing, constructing or loading the model failed."""
 
 
+class ModelFilesNotFoundError(ModelLoadError):
+    """Files the config names (``model_cache``, ``weights``) are absent and cannot be fetched."""
+
+
+class MissingRequirementsError(KingpostError):
+    """A declared requirement is not installed (the message names each one)."""
+
+
+class InstallError(KingpostError):
+    """pip could not install the declared requirements."""
+
+
 class SecretNotFoundError(KingpostError, KeyError):
     """A secret was read that is not declared or has no value."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
         return str(self.args[0]) if self.args else ""
+
+
+class ScaffoldError(KingpostError):
+    """The target directory cannot be used for a new model."""
+
+
+class BatchSizeMismatchError(KingpostError, RuntimeError):
+    """The batch function returned a different number of results than it was given items."""
+
+
+class UpstreamError(KingpostError):
+    """A request to a custom server failed before any of its reply was relayed."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """The custom server could not be connected to (it is not listening)."""
 
 
 class RequestError(KingpostError):
@@ -46,11 +132,41 @@ class RequestError(KingpostError):
 
 
 class InvalidInputError(RequestError):
+    """The request body is not what the route takes (HTTP 400)."""
+
     status_code = 400
 
 
+class InvalidParameterError(InvalidInputError):
+    """A request parameter is missing, malformed or unsupported (HTTP 400).
+
+    ``param`` and ``code`` appear as such in OpenAI's error object.
+    """
+
+    def __init__(self, param: str | None, message: str, code: str | None = None) -> None:
+        super().__init__(f"{param}: {message}" if param else message)
+        self.param = param
+        self.code = code
+
+
 class HookNotFoundError(RequestError):
+    """The model does not implement the hook the route calls (HTTP 404)."""
+
     status_code = 404
+
+
+class RouteNotFoundError(HookNotFoundError):
+    """No route has this path (HTTP 404)."""
+
+
+class MethodNotAllowedError(RequestError):
+    """The route does not take this method (HTTP 405); ``allow`` lists those it takes."""
+
+    status_code = 405
+
+    def __init__(self, message: str, allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class PayloadTooLargeError(RequestError):
@@ -61,15 +177,25 @@ class ClientDisconnectedError(RequestError):
     status_code = 499
 
 
-class NotReadyError(RequestError):
-    status_code = 503
-
-
 class UpstreamUnavailableError(RequestError):
     """A custom server could not be reached (it is down or restarting)."""
 
     status_code = 502
 
 
-class RequestTimeoutError(RequestError):
+class NotReadyError(RequestError):
+    """The server cannot take the request now: loading, unhealthy or shutting down."""
+
+    status_code = 503
+
+
+class BatcherClosedError(NotReadyError):
+    """The batcher was closed; no new items are taken and waiting ones are failed."""
+
+
+class RequestTimeoutError(RequestError, TimeoutError):
     status_code = 504
+
+
+class StreamReadTimeoutError(RequestTimeoutError):
+    """A stream produced no chunk within ``runtime.streaming_read_timeout``."""

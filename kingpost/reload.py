@@ -1,11 +1,12 @@
 """``kingpost serve --watch``: reload the model when its directory changes.
 
-The server keeps one ``ModelApp`` as the current generation and forwards every
-request to it. When a file under the model directory changes, a new generation
-is built (config read, model module imported afresh) and loaded beside it; only
-once it has loaded does it take new requests. The old one finishes what it was
-serving and is then shut down. A broken edit (syntax error, failing ``load()``)
-is reported and the old generation keeps serving.
+The server keeps one ``ServerApp`` as the current generation and forwards every
+request to it (``ReloadingApp`` wraps the core and is a ``Servable`` like it).
+When a file under the model directory changes, a new generation is built
+(config read, model module imported afresh) and loaded beside it; only once it
+has loaded does it take new requests. The old one finishes what it was serving
+and is then shut down. A broken edit (syntax error, failing ``load()``) is
+reported and the old generation keeps serving.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
+from starlette.websockets import WebSocket
 
-from kingpost.errors import KingpostError
-from kingpost.server.app import ModelApp
-from kingpost.server.exchange import Receive, Scope, Send
+from kingpost.errors import KingpostError, NotReadyError
+from kingpost.server.app import ServerApp
+from kingpost.server.drain import Drain
+from kingpost.server.exchange import Exchange, Receive, Scope, Send
+from kingpost.server.probes import liveness
+from kingpost.server.routing import ANY_METHOD, Route, Router, WebSocketRoute
+from kingpost.server.websocket import CLOSE_TRY_AGAIN, refuse
 
 logger = logging.getLogger("kingpost.reload")
 
@@ -34,7 +39,7 @@ DRAIN_TIMEOUT = 30.0
 
 @dataclass(eq=False)
 class _Generation:
-    app: ModelApp
+    app: ServerApp
     active: int = 0
     idle: asyncio.Event | None = None
 
@@ -57,40 +62,28 @@ class _Generation:
 class ReloadingApp:
     """ASGI app forwarding to the current model generation, swapping it on changes.
 
-    ``build()`` makes a new (not yet started) ModelApp from the directory's
-    current contents; it raises KingpostError for a broken model.
+    ``build()`` makes a new (not yet started) ServerApp from the directory's
+    current contents, sharing ``drain``; it raises KingpostError for a broken model.
     """
 
     def __init__(
         self,
-        build: Callable[[], ModelApp],
+        build: Callable[[], ServerApp],
         model_dir: Path,
-        first: ModelApp | None,
+        first: ServerApp | None,
+        drain: Drain,
         error: str | None = None,
     ) -> None:
         self.build = build
         self.model_dir = model_dir.resolve()
+        self.drain = drain
         self.current: _Generation | None = _Generation(first) if first is not None else None
         self.error = error if first is None else None
-        self._draining = False
+        self.unavailable = unavailable_app(self)
         self._stop: asyncio.Event | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
         self._first_load: asyncio.Task[bool] | None = None
-
-    @property
-    def draining(self) -> bool:
-        return self._draining
-
-    @draining.setter
-    def draining(self, value: bool) -> None:
-        self._draining = value
-        if self.current is not None:
-            self.current.app.draining = value
-
-    @property
-    def in_flight(self) -> int:
-        return self.current.app.in_flight if self.current is not None else 0
 
     # -- ASGI ------------------------------------------------------------------
 
@@ -100,7 +93,7 @@ class ReloadingApp:
             return
         generation = self.current
         if generation is None:
-            await self._unavailable(scope, receive, send)
+            await self.unavailable(scope, receive, send)
             return
         generation.enter()
         try:
@@ -133,30 +126,16 @@ class ReloadingApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _unavailable(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """No generation has loaded yet: liveness answers, everything else is 503."""
-        if scope["type"] != "http":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close", "code": 1013, "reason": "model is not loaded"})
-            return
-        if scope["path"] == "/":
-            status, body = 200, b'{"status":"alive"}'
-        else:
-            message = f"{self.error}; fix it and save: the server reloads on changes"
-            status, body = 503, orjson.dumps({"error": message})
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
     # -- reloading ---------------------------------------------------------------
 
-    async def _start(self, app: ModelApp, first: bool = False) -> bool:
-        """Load ``app``'s model; True once it is ready to serve."""
-        app.lifecycle.on_fatal = None  # a failed load is reported here, not fatal
+    async def _start(self, app: ServerApp, first: bool = False) -> bool:
+        """Load ``app``'s model; True once it is ready to serve.
+
+        A failed load is reported here, not fatal: ``build`` makes apps without
+        an ``on_fatal``.
+        """
         app.startup()
-        await app.lifecycle.wait_loaded()
-        failed = app.lifecycle.failed
+        failed = await app.wait_started()
         if failed is None:
             return True
         self.error = f"load() failed: {type(failed).__name__}: {failed}"
@@ -200,7 +179,7 @@ class ReloadingApp:
     def _keeping(self) -> str:
         return "; the previous version keeps serving" if self.current is not None else ""
 
-    def _build_fresh(self) -> ModelApp:
+    def _build_fresh(self) -> ServerApp:
         forget_modules_under(self.model_dir)
         return self.build()
 
@@ -224,6 +203,25 @@ class ReloadingApp:
                 await self.reload(path for _, path in changes)
         except Exception:  # the server goes on without reloading rather than dying
             logger.exception("watching %s stopped", self.model_dir)
+
+
+def unavailable_app(reloading: ReloadingApp) -> ServerApp:
+    """Serves while no generation has loaded: liveness answers, everything else is 503."""
+
+    async def unavailable(ex: Exchange) -> None:
+        raise NotReadyError(f"{reloading.error}; fix it and save: the server reloads on changes")
+
+    async def refuse_websocket(ws: WebSocket) -> None:
+        await refuse(ws, CLOSE_TRY_AGAIN, "model is not loaded")
+
+    router = Router(
+        [
+            Route("/", liveness, ("GET", "HEAD"), name="liveness", logged=False),
+            WebSocketRoute("/v1/websocket", refuse_websocket),
+        ],
+        fallback=Route("/", unavailable, ANY_METHOD, name="unavailable"),
+    )
+    return ServerApp(router, drain=reloading.drain)
 
 
 def forget_modules_under(directory: Path) -> list[str]:

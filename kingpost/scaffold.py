@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kingpost.errors import KingpostError
+from kingpost.errors import ScaffoldError
 
 CONFIG = """\
 model_name: {name}
@@ -223,10 +223,6 @@ def _vector(text: str, size: int = 16) -> list[float]:
     digest = hashlib.sha256(text.encode()).digest()
     return [round(byte / 127.5 - 1.0, 6) for byte in digest[:size]]
 '''
-
-
-class ScaffoldError(KingpostError):
-    """The target directory cannot be used for a new model."""
 
 
 def create_model_dir(path: Path, openai: bool = False) -> list[Path]:

@@ -227,8 +227,8 @@ async def test_the_queue_is_bounded_and_submit_waits_for_room() -> None:
     batcher = DynamicBatcher(fn, max_batch_size=1, max_wait_s=0.0, max_queue_size=2)
 
     tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(4)]
-    await wait_until(lambda: len(fn.batches) == 1)
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: len(fn.batches) == 1 and batcher.waiting == 1)
+    await asyncio.sleep(0.05)  # time for a wrongly admitted submit to show up
 
     assert batcher.waiting == 1  # one running, one waiting, two held back in submit
     assert not any(task.done() for task in tasks)

@@ -12,7 +12,6 @@ import yaml
 
 from kingpost.config import load_config, parse_config
 from kingpost.errors import ConfigError
-from kingpost.testing import free_port
 
 COMPAT = Path(__file__).resolve().parent / "models" / "truss_compat"
 
@@ -203,7 +202,12 @@ def test_invalid_yaml_is_refused_naming_the_file(tmp_path: Path) -> None:
 
 
 def test_the_compat_config_files_all_parse() -> None:
-    for path in sorted(COMPAT.glob("*/config.yaml")):
+    configs = sorted(COMPAT.glob("*/config.yaml"))
+    models = sorted(COMPAT.glob("*/model"))
+    assert models, f"no Truss compat models under {COMPAT}"
+    # every compat model directory has its config.yaml, so none is skipped unseen
+    assert [path.parent for path in configs] == [path.parent for path in models]
+    for path in configs:
         parse_config(yaml.safe_load(path.read_text()))
 
 
@@ -212,7 +216,7 @@ def test_serve_refuses_an_invalid_config_before_importing_the_model(tmp_path: Pa
     (tmp_path / "model" / "model.py").write_text("raise SystemExit('imported')\n")
     (tmp_path / "config.yaml").write_text("runtime:\n  predict_concurrency: lots\n")
     result = subprocess.run(
-        [sys.executable, "-m", "kingpost", "serve", str(tmp_path), "--port", str(free_port())],
+        [sys.executable, "-m", "kingpost", "serve", str(tmp_path), "--port", "0"],
         capture_output=True,
         text=True,
         timeout=60,

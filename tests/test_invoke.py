@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from kingpost.errors import ClientDisconnectedError
+from kingpost.errors import ClientDisconnectedError, StreamReadTimeoutError
+from kingpost.model.descriptor import describe_hook
 from kingpost.server.exchange import Exchange
-from kingpost.server.invoke import acquire_slot, run_coroutine
+from kingpost.server.invoke import HookRunner, acquire_slot, run_coroutine
+from kingpost.server.streaming import HookStream, StreamResult
+from kingpost.server.threads import HookThreads
 
 
 def make_exchange() -> tuple[Exchange, asyncio.Future[None]]:
@@ -121,3 +126,53 @@ async def test_a_client_that_leaves_while_queued_gives_up_its_slot() -> None:
         await acquire_slot(ex, slot)
     slot.release()
     assert not slot.locked()
+
+
+class SyncModel:
+    def predict(self, inputs: Any) -> Any:
+        return inputs
+
+
+async def test_a_sync_hook_gives_its_slot_back_when_the_pool_is_shut_down() -> None:
+    threads = HookThreads(2)
+    threads.shutdown(wait=True)
+    slot = asyncio.Semaphore(1)
+    hook = describe_hook("SyncModel", "predict", SyncModel.predict)
+    runner = HookRunner(hook, SyncModel(), threads, slot)
+    ex, _ = make_exchange()
+    with pytest.raises(RuntimeError):
+        await runner(ex, {"x": 1}, None)
+    assert not slot.locked()
+
+
+async def test_a_queued_sync_call_abandoned_at_shutdown_gives_its_slot_back() -> None:
+    threads = HookThreads(1)
+    release = threading.Event()
+    blocker = threads.submit(release.wait, 10)  # the one thread is busy
+    slot = asyncio.Semaphore(1)
+    hook = describe_hook("SyncModel", "predict", SyncModel.predict)
+    runner = HookRunner(hook, SyncModel(), threads, slot)
+    ex, _ = make_exchange()
+    call = asyncio.ensure_future(runner(ex, {"x": 1}, None))
+    while not slot.locked():  # the call took the slot and is queued behind the blocker
+        await asyncio.sleep(0)
+    threads.shutdown(wait=False, cancel_futures=True)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(call, 5)
+    assert not slot.locked()
+    release.set()
+    blocker.result(timeout=5)
+
+
+async def test_a_gathered_stream_that_goes_quiet_is_a_stream_read_timeout() -> None:
+    async def quiet() -> AsyncIterator[str]:
+        yield "first"
+        await asyncio.sleep(10)
+        yield "never"
+
+    ex, _ = make_exchange()
+    threads = HookThreads(1)
+    stream = HookStream(StreamResult(quiet(), None), ex, threads)
+    with pytest.raises(StreamReadTimeoutError, match="streaming_read_timeout"):
+        await stream.gather(0.05)
+    threads.shutdown()

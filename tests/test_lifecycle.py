@@ -22,13 +22,22 @@ def run_to_exit(model_dir: Path) -> ServerProcess:
     return server
 
 
-def test_readiness_is_503_until_load_finishes(start_server) -> None:
-    server = start_server("slow_load", wait_ready=False)
+def wait_for_status(url: str, status: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (answer := httpx.get(url).status_code) != status:
+        assert time.monotonic() < deadline, f"{url} still answers {answer}"
+        time.sleep(0.02)
+
+
+def test_readiness_is_503_until_load_finishes(start_server, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    server = start_server("slow_load", wait_ready=False, env={"LOAD_GATE": str(gate)})
     assert httpx.get(server.url("/")).status_code == 200
     not_ready = httpx.get(server.url("/v1/models/model"))
     assert not_ready.status_code == 503
     assert "error" in not_ready.json()
     assert httpx.post(server.url("/predict"), json={}).status_code == 503
+    gate.touch()
     server.wait_until("/v1/models/model", timeout=20)
     assert httpx.post(server.url("/predict"), json={}).json() == "loaded"
     assert "model ready (loaded in" in server.logs()
@@ -71,11 +80,10 @@ def test_sigterm_drains_in_flight_work_and_refuses_new_work(start_server) -> Non
     assert streaming.wait(20), "the stream never began"
     assert server.process is not None
     server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.1)
+    wait_for_status(server.url("/v1/models/model"), 503)  # the drain has begun
     refused = httpx.post(server.url("/predict"), json={"text": "late"})
     assert refused.status_code == 503
     assert "shutting down" in refused.json()["error"]
-    assert httpx.get(server.url("/v1/models/model")).status_code == 503
     worker.join(20)
     assert b"".join(received) == b"one two three four five six "
     assert server.wait_exit(20) == 0

@@ -92,7 +92,7 @@ def test_metrics_include_what_the_model_reports(pipeline: ServerProcess) -> None
 def test_endpoint_routes_without_a_hook_answer_404_json(pipeline: ServerProcess) -> None:
     reply = httpx.post(pipeline.url("/v1/chat/completions"), json={"messages": []})
     assert reply.status_code == 404
-    assert "chat_completions" in reply.json()["error"]
+    assert "chat_completions" in reply.json()["error"]["message"]
 
 
 def test_a_request_only_predict_reads_the_raw_body(start_server) -> None:

@@ -21,23 +21,43 @@ import os
 import time
 
 
+def wait_for(path, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{{path}} never appeared")
+        time.sleep(0.01)
+
+
 class Model:
     def load(self):
-        time.sleep({load_seconds})
         {load_extra}
 
     def predict(self, model_input):
-        time.sleep(model_input.get("sleep", 0))
+        if "hold" in model_input:
+            open(model_input["started"], "w").close()
+            wait_for(model_input["hold"])
         return {{"version": {version!r}, "env": os.environ.get("FLAVOUR")}}
 """
 
 
-def write_model(
-    directory: Path, version: str, load_seconds: float = 0, load_extra: str = "pass"
-) -> None:
+def write_model(directory: Path, version: str, load_extra: str = "pass") -> None:
     (directory / "model").mkdir(parents=True, exist_ok=True)
-    text = MODEL.format(version=version, load_seconds=load_seconds, load_extra=load_extra)
+    text = MODEL.format(version=version, load_extra=load_extra)
     (directory / "model" / "model.py").write_text(text)
+
+
+@pytest.fixture
+def signals(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Files the test and the model signal each other with, outside the watched directory."""
+    return tmp_path_factory.mktemp("signals")
+
+
+def wait_for_file(path: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
 
 
 def version(server: ServerProcess) -> str:
@@ -75,18 +95,18 @@ def test_an_edit_is_served_within_a_second(start_server: Start, tmp_path: Path) 
 
 
 def test_the_old_version_serves_while_the_new_one_loads(
-    start_server: Start, tmp_path: Path
+    start_server: Start, tmp_path: Path, signals: Path
 ) -> None:
     write_model(tmp_path, "old")
     server = start_server(tmp_path, "--watch")
-    write_model(tmp_path, "new", load_seconds=1.5)
+    loaded = signals / "load may finish"
+    write_model(tmp_path, "new", load_extra=f"wait_for({str(loaded)!r})")
     wait_for_log(server, "reloading")
-    answers = []
-    while not answers or answers[-1] == "old":
-        answers.append(version(server))  # asserts every reply is a 200
-        time.sleep(0.05)
-    assert answers.count("old") > 5
+    # The new version is held in load() until the test lets it finish.
+    assert [version(server) for _ in range(5)] == ["old"] * 5  # each one a 200
     assert httpx.get(server.url("/v1/models/model")).status_code == 200
+    loaded.touch()
+    wait_for_version(server, "new")
 
 
 def test_a_broken_edit_is_reported_and_the_old_version_keeps_serving(
@@ -116,21 +136,26 @@ def test_a_failing_load_in_the_new_version_keeps_the_old_one(
 
 
 def test_a_request_in_flight_finishes_on_the_version_that_took_it(
-    start_server: Start, tmp_path: Path
+    start_server: Start, tmp_path: Path, signals: Path
 ) -> None:
     write_model(tmp_path, "first")
+    # room for other requests beside the held one (the default is one at a time)
+    (tmp_path / "config.yaml").write_text("runtime:\n  predict_concurrency: 4\n")
     server = start_server(tmp_path, "--watch")
+    started, finish = signals / "started", signals / "finish"
+    held = {"hold": str(finish), "started": str(started)}
     slow: list[httpx.Response] = []
     worker = threading.Thread(
-        target=lambda: slow.append(
-            httpx.post(server.url("/predict"), json={"sleep": 1.5}, timeout=10)
-        )
+        target=lambda: slow.append(httpx.post(server.url("/predict"), json=held, timeout=60))
     )
     worker.start()
-    time.sleep(0.3)
-    write_model(tmp_path, "second")
-    wait_for_version(server, "second")
-    worker.join()
+    try:
+        wait_for_file(started)  # the first version has taken the request
+        write_model(tmp_path, "second")
+        wait_for_version(server, "second")
+    finally:
+        finish.touch()
+        worker.join(60)
     assert slow[0].status_code == 200
     assert slow[0].json()["version"] == "first"
 

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from kingpost.server.routing import Route, Router, split_platform_path
+from kingpost.server.errors import ErrorDialect
+from kingpost.server.routing import Mount, Route, Router, WebSocketRoute, split_platform_path
 
 
 @pytest.mark.parametrize(
@@ -34,16 +35,45 @@ async def _no_op(ex: object) -> None:
 
 
 def test_a_router_without_fallback_knows_only_its_routes() -> None:
-    router = Router()
-    router.add("/predict", "predict", ("POST",), _no_op)
-    assert router.resolve("/environments/production/predict") is router.routes["/predict"]
+    predict = Route("/predict", _no_op, ("POST",), name="predict")
+    router = Router([predict])
+    assert router.resolve("/environments/production/predict") is predict
     assert router.resolve("/v1/anything") is None
 
 
 def test_a_fallback_answers_paths_no_route_matches() -> None:
-    router = Router()
-    router.add("/predict", "predict", ("POST",), _no_op)
-    router.fallback = Route("forward", frozenset({"GET"}), _no_op)
-    assert router.resolve("/predict") is router.routes["/predict"]
-    assert router.resolve("/v1/anything") is router.fallback
-    assert router.resolve("/environments/production/sync/v1/models") is router.fallback
+    predict = Route("/predict", _no_op, ("POST",), name="predict")
+    forward = Route("/", _no_op, ("GET",), name="forward")
+    router = Router([predict], fallback=forward)
+    assert router.resolve("/predict") is predict
+    assert router.resolve("/v1/anything") is forward
+    assert router.resolve("/environments/production/sync/v1/models") is forward
+
+
+def test_a_trailing_slash_reaches_the_route_without_it() -> None:
+    predict = Route("/predict", _no_op, ("POST",), name="predict")
+    assert Router([predict]).resolve("/predict/") is predict
+
+
+def test_a_route_declares_its_methods_and_error_dialect() -> None:
+    route = Route("/v1/messages", _no_op, ("POST",), dialect=ErrorDialect.ANTHROPIC)
+    assert route.methods == frozenset({"POST"})
+    assert route.allow_header == b"POST"
+    assert route.name == "v1/messages"
+    assert route.dialect is ErrorDialect.ANTHROPIC
+
+
+def test_websocket_routes_are_looked_up_apart_from_http_ones() -> None:
+    socket = WebSocketRoute("/v1/websocket", _no_op)
+    router = Router([socket])
+    assert router.resolve_websocket("/environments/production/websocket") is socket
+    assert router.resolve("/v1/websocket") is None
+
+
+def test_a_mount_takes_every_path_under_its_prefix_before_the_fallback() -> None:
+    mount = Mount("/admin", _no_op)  # type: ignore[arg-type]
+    forward = Route("/", _no_op, name="forward")
+    router = Router([mount], fallback=forward)
+    assert router.resolve("/admin") is mount
+    assert router.resolve("/admin/keys") is mount
+    assert router.resolve("/administrator") is forward

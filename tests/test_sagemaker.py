@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -18,9 +19,11 @@ def test_invocations_runs_the_predict_pipeline(start_server: Callable[..., Serve
 
 
 def test_ping_answers_503_while_loading_then_200(
-    start_server: Callable[..., ServerProcess],
+    start_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    server = start_server(MODELS / "slow_load", wait_ready=False)
+    gate = tmp_path / "gate"
+    server = start_server(MODELS / "slow_load", wait_ready=False, env={"LOAD_GATE": str(gate)})
     assert httpx.get(server.url("/ping")).status_code == 503
+    gate.touch()
     server.wait_until("/ping", 30)
     assert httpx.get(server.url("/ping")).status_code == 200

@@ -19,7 +19,6 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 
 from kingpost.engines.generation import (
@@ -117,28 +116,25 @@ class LLMEndpoints(abc.ABC):
 
     # ---- OpenAI chat completions --------------------------------------------------
 
-    async def chat_completions(self, inputs: dict[str, Any], request: Request) -> HookResult:
-        try:
-            body = parse_request(ChatCompletionRequest, inputs)
-            if body.stream and body.n > 1:
-                raise InvalidParameterError("n", "streaming supports n=1 only")
-            policy = chat_tool_policy(body)
-            schema = body.response_format.schema_or_none() if body.response_format else None
-            plan = self._plan(
-                self.render_chat(chat_turns(body, policy)),
-                self._sampling(
-                    body,
-                    limit=body.output_token_limit,
-                    schema=schema,
-                    logprobs=bool(body.logprobs),
-                    top_logprobs=body.top_logprobs or 0,
-                ),
-                body.stop_sequences,
-                policy,
-                param="messages",
-            )
-        except InvalidParameterError as error:
-            return error.openai_response()
+    async def chat_completions(self, inputs: dict[str, Any]) -> HookResult:
+        body = parse_request(ChatCompletionRequest, inputs)
+        if body.stream and body.n > 1:
+            raise InvalidParameterError("n", "streaming supports n=1 only")
+        policy = chat_tool_policy(body)
+        schema = body.response_format.schema_or_none() if body.response_format else None
+        plan = self._plan(
+            self.render_chat(chat_turns(body, policy)),
+            self._sampling(
+                body,
+                limit=body.output_token_limit,
+                schema=schema,
+                logprobs=bool(body.logprobs),
+                top_logprobs=body.top_logprobs or 0,
+            ),
+            body.stop_sequences,
+            policy,
+            param="messages",
+        )
         if body.stream:
             return _reporting_errors(self._stream_chat(body, plan), openai_stream_error)
         ends = await asyncio.gather(
@@ -171,26 +167,23 @@ class LLMEndpoints(abc.ABC):
 
     # ---- OpenAI completions -------------------------------------------------------
 
-    async def completions(self, inputs: dict[str, Any], request: Request) -> HookResult:
-        try:
-            body = parse_request(CompletionRequest, inputs)
-            prompts = body.prompts()
-            if body.stream and (body.n > 1 or len(prompts) > 1):
-                raise InvalidParameterError("n", "streaming supports one prompt and n=1 only")
-            if body.suffix:
-                raise InvalidParameterError("suffix", "insertion (suffix) is not supported")
-            sampling = self._sampling(
-                body,
-                limit=body.max_tokens,
-                logprobs=body.logprobs is not None,
-                top_logprobs=body.logprobs or 0,
-            )
-            plans = [
-                self._plan(prompt, sampling, body.stop_sequences, ToolPolicy(), param="prompt")
-                for prompt in prompts
-            ]
-        except InvalidParameterError as error:
-            return error.openai_response()
+    async def completions(self, inputs: dict[str, Any]) -> HookResult:
+        body = parse_request(CompletionRequest, inputs)
+        prompts = body.prompts()
+        if body.stream and (body.n > 1 or len(prompts) > 1):
+            raise InvalidParameterError("n", "streaming supports one prompt and n=1 only")
+        if body.suffix:
+            raise InvalidParameterError("suffix", "insertion (suffix) is not supported")
+        sampling = self._sampling(
+            body,
+            limit=body.max_tokens,
+            logprobs=body.logprobs is not None,
+            top_logprobs=body.logprobs or 0,
+        )
+        plans = [
+            self._plan(prompt, sampling, body.stop_sequences, ToolPolicy(), param="prompt")
+            for prompt in prompts
+        ]
         if body.stream:
             stream = self._stream_completion(body, plans[0], prompts[0])
             return _reporting_errors(stream, openai_stream_error)
@@ -230,20 +223,17 @@ class LLMEndpoints(abc.ABC):
 
     # ---- OpenAI responses ---------------------------------------------------------
 
-    async def responses(self, inputs: dict[str, Any], request: Request) -> HookResult:
-        try:
-            body = parse_request(ResponsesRequest, inputs)
-            policy = responses_tool_policy(body)
-            schema = body.text.format.schema_or_none() if body.text else None
-            plan = self._plan(
-                self.render_chat(responses_turns(body, policy)),
-                self._sampling(body, limit=body.max_output_tokens, schema=schema),
-                [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
-                policy,
-                param="input",
-            )
-        except InvalidParameterError as error:
-            return error.openai_response()
+    async def responses(self, inputs: dict[str, Any]) -> HookResult:
+        body = parse_request(ResponsesRequest, inputs)
+        policy = responses_tool_policy(body)
+        schema = body.text.format.schema_or_none() if body.text else None
+        plan = self._plan(
+            self.render_chat(responses_turns(body, policy)),
+            self._sampling(body, limit=body.max_output_tokens, schema=schema),
+            [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
+            policy,
+            param="input",
+        )
         model = self._model_name(body.model)
         if body.stream:
             return _reporting_errors(self._stream_response(body, plan, model), openai_stream_error)
@@ -280,19 +270,16 @@ class LLMEndpoints(abc.ABC):
 
     # ---- Anthropic messages -------------------------------------------------------
 
-    async def messages(self, inputs: dict[str, Any], request: Request) -> HookResult:
-        try:
-            body = parse_request(MessagesRequest, inputs)
-            policy = anthropic_tool_policy(body)
-            plan = self._plan(
-                self.render_chat(anthropic_turns(body, policy)),
-                self._sampling(body, limit=body.max_tokens, schema=body.output_schema()),
-                body.stop_sequences or [],
-                policy,
-                param="messages",
-            )
-        except InvalidParameterError as error:
-            return error.anthropic_response()
+    async def messages(self, inputs: dict[str, Any]) -> HookResult:
+        body = parse_request(MessagesRequest, inputs)
+        policy = anthropic_tool_policy(body)
+        plan = self._plan(
+            self.render_chat(anthropic_turns(body, policy)),
+            self._sampling(body, limit=body.max_tokens, schema=body.output_schema()),
+            body.stop_sequences or [],
+            policy,
+            param="messages",
+        )
         model = self._model_name(body.model)
         if body.stream:
             return _reporting_errors(self._stream_message(plan, model), anthropic_stream_error)
@@ -327,14 +314,11 @@ class LLMEndpoints(abc.ABC):
 
     # ---- OpenAI embeddings --------------------------------------------------------
 
-    async def embeddings(self, inputs: dict[str, Any], request: Request) -> HookResult:
-        try:
-            body = parse_request(EmbeddingRequest, inputs)
-            if body.dimensions is not None:
-                raise InvalidParameterError("dimensions", "this model has a fixed dimension")
-            vectors, prompt_tokens = await self.embed(body.inputs())
-        except InvalidParameterError as error:
-            return error.openai_response()
+    async def embeddings(self, inputs: dict[str, Any]) -> HookResult:
+        body = parse_request(EmbeddingRequest, inputs)
+        if body.dimensions is not None:
+            raise InvalidParameterError("dimensions", "this model has a fixed dimension")
+        vectors, prompt_tokens = await self.embed(body.inputs())
         return embeddings(
             vectors,
             model=self._model_name(body.model),

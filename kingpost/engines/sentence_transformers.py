@@ -23,8 +23,6 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import Request
-from starlette.responses import Response
 
 from kingpost.batching import DynamicBatcher
 from kingpost.engines.settings import parse_engine_block
@@ -189,16 +187,14 @@ class SentenceTransformersModel:
             raise RuntimeError("the model is not loaded")
         return self._batcher
 
-    async def embeddings(
-        self, inputs: dict[str, Any], request: Request
-    ) -> EmbeddingList | Response:
-        """OpenAI ``POST /v1/embeddings``: the embeddings the server sends as JSON, or a 400."""
-        try:
-            body = parse_embeddings_request(inputs, self.settings.max_inputs_per_request)
-            items = body.inputs()
-            self._check_fits_model(items, body.dimensions)
-        except InvalidParameterError as error:
-            return error.openai_response()
+    async def embeddings(self, inputs: dict[str, Any]) -> EmbeddingList:
+        """OpenAI ``POST /v1/embeddings``: the embeddings the server sends as JSON.
+
+        A bad request raises InvalidParameterError (an OpenAI error object, 400).
+        """
+        body = parse_embeddings_request(inputs, self.settings.max_inputs_per_request)
+        items = body.inputs()
+        self._check_fits_model(items, body.dimensions)
         encoded = await self.batcher.submit_many(items)
         vectors = self._fit_dimensions(np.stack([e.vector for e in encoded]), body.dimensions)
         return embeddings(

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kingpost.config import ModelConfig
-from kingpost.errors import ModelLoadError
+from kingpost.errors import ModelFilesNotFoundError
 from kingpost.model.secrets import DEFAULT_SECRETS_DIR, Secrets
 
 logger = logging.getLogger("kingpost")
@@ -32,10 +32,6 @@ logger = logging.getLogger("kingpost")
 # Where a Truss image mounts `model_cache` volumes; overridable for local use.
 DEFAULT_MODEL_CACHE_MOUNT = Path("/app/model_cache")
 _SCHEMES = {"hf": "hf", "s3": "s3", "gs": "gcs", "gcs": "gcs", "azure": "azure"}
-
-
-class ModelFilesNotFoundError(ModelLoadError):
-    """A declared repository or file is not in the local cache and could not be fetched."""
 
 
 def cache_root() -> Path:

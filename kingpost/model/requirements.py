@@ -22,17 +22,9 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from kingpost.config import ModelConfig
-from kingpost.errors import ConfigError, KingpostError
+from kingpost.errors import ConfigError, InstallError, MissingRequirementsError
 
 logger = logging.getLogger("kingpost")
-
-
-class MissingRequirementsError(KingpostError):
-    """A declared requirement is not installed (the message names each one)."""
-
-
-class InstallError(KingpostError):
-    """pip could not install the declared requirements."""
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Request validation and the error bodies of the OpenAI and Anthropic APIs.
+"""Request validation and the error bodies of the OpenAI and Anthropic APIs, as bytes.
 
 Engines validate a request body with :func:`parse_request`; a bad parameter raises
-:class:`InvalidParameterError`, which names the parameter and renders itself in
-either API's error shape with status 400.
+:class:`~kingpost.errors.InvalidParameterError`, and the server renders it in the
+error shape of the route it was raised on (status 400). The body builders here are
+what that rendering uses; they are public for code that writes its own responses.
 """
 
 from __future__ import annotations
@@ -10,49 +11,33 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.responses import JSONResponse
 
-from kingpost.errors import InvalidInputError
+from kingpost.errors import InvalidParameterError
 from kingpost.protocols.sse import sse_event
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
-class InvalidParameterError(InvalidInputError):
-    """A request parameter is missing, malformed or unsupported (HTTP 400)."""
-
-    def __init__(self, param: str | None, message: str, code: str | None = None) -> None:
-        super().__init__(f"{param}: {message}" if param else message)
-        self.param = param
-        self.code = code
-
-    def openai_response(self) -> JSONResponse:
-        return openai_error(self.message, param=self.param, code=self.code)
-
-    def anthropic_response(self) -> JSONResponse:
-        return anthropic_error(self.message)
-
-
-def openai_error(
+def openai_error_body(
     message: str,
     *,
-    param: str | None = None,
     type: str = "invalid_request_error",
+    param: str | None = None,
     code: str | None = None,
-    status_code: int = 400,
-) -> JSONResponse:
-    """An OpenAI-shaped error: ``{"error": {"message", "type", "param", "code"}}``."""
-    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status_code)
+) -> bytes:
+    """An OpenAI error object: ``{"error": {"message", "type", "param", "code"}}``.
+
+    >>> openai_error_body("n: must be 1", param="n")
+    b'{"error":{"message":"n: must be 1","type":"invalid_request_error","param":"n","code":null}}'
+    """
+    return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
 
 
-def anthropic_error(
-    message: str, *, type: str = "invalid_request_error", status_code: int = 400
-) -> JSONResponse:
-    """An Anthropic-shaped error: ``{"type": "error", "error": {"type", "message"}}``."""
-    body = {"type": "error", "error": {"type": type, "message": message}}
-    return JSONResponse(body, status_code=status_code)
+def anthropic_error_body(message: str, *, type: str = "invalid_request_error") -> bytes:
+    """An Anthropic error: ``{"type": "error", "error": {"type", "message"}}``."""
+    return orjson.dumps({"type": "error", "error": {"type": type, "message": message}})
 
 
 def openai_stream_error(message: str, *, type: str = "server_error") -> str:

@@ -3,11 +3,13 @@
 A model directory whose config.yaml has a ``docker_server:`` block needs no
 model.py. ``kingpost serve`` starts ``start_command``, supervises it
 (``supervisor``, ``process``), hands it environment variables and secrets
-(``environment``), and forwards requests (``forwarding``, ``websocket``) from
-an app that is the model server app with other routes (``app``).
+(``environment``) as a service of the server core (``service``), and gives the
+core a route table (``routes``) whose handlers forward requests (``forwarding``,
+``websocket``).
 """
 
-from kingpost.proxy.app import CustomServerApp
 from kingpost.proxy.config import CustomServerConfig
+from kingpost.proxy.routes import custom_server_routes
+from kingpost.proxy.service import CustomServer
 
-__all__ = ["CustomServerApp", "CustomServerConfig"]
+__all__ = ["CustomServer", "CustomServerConfig", "custom_server_routes"]

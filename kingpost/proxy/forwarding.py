@@ -21,6 +21,7 @@ from kingpost.errors import (
     ClientDisconnectedError,
     InvalidInputError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UpstreamUnavailableError,
 )
 from kingpost.proxy.upstream import (
@@ -76,8 +77,14 @@ class Forwarder:
         check_forwarded_path(path)
         # The client leaving cancels this task, which closes the upstream request.
         with CancelOnDisconnect(ex):
-            async with asyncio.timeout(self.timeout):
-                response = await self._send(ex, path)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    response = await self._send(ex, path)
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"the custom server did not answer within {self.timeout:g} s"
+                    " (runtime.request_timeout)"
+                ) from None
             try:
                 await self._relay(ex, response)
             finally:

@@ -24,20 +24,14 @@ from typing import cast
 
 import httptools
 
+from kingpost.errors import UpstreamConnectError, UpstreamError
+
 Headers = list[tuple[bytes, bytes]]
 
 HIGH_WATER = 1 << 20  # buffered response bytes before the server is asked to pause
 LOW_WATER = 1 << 18
 IDLE_TIMEOUT = 4.0  # below uvicorn's default keep-alive of 5 s, the most common server
 MAX_IDLE = 512
-
-
-class UpstreamError(Exception):
-    """The connection to the server failed, or the server broke the HTTP exchange."""
-
-
-class UpstreamConnectError(UpstreamError):
-    """No connection could be made (nothing listens on the port)."""
 
 
 class _NotSent(UpstreamError):

@@ -1,67 +1,188 @@
-"""Exceptions to HTTP responses, in one place."""
+"""Exceptions to HTTP error replies, in one place, in the dialect of the route.
+
+Code anywhere raises (``kingpost.errors``); when a request fails before its
+response began, the core asks :class:`ErrorTable` for the reply. The table
+finds how to describe the exception by its class (the nearest entry in its
+MRO, as Starlette's exception handlers are looked up), then the route's
+:class:`ErrorDialect` renders that description:
+
+    KINGPOST   {"error": "request body is not valid JSON: ..."}
+    OPENAI     {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+    ANTHROPIC  {"type": "error", "error": {"type": ..., "message": ...}}
+
+Statuses the SDKs should retry (502, 503, 504) say so in ``x-should-retry``,
+which the openai and anthropic clients read before their own status rules.
+"""
 
 from __future__ import annotations
 
+import enum
 import logging
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
 
-from kingpost.errors import RequestError
+from kingpost.errors import InvalidParameterError, MethodNotAllowedError, RequestError
+from kingpost.protocols.errors import anthropic_error_body, openai_error_body
+from kingpost.server.replies import ErrorReply
 
 logger = logging.getLogger("kingpost.server")
 
 GENERIC_500 = "Internal Server Error"
 
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+class ErrorDialect(enum.Enum):
+    """The error body shape a route answers in."""
+
+    KINGPOST = "kingpost"
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
 
 @dataclass(frozen=True)
-class ErrorReply:
+class Problem:
+    """What went wrong, before it is put in a dialect."""
+
     status: int
-    body: bytes
-    headers: tuple[tuple[bytes, bytes], ...] = ()
+    message: str
+    param: str | None = None
+    code: str | None = None
+    headers: Headers = ()
+    details: dict[str, Any] = field(default_factory=dict)  # dev mode: type, traceback
 
 
-def error_body(text: str, **extra: Any) -> bytes:
-    return orjson.dumps({"error": text, **extra})
+# Per status: OpenAI's error ``type`` and Anthropic's.
+_TYPES: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request_error"),
+    401: ("authentication_error", "authentication_error"),
+    403: ("permission_error", "permission_error"),
+    404: ("not_found_error", "not_found_error"),
+    405: ("invalid_request_error", "invalid_request_error"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_error"),
+    499: ("client_disconnected", "client_disconnected"),
+    502: ("server_error", "api_error"),
+    503: ("service_unavailable", "overloaded_error"),
+    504: ("timeout", "timeout_error"),
+}
+_RETRYABLE = frozenset({502, 503, 504})
+_RETRY = ((b"x-should-retry", b"true"),)
 
 
-class ErrorMapper:
-    """Turns any exception raised while serving into the reply the contract names.
+def _types(status: int) -> tuple[str, str]:
+    found = _TYPES.get(status)
+    if found is not None:
+        return found
+    return ("server_error", "api_error") if status >= 500 else _TYPES[400]
+
+
+def render(problem: Problem, dialect: ErrorDialect) -> ErrorReply:
+    """``problem`` as the body and headers of ``dialect``."""
+    if dialect is ErrorDialect.OPENAI:
+        body = openai_error_body(
+            problem.message,
+            type=_types(problem.status)[0],
+            param=problem.param,
+            code=problem.code,
+        )
+    elif dialect is ErrorDialect.ANTHROPIC:
+        body = anthropic_error_body(problem.message, type=_types(problem.status)[1])
+    else:
+        body = orjson.dumps({"error": problem.message, **problem.details})
+    headers = problem.headers
+    if problem.status in _RETRYABLE:
+        headers = headers + _RETRY
+    return ErrorReply(problem.status, body, headers)
+
+
+def error_body(text: str) -> bytes:
+    """The Kingpost dialect's body for ``text``."""
+    return orjson.dumps({"error": text})
+
+
+Describe = Callable[["ErrorTable", Any], Problem]
+
+
+def _request_error(table: ErrorTable, exc: RequestError) -> Problem:
+    return Problem(exc.status_code, exc.message)
+
+
+def _invalid_parameter(table: ErrorTable, exc: InvalidParameterError) -> Problem:
+    return Problem(exc.status_code, exc.message, param=exc.param, code=exc.code)
+
+
+def _method_not_allowed(table: ErrorTable, exc: MethodNotAllowedError) -> Problem:
+    return Problem(405, exc.message, headers=((b"allow", exc.allow.encode()),))
+
+
+def _http_exception(table: ErrorTable, exc: HTTPException) -> Problem:
+    headers = tuple((k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items())
+    detail = exc.detail
+    if isinstance(detail, str):
+        return Problem(exc.status_code, detail, headers=headers)
+    # A structured detail is kept as the model wrote it (Kingpost dialect only).
+    return Problem(exc.status_code, orjson.dumps(detail).decode(), headers=headers)
+
+
+def _timeout(table: ErrorTable, exc: TimeoutError) -> Problem:
+    return Problem(504, str(exc) or "the request timed out")
+
+
+def _unexpected(table: ErrorTable, exc: BaseException) -> Problem:
+    frames = table.model_frames(exc)
+    logger.error("model raised %s: %s\n%s", type(exc).__name__, exc, "".join(frames).rstrip())
+    if not table.dev:
+        return Problem(500, GENERIC_500)
+    details = {"type": type(exc).__name__, "message": str(exc), "traceback": frames}
+    return Problem(500, f"{type(exc).__name__}: {exc}", details=details)
+
+
+class ErrorTable:
+    """Renders any exception raised while serving as the reply the contract names.
 
     Model exceptions become a generic 500 (the trimmed traceback goes to the log);
     in dev mode the body also names the exception type, message and frames.
+
+        table = ErrorTable(model_dir, dev=False)
+        reply = table.reply(exc, route.dialect)
     """
 
-    def __init__(self, model_dir: Path | None, dev: bool = False) -> None:
+    describers: dict[type[BaseException], Describe] = {
+        RequestError: _request_error,
+        InvalidParameterError: _invalid_parameter,
+        MethodNotAllowedError: _method_not_allowed,
+        HTTPException: _http_exception,
+        TimeoutError: _timeout,
+        BaseException: _unexpected,
+    }
+
+    def __init__(self, model_dir: Path | None = None, dev: bool = False) -> None:
         self.model_dir = str(model_dir.resolve()) if model_dir else None
         self.dev = dev
 
-    def reply(self, exc: BaseException) -> ErrorReply:
-        if isinstance(exc, RequestError):
-            return ErrorReply(exc.status_code, error_body(exc.message))
-        if isinstance(exc, HTTPException):
-            headers = tuple(
-                (k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()
-            )
-            detail = exc.detail
-            return ErrorReply(exc.status_code, orjson.dumps({"error": detail}), headers)
-        frames = self.model_frames(exc)
-        logger.error("model raised %s: %s\n%s", type(exc).__name__, exc, "".join(frames).rstrip())
-        if self.dev:
-            return ErrorReply(
-                500,
-                error_body(
-                    f"{type(exc).__name__}: {exc}",
-                    type=type(exc).__name__,
-                    message=str(exc),
-                    traceback=frames,
-                ),
-            )
-        return ErrorReply(500, error_body(GENERIC_500))
+    def describe(self, exc: BaseException) -> Problem:
+        for cls in type(exc).__mro__:
+            describe = self.describers.get(cls)
+            if describe is not None:
+                return describe(self, exc)
+        return _unexpected(self, exc)  # pragma: no cover - BaseException is in every MRO
+
+    def reply(
+        self, exc: BaseException, dialect: ErrorDialect = ErrorDialect.KINGPOST
+    ) -> ErrorReply:
+        problem = self.describe(exc)
+        if isinstance(exc, HTTPException) and dialect is ErrorDialect.KINGPOST:
+            # The Kingpost dialect keeps a structured detail as JSON, not as a string.
+            body = orjson.dumps({"error": exc.detail})
+            return ErrorReply(problem.status, body, render(problem, dialect).headers)
+        return render(problem, dialect)
 
     def model_frames(self, exc: BaseException) -> list[str]:
         """The traceback trimmed to the frames in the model's own files."""

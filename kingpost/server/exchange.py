@@ -17,7 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from kingpost.errors import ClientDisconnectedError, PayloadTooLargeError
+from kingpost.errors import ClientDisconnectedError, PayloadTooLargeError, RequestTimeoutError
 
 Scope = dict[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,6 +47,14 @@ class _RequestIds:
 
 
 new_request_id = _RequestIds().next
+
+
+def request_id_of(scope: Scope) -> str:
+    """The id the client sent (``x-request-id``), or a new one; for websockets and mounts."""
+    for name, value in scope["headers"]:
+        if (name == b"x-request-id" or name == b"x-baseten-request-id") and value:
+            return str(value.decode("latin-1")[:128])
+    return new_request_id()
 
 
 class Deadline:
@@ -81,7 +89,9 @@ class Deadline:
             # Take our cancellation back; if it is what ended the block, say why.
             expired = task.uncancel() <= self._cancelling
             if expired and exc_type is asyncio.CancelledError:
-                raise TimeoutError from None
+                raise RequestTimeoutError(
+                    f"the request ran past the timeout of {self.seconds:g} s"
+                ) from None
 
     def arm(self) -> None:
         """Start the clock (once; only inside the block)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -16,17 +16,8 @@ from pydantic import BaseModel, ValidationError
 from kingpost.errors import ClientDisconnectedError, InvalidInputError
 from kingpost.model.descriptor import HookDescriptor, HookKind
 from kingpost.server.exchange import CancelOnDisconnect, Exchange
+from kingpost.server.streaming import StreamResult
 from kingpost.server.threads import HookThreads
-
-
-class StreamResult:
-    """A hook returned a generator: what to stream and how to free its slot."""
-
-    __slots__ = ("on_done", "source")
-
-    def __init__(self, source: Any, on_done: Callable[[], None] | None) -> None:
-        self.source = source
-        self.on_done = on_done
 
 
 def is_generator(value: Any) -> bool:
@@ -105,7 +96,12 @@ class HookRunner:
         the client is only watched meanwhile if a later step could still be skipped.
         """
         slot = self.slot
-        call = self.threads.call(self.fn, *args)
+        try:
+            call = self.threads.call(self.fn, *args)
+        except BaseException:  # the pool is shut down: the slot was never handed on
+            if slot is not None:
+                slot.release()
+            raise
         if self.watch_client:
             ex.begin_wait()
         else:

@@ -1,4 +1,11 @@
-"""Constructing and loading the model after the server listens, and readiness."""
+"""Loading what a server serves after it listens, and readiness.
+
+``ModelLifecycle`` runs one blocking ``load()`` in a thread (for a Model class:
+construct, ``setup_environment``, ``load``; for a custom server: wait for the
+command to answer), then turns readiness on. A failed load calls ``on_fatal``
+with an exit code (``kingpost.serve`` then stops the process), unless none was
+given (``--watch`` reports it and keeps watching).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import inspect
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -20,26 +27,26 @@ logger = logging.getLogger("kingpost.server")
 LOAD_FAILED_EXIT_CODE = 3
 
 
-class ModelLifecycle:
-    """Owns the model instance: construct + load in a thread, then readiness.
+Load = Callable[[], Any]
+Health = Callable[[Any], Awaitable[bool]]
 
-    ``on_fatal(code)`` is called when loading fails; the runner then stops the
-    server and exits with that code.
-    """
+
+class ModelLifecycle:
+    """Owns the loaded object: ``load()`` in a thread, then readiness."""
 
     def __init__(
         self,
-        source: ModelSource,
-        descriptor: ModelDescriptor,
+        load: Load,
         executor: Executor,
         metrics: ServerMetrics,
         on_fatal: Callable[[int], None] | None = None,
+        health: Health | None = None,
     ) -> None:
-        self.source = source
-        self.descriptor = descriptor
+        self.load = load
         self.executor = executor
         self.metrics = metrics
         self.on_fatal = on_fatal
+        self.health = health
         self.model: Any = None
         self.loaded = False
         self.loaded_at: float | None = None
@@ -54,9 +61,11 @@ class ModelLifecycle:
         """Run ``callback(model)`` on the event loop right before readiness turns on."""
         self._loaded_callbacks.append(callback)
 
-    async def wait_loaded(self) -> None:
+    async def wait_loaded(self) -> BaseException | None:
+        """Wait for the load to end; the exception it failed with, or None."""
         if self._task is not None:
             await asyncio.shield(self._task)
+        return self.failed
 
     async def stop(self) -> None:
         if self._task is not None and not self._task.done():
@@ -66,7 +75,7 @@ class ModelLifecycle:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
-            model = await loop.run_in_executor(self.executor, self._construct_and_load)
+            model = await loop.run_in_executor(self.executor, self.load)
             for callback in self._loaded_callbacks:
                 callback(model)
         except asyncio.CancelledError:
@@ -86,28 +95,43 @@ class ModelLifecycle:
         self.metrics.ready.set(1)
         logger.info("model ready (loaded in %.2f s)", seconds)
 
-    def _construct_and_load(self) -> Any:
-        environment = self.source.environment
-        model = construct_model(self.descriptor, self.source)
-        if self.descriptor.has_setup_environment:
-            model.setup_environment(environment)
-        if self.descriptor.has_load:
-            model.load()
-        return model
-
     async def is_ready(self) -> bool:
-        """Loaded and, if the model defines ``is_healthy()``, healthy."""
+        """Loaded and, if there is a health check, healthy."""
         if not self.loaded:
             return False
-        if not self.descriptor.has_is_healthy:
+        if self.health is None:
             return True
-        check = self.model.is_healthy
         try:
-            if inspect.iscoroutinefunction(check):
-                healthy = await check()
-            else:
-                healthy = await asyncio.get_running_loop().run_in_executor(self.executor, check)
+            healthy = await self.health(self.model)
         except Exception as exc:
             logger.warning("is_healthy() raised %s: %s", type(exc).__name__, exc)
             return False
         return bool(healthy)
+
+
+def model_loader(descriptor: ModelDescriptor, source: ModelSource) -> Load:
+    """The ``load`` of a Model class: construct it, set up its environment, load it."""
+
+    def load() -> Any:
+        model = construct_model(descriptor, source)
+        if descriptor.has_setup_environment:
+            model.setup_environment(source.environment)
+        if descriptor.has_load:
+            model.load()
+        return model
+
+    return load
+
+
+def model_health(descriptor: ModelDescriptor, executor: Executor) -> Health | None:
+    """The model's ``is_healthy()`` as an async check (sync ones run in a thread), or None."""
+    if not descriptor.has_is_healthy:
+        return None
+
+    async def health(model: Any) -> bool:
+        check = model.is_healthy
+        if inspect.iscoroutinefunction(check):
+            return bool(await check())
+        return bool(await asyncio.get_running_loop().run_in_executor(executor, check))
+
+    return health

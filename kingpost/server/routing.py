@@ -1,7 +1,20 @@
-"""The public URL grammar of a model server.
+"""Routes are data: the table a server core is given.
 
-Besides its own routes, a Kingpost server answers the hosted platform's
-invocation URLs so that client code written for them works unchanged:
+    router = Router(
+        [
+            Route("/predict", predict, methods=("POST",)),
+            Route("/v1/chat/completions", chat, methods=("POST",), dialect=ErrorDialect.OPENAI),
+            WebSocketRoute("/v1/websocket", relay),
+            Mount("/admin", admin_app),
+        ],
+        fallback=Route("/", forward, methods=ANY_METHOD, name="forward"),
+    )
+
+An HTTP endpoint is ``async def endpoint(ex: Exchange) -> None``; a websocket
+endpoint is ``async def endpoint(ws: WebSocket) -> None``; a mount is any ASGI
+app. Paths match exactly (a trailing slash is forgiven). Besides its own paths,
+a router answers the hosted platform's invocation URLs, so client code written
+for them works unchanged:
 
     /environments/{env}/predict          -> /predict
     /environments/{env}/sync/{route}     -> /{route}
@@ -12,26 +25,65 @@ invocation URLs so that client code written for them works unchanged:
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kingpost.server.errors import ErrorDialect
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+    from kingpost.server.exchange import Exchange
 
 PLATFORM_PREFIX = re.compile(
     r"^/(?:environments/(?P<env>[^/]+)|(?P<named>production|development)|deployment/(?P<deployment>[^/]+))(?P<rest>/.*)?$"
 )
+ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-Handler = Callable[[Any], Awaitable[None]]
+Endpoint = Callable[["Exchange"], Awaitable[None]]
+WebSocketEndpoint = Callable[["WebSocket"], Awaitable[None]]
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Route:
-    name: str
-    methods: frozenset[str]
-    handler: Handler
+    """An HTTP route: a path, its endpoint, the methods it takes and its error dialect.
 
-    @property
-    def allow_header(self) -> bytes:
-        return ", ".join(sorted(self.methods)).encode()
+    ``name`` labels the route in metrics and the access log; ``logged=False``
+    keeps it out of the access log (health checks and scrapes).
+    """
+
+    path: str
+    endpoint: Endpoint
+    methods: Iterable[str] = ("GET",)
+    name: str = ""
+    dialect: ErrorDialect = ErrorDialect.KINGPOST
+    logged: bool = True
+    allow_header: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        methods = frozenset(self.methods)
+        object.__setattr__(self, "methods", methods)
+        object.__setattr__(self, "allow_header", ", ".join(sorted(methods)).encode())
+        if not self.name:
+            object.__setattr__(self, "name", self.path.strip("/") or "root")
+
+
+@dataclass(frozen=True)
+class WebSocketRoute:
+    path: str
+    endpoint: WebSocketEndpoint
+    name: str = "websocket"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """Hands every path under ``prefix`` to another ASGI app (``scope["path"]`` less the prefix)."""
+
+    prefix: str
+    app: ASGIApp
+    name: str = "mount"
 
 
 @dataclass(frozen=True)
@@ -65,20 +117,34 @@ def split_platform_path(path: str) -> PlatformPath | None:
 
 
 class Router:
-    """Exact-path routing with the platform grammar as a fallback.
+    """Looks up the route of a path: exact match, then the platform grammar, then ``fallback``.
 
-    ``fallback``, when set, answers every path no route matches (a custom
+    ``fallback``, when set, answers every HTTP path no route matches (a custom
     server forwards those to its child process).
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        routes: Sequence[Route | WebSocketRoute | Mount] = (),
+        fallback: Route | None = None,
+    ) -> None:
         self.routes: dict[str, Route] = {}
-        self.fallback: Route | None = None
+        self.websockets: dict[str, WebSocketRoute] = {}
+        self.mounts: list[Mount] = []
+        self.fallback = fallback
+        for route in routes:
+            self.add(route)
 
-    def add(self, path: str, name: str, methods: tuple[str, ...], handler: Handler) -> None:
-        self.routes[path] = Route(name, frozenset(methods), handler)
+    def add(self, route: Route | WebSocketRoute | Mount) -> None:
+        if isinstance(route, Route):
+            self.routes[route.path] = route
+        elif isinstance(route, WebSocketRoute):
+            self.websockets[route.path] = route
+        else:
+            self.mounts.append(route)
 
-    def resolve(self, path: str) -> Route | None:
+    def resolve(self, path: str) -> Route | Mount | None:
+        """The HTTP route for ``path``: a route of its own, a mount above it, the fallback."""
         route = self.routes.get(path)
         if route is not None:
             return route
@@ -89,4 +155,24 @@ class Router:
         platform = split_platform_path(path)
         if platform is not None:
             route = self.routes.get(platform.path)
-        return route or self.fallback
+            if route is not None:
+                return route
+        if self.mounts:
+            mount = self.mount_for(path)
+            if mount is not None:
+                return mount
+        return self.fallback
+
+    def resolve_websocket(self, path: str) -> WebSocketRoute | None:
+        route = self.websockets.get(path)
+        if route is None:
+            platform = split_platform_path(path)
+            if platform is not None:
+                route = self.websockets.get(platform.path)
+        return route
+
+    def mount_for(self, path: str) -> Mount | None:
+        for mount in self.mounts:
+            if path == mount.prefix or path.startswith(mount.prefix + "/"):
+                return mount
+        return None

@@ -1,10 +1,11 @@
 """Streaming a hook's generator to the client.
 
-Production and delivery are decoupled: a producer pulls the generator (inside
-the concurrency slot) into a ChunkChannel, and the response loop sends what the
-channel holds. A slow reader therefore never holds the slot. A sync generator
-is pulled by one worker thread for its whole life (not one thread hop per
-chunk), and wakes the event loop at most once per batch of chunks.
+Production and delivery are decoupled but live in one object (``HookStream``):
+its producer pulls the generator (inside the concurrency slot) into a
+ChunkChannel, and its delivery loop sends what the channel holds. A slow reader
+therefore never holds the slot. A sync generator is pulled by one worker thread
+for its whole life (not one thread hop per chunk), and wakes the event loop at
+most once per batch of chunks.
 """
 
 from __future__ import annotations
@@ -16,9 +17,19 @@ import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from kingpost.errors import (
+    ClientDisconnectedError,
+    RequestTimeoutError,
+    StreamReadTimeoutError,
+)
+from kingpost.server.replies import EVENT_STREAM
+
+if TYPE_CHECKING:
+    from kingpost.server.exchange import Exchange
 
 logger = logging.getLogger("kingpost.server")
 
@@ -42,6 +53,16 @@ class StreamFailure:
 
 END = _End()
 STOPPED = _Stopped()
+
+
+class StreamResult:
+    """A hook returned a generator: what to stream and how to free its slot."""
+
+    __slots__ = ("on_done", "source")
+
+    def __init__(self, source: Any, on_done: Callable[[], None] | None) -> None:
+        self.source = source
+        self.on_done = on_done
 
 
 def chunk_bytes(chunk: Any) -> bytes:
@@ -97,31 +118,42 @@ class ChunkChannel:
         return items.popleft()
 
 
-class ChunkProducer:
-    """Pulls a generator into a channel; ``stop()`` ends it early.
+class HookStream:
+    """A hook's generator on its way to the client: its producer and its consumer.
 
-    ``on_done`` runs on the event loop once the generator has been closed: that
-    is where the concurrency slot is released.
+    Creating it starts pulling the generator into a channel (inside the hook's
+    concurrency slot, which ``on_done`` frees once the generator is closed); the
+    client leaving stops it. Then one of the three ways to deliver it:
+
+        stream = HookStream(result, ex, threads)
+        await stream.open(request_timeout)        # the first item, before any response
+        await stream.send(ex, EVENT_STREAM, read_timeout)
+        # or, for Accept: application/json on predict:
+        text = await stream.gather(read_timeout)
     """
 
-    def __init__(
-        self,
-        source: AsyncGenerator[Any, None] | Generator[Any, None, None],
-        channel: ChunkChannel,
-        executor: Executor,
-        on_done: Callable[[], None] | None = None,
-    ) -> None:
-        self.channel = channel
-        self._on_done = on_done
+    __slots__ = ("_finished", "_first", "_on_done", "_stopped", "_task", "channel")
+
+    def __init__(self, result: StreamResult, ex: Exchange, executor: Executor) -> None:
+        loop = asyncio.get_running_loop()
+        self.channel = ChunkChannel(loop)
+        self._on_done = result.on_done
         self._stopped = False
         self._finished = False
+        self._first: Any = None
         self._task: asyncio.Task[None] | None = None
-        loop = asyncio.get_running_loop()
+        source = result.source
         if isinstance(source, AsyncIterator):
             self._task = loop.create_task(self._pump_async(source))  # type: ignore[arg-type]
         else:
             context = contextvars.copy_context()
             executor.submit(context.run, self._pump_sync, source, loop)
+        ex.on_disconnect(self._on_disconnect)
+        ex.begin_wait()
+
+    def _on_disconnect(self) -> None:
+        self.stop()
+        self.channel.push(STOPPED)
 
     def stop(self) -> None:
         """Stop pulling: cancel an async generator, let a sync one be closed by its thread."""
@@ -130,6 +162,90 @@ class ChunkProducer:
         self._stopped = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
+
+    # -- consuming -------------------------------------------------------------
+
+    async def open(self, timeout: float) -> None:
+        """Wait for the first item.
+
+        Waiting before the response begins means a failure before any output is a
+        proper error reply, not a cut-off stream.
+        """
+        try:
+            item = await self.channel.pull(timeout)
+        except TimeoutError:
+            self.stop()
+            raise RequestTimeoutError(
+                f"the request ran past the timeout of {timeout:g} s"
+            ) from None
+        except BaseException:
+            self.stop()
+            raise
+        if isinstance(item, StreamFailure):
+            raise item.exc
+        if item is STOPPED:
+            raise ClientDisconnectedError("client disconnected")
+        self._first = item
+
+    async def send(self, ex: Exchange, media_type: bytes, read_timeout: float) -> None:
+        """Send the opened stream as the response body, chunk by chunk."""
+        ex.status = 200
+        headers = [(b"content-type", media_type), (b"x-request-id", ex.request_id.encode())]
+        if media_type == EVENT_STREAM:
+            headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        send = ex.send
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        pull = self.channel.pull
+        item = self._first
+        try:
+            while item is not END:
+                if item is STOPPED:
+                    return
+                if isinstance(item, StreamFailure):
+                    # Leave the response incomplete so the client sees a failure, not an end.
+                    logger.error("the stream failed after it began", exc_info=item.exc)
+                    ex.finished = True
+                    return
+                body = chunk_bytes(item)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                try:
+                    item = await pull(read_timeout)
+                except TimeoutError:
+                    logger.warning(
+                        "no chunk for %g s (streaming_read_timeout): ending the stream",
+                        read_timeout,
+                    )
+                    break
+        finally:
+            self.stop()
+        ex.finished = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def gather(self, read_timeout: float) -> str:
+        """All chunks joined into one string (for a client that asked for JSON)."""
+        parts: list[bytes] = []
+        pull = self.channel.pull
+        try:
+            while True:
+                try:
+                    item = await pull(read_timeout)
+                except TimeoutError:
+                    raise StreamReadTimeoutError(
+                        f"the stream sent no chunk for {read_timeout:g} s "
+                        "(runtime.streaming_read_timeout)"
+                    ) from None
+                if item is END:
+                    break
+                if item is STOPPED:
+                    raise ClientDisconnectedError("client disconnected")
+                if isinstance(item, StreamFailure):
+                    raise item.exc
+                parts.append(chunk_bytes(item))
+        finally:
+            self.stop()
+        return b"".join(parts).decode("utf-8", errors="replace")
+
+    # -- producing -------------------------------------------------------------
 
     async def _pump_async(self, source: AsyncGenerator[Any, None]) -> None:
         push = self.channel.push

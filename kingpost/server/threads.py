@@ -63,6 +63,17 @@ class HookCall:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             self._loop.call_soon_threadsafe(self._settle, result, exc)
 
+    def abandon(self) -> None:
+        """The pool shut down before running this call: cancel it, still run the callbacks."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._cancel)
+
+    def _cancel(self) -> None:
+        self.in_thread = False
+        self.future.cancel()
+        for callback in self._finished or ():
+            callback()
+
     def _settle(self, result: Any, exc: BaseException | None) -> None:
         self.in_thread = False
         future = self.future
@@ -140,7 +151,7 @@ class HookThreads(Executor):
                 if isinstance(job, _Submitted):
                     job.future.cancel()
                 elif isinstance(job, HookCall):
-                    job.future.get_loop().call_soon_threadsafe(job.future.cancel)
+                    job.abandon()
         with self._lock:
             threads = list(self._threads)
         for _ in threads:

@@ -17,60 +17,51 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from kingpost.server.runner import ServeOptions
 
 logger = logging.getLogger("kingpost")
 
-WorkerMain = Callable[["ServeOptions"], int]
+WorkerMain = Callable[[], int]
 
 
-def serve_workers(options: ServeOptions, worker_main: WorkerMain) -> int:
-    """Run ``options.workers`` workers until stopped; returns the exit code."""
-    from kingpost.server.runner import bind_socket
+def serve_workers(count: int, worker_main: WorkerMain, reserved: socket.socket) -> int:
+    """Run ``count`` forked workers, each ``worker_main()``, until stopped; the exit code.
 
-    # Holding the port (bound, never listening) fixes it when 0 was asked for and
-    # fails here, once, if it is taken. Only listening sockets receive connections.
-    reserved = bind_socket(options.host, options.port, reuse_port=True)
-    port = reserved.getsockname()[1]
-    worker_options = replace(options, port=port, workers=1)
+    ``reserved`` is the port's socket held by this process (bound, not listening);
+    each worker binds its own with SO_REUSEPORT.
+    """
     context = multiprocessing.get_context("fork")
     workers: list[BaseProcess] = []
-    for index in range(options.workers):
+    for index in range(count):
         process = context.Process(
             target=_run_worker,
-            args=(worker_main, worker_options, reserved.fileno()),
+            args=(worker_main, reserved.fileno()),
             name=f"kingpost-worker-{index}",
         )
         process.start()
         workers.append(process)
+    host, port = reserved.getsockname()[:2]
     logger.info(
         "started %d workers on http://%s:%d: %s",
         len(workers),
-        options.host,
+        host,
         port,
         " ".join(str(w.pid) for w in workers),
     )
-    try:
-        return _supervise(workers)
-    finally:
-        reserved.close()
+    return _supervise(workers)
 
 
-def _run_worker(worker_main: WorkerMain, options: ServeOptions, reserved_fd: int) -> None:
+def _run_worker(worker_main: WorkerMain, reserved_fd: int) -> None:
     os.close(reserved_fd)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Ctrl-C reaches every process of the group: the supervisor turns it into SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(worker_main(options))
+    sys.exit(worker_main())
 
 
 def _supervise(workers: list[BaseProcess]) -> int:

@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from kingpost.engines.sentence_transformers import (
     SentenceTransformersModel,
@@ -22,6 +20,7 @@ from kingpost.engines.sentence_transformers import (
 )
 from kingpost.errors import ConfigError
 from kingpost.protocols import EmbeddingList, InvalidParameterError
+from kingpost.server.errors import ErrorDialect, ErrorTable
 
 HAS_MODEL = (
     importlib.util.find_spec("sentence_transformers") is not None
@@ -41,7 +40,6 @@ CONFIG: dict[str, Any] = {
         "batch_wait_ms": 20,
     },
 }
-REQUEST = Request({"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []})
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +52,18 @@ def engine() -> SentenceTransformersModel:
 
 
 async def embed(engine: SentenceTransformersModel, **body: Any) -> dict[str, Any]:
-    result = await engine.embeddings(body, REQUEST)
+    result = await engine.embeddings(body)
     assert isinstance(result, EmbeddingList), result
     return result.model_dump(mode="json")
 
 
 async def rejected(engine: SentenceTransformersModel, **body: Any) -> dict[str, Any]:
-    result = await engine.embeddings(body, REQUEST)
-    assert isinstance(result, JSONResponse)
-    assert result.status_code == 400
-    error: dict[str, Any] = json.loads(bytes(result.body))["error"]
+    """The error object the server answers on /v1/embeddings for a refused body."""
+    with pytest.raises(InvalidParameterError) as caught:
+        await engine.embeddings(body)
+    reply = ErrorTable().reply(caught.value, ErrorDialect.OPENAI)
+    assert reply.status == 400
+    error: dict[str, Any] = json.loads(reply.body)["error"]
     assert error["type"] == "invalid_request_error"
     return error
 

@@ -18,6 +18,7 @@ from kingpost.protocols import (
     parse_request,
     parse_sse,
 )
+from kingpost.server.errors import ErrorDialect, ErrorTable
 
 EVENT = TypeAdapter(RawMessageStreamEvent)
 
@@ -150,9 +151,10 @@ def test_invalid_parameters_are_named(body: dict, param: str) -> None:
 
 
 def test_anthropic_error_response_has_the_anthropic_shape() -> None:
-    response = InvalidParameterError("max_tokens", "Field required").anthropic_response()
-    assert response.status_code == 400
-    assert json.loads(bytes(response.body)) == {
+    error = InvalidParameterError("max_tokens", "Field required")
+    response = ErrorTable().reply(error, ErrorDialect.ANTHROPIC)
+    assert response.status == 400
+    assert json.loads(response.body) == {
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
     }

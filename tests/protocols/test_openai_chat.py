@@ -21,6 +21,7 @@ from kingpost.protocols import (
     parse_request,
     parse_sse,
 )
+from kingpost.server.errors import ErrorDialect, ErrorTable
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
@@ -153,9 +154,9 @@ def test_tool_choice_must_name_a_given_tool() -> None:
 
 def test_openai_error_response_has_the_openai_shape() -> None:
     error = InvalidParameterError("temperature", "must be at most 2")
-    response = error.openai_response()
-    assert response.status_code == 400
-    assert json.loads(bytes(response.body)) == {
+    response = ErrorTable().reply(error, ErrorDialect.OPENAI)
+    assert response.status == 400
+    assert json.loads(response.body) == {
         "error": {
             "message": "temperature: must be at most 2",
             "type": "invalid_request_error",

@@ -13,6 +13,7 @@ MARKERS = Path(os.environ["MARKER_DIR"])
 class Model:
     async def predict(self, model_input):
         mode = model_input["mode"]
+        (MARKERS / f"{mode}_started").write_text("yes")
         if mode == "async":
             try:
                 await asyncio.sleep(20)
@@ -50,6 +51,7 @@ class Model:
     def completions(self, model_input, request: fastapi.Request):
         event = request.state.watch_disconnect()
         started = time.monotonic()
+        (MARKERS / "thread_started").write_text("yes")
         while time.monotonic() - started < 20:
             if event.wait(0.05):
                 (MARKERS / "thread_saw_disconnect").write_text(str(time.monotonic() - started))
@@ -57,6 +59,7 @@ class Model:
         return {"stopped": False}
 
     async def chat_completions(self, model_input, request: fastapi.Request):
+        (MARKERS / "polling_started").write_text("yes")
         try:
             for _ in range(400):
                 if await request.is_disconnected():

@@ -1,0 +1,340 @@
+"""The composition root: build the app for a model directory and run it.
+
+``kingpost serve DIR`` lands here (``cli`` builds the ``ServeOptions``). This
+module is the only one that knows every mode: a plain Model class or an engine
+(``kingpost.server``), a custom server (``kingpost.proxy``), ``--watch``
+(``kingpost.reload``), ``--workers`` (``kingpost.server.workers``). Nothing
+below it imports it.
+
+    options = ServeOptions(Path("examples/echo"), port=8080)
+    app = build_app(options)      # a ServerApp, not started
+    exit_code = serve(options)    # serve until stopped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from kingpost.config import ModelConfig, load_config
+from kingpost.errors import KingpostError
+from kingpost.model.cache import resolve_model_files
+from kingpost.model.loader import ModelSource, describe_model
+from kingpost.model.requirements import install_requirements, verify_requirements
+from kingpost.model.secrets import DEFAULT_SECRETS_DIR
+from kingpost.server.app import Servable, ServerApp, ServerSettings
+from kingpost.server.drain import Drain
+from kingpost.server.errors import ErrorTable
+from kingpost.server.metrics import ServerMetrics
+from kingpost.server.model_routes import model_routes
+from kingpost.server.model_service import ModelService
+
+logger = logging.getLogger("kingpost")
+
+EXIT_OK = 0
+EXIT_BAD_MODEL = 2
+
+
+@dataclass
+class ServeOptions:
+    """Everything ``kingpost serve`` was asked for; the single source of truth."""
+
+    model_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    dev: bool = False
+    access_log: bool = True
+    environment: str | None = None
+    secrets_dir: Path = DEFAULT_SECRETS_DIR
+    graceful_timeout: float = 30.0
+    log_level: str = "info"
+    workers: int = 1
+    install: bool = False  # pip install the declared requirements first
+    watch: bool = False  # reload the model when files under model_dir change
+
+    def settings(self) -> ServerSettings:
+        return ServerSettings(dev=self.dev, access_log=self.access_log)
+
+    def bind_socket(self, reuse_port: bool = False) -> socket.socket:
+        """A bound TCP socket on ``host:port`` for uvicorn to listen on.
+
+        With ``reuse_port`` several processes bind the same port and the kernel
+        spreads incoming connections across them.
+        """
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        # Accepted connections inherit this. Without it a keep-alive client waits for a
+        # delayed ACK (about 40 ms) between the header and body writes of each response.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((self.host, self.port))
+        sock.set_inheritable(True)
+        return sock
+
+
+OnFatal = Callable[[int], None]
+
+
+def build_app(
+    options: ServeOptions,
+    drain: Drain | None = None,
+    on_fatal: OnFatal | None = None,
+    config: ModelConfig | None = None,
+) -> ServerApp:
+    """Read config, check requirements and files, import the model class, build its app.
+
+    ``on_fatal(code)`` is called if the model fails to load (None: it is only logged).
+    """
+    model_dir = options.model_dir.resolve()
+    if config is None:
+        config = load_config(model_dir)
+    if options.install:
+        install_requirements(model_dir, config)
+    verify_requirements(model_dir, config)
+    resolve_model_files(model_dir, config, options.secrets_dir)
+    environment = {"name": options.environment} if options.environment else None
+    source = ModelSource(model_dir, config, options.secrets_dir, environment)
+    drain = drain or Drain()
+    if config.docker_server is not None:
+        return custom_server_app(source, options.settings(), drain, on_fatal)
+    return model_app(source, options.settings(), drain, on_fatal)
+
+
+def model_app(
+    source: ModelSource, settings: ServerSettings, drain: Drain, on_fatal: OnFatal | None = None
+) -> ServerApp:
+    """The app of a Model class (a user's model.py or an engine)."""
+    metrics = ServerMetrics()
+    service = ModelService(source, describe_model(source), metrics, drain, on_fatal)
+    return ServerApp(
+        model_routes(service, metrics),
+        service=service,
+        drain=drain,
+        metrics=metrics,
+        errors=ErrorTable(source.model_dir, dev=settings.dev),
+        settings=settings,
+    )
+
+
+def custom_server_app(
+    source: ModelSource, settings: ServerSettings, drain: Drain, on_fatal: OnFatal | None = None
+) -> ServerApp:
+    """The app in front of a custom server (``docker_server:`` in config.yaml)."""
+    from kingpost.proxy import CustomServer, custom_server_routes
+
+    metrics = ServerMetrics()
+    server = CustomServer(source, metrics, drain, on_fatal)
+    return ServerApp(
+        custom_server_routes(server, metrics),
+        service=server,
+        drain=drain,
+        metrics=metrics,
+        errors=ErrorTable(source.model_dir, dev=settings.dev),
+        settings=settings,
+    )
+
+
+def serve(options: ServeOptions) -> int:
+    """Serve until stopped; returns the process exit code."""
+    if options.workers > 1:
+        from kingpost.server.workers import serve_workers
+
+        if _is_custom_server(options.model_dir):
+            # Each worker would start its own copy of the command on the one server_port.
+            logger.error("a custom server (docker_server:) is served by one worker, not several")
+            return EXIT_BAD_MODEL
+        # Holding the port (bound, never listening) fixes it when 0 was asked for and
+        # fails here, once, if it is taken. Only listening sockets receive connections.
+        reserved = options.bind_socket(reuse_port=True)
+        worker = replace(options, port=reserved.getsockname()[1], workers=1)
+        try:
+            return serve_workers(
+                options.workers, lambda: serve_process(worker, is_worker=True), reserved
+            )
+        finally:
+            reserved.close()
+    return serve_process(options)
+
+
+def _is_custom_server(model_dir: Path) -> bool:
+    try:
+        return load_config(model_dir.resolve()).docker_server is not None
+    except KingpostError:
+        return False  # the worker reports a broken config.yaml
+
+
+def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
+    """Serve in this process until stopped; returns the process exit code."""
+    started = time.perf_counter()
+    drain = Drain()
+    stop: list[OnFatal] = []  # the server is made after the app; it hears of a failure here
+
+    def on_fatal(code: int) -> None:
+        for callback in stop:
+            callback(code)
+
+    model_app: ServerApp | None
+    config: ModelConfig | None
+    build_error = None
+    try:
+        config = load_config(options.model_dir.resolve())
+        # With --watch a failed load is reported and watched, not fatal.
+        model_app = build_app(options, drain, None if options.watch else on_fatal, config)
+    except KingpostError as exc:
+        report_build_error(exc)
+        if not options.watch:
+            return EXIT_BAD_MODEL
+        model_app, config, build_error = None, None, str(exc)
+    if config is not None:
+        report_unused_config(config)
+        if config.runtime.enable_debug_logs:
+            logging.getLogger().setLevel(logging.DEBUG)  # as Truss: the model's debug lines too
+    app: Servable
+    if options.watch:
+        from kingpost.reload import ReloadingApp
+
+        app = ReloadingApp(
+            lambda: build_app(options, drain), options.model_dir, model_app, drain, build_error
+        )
+    else:
+        assert model_app is not None
+        app = model_app
+    server = _Server(
+        uvicorn_config(options, app, config), drain, options.graceful_timeout, is_worker
+    )
+    stop.append(server.stop_with)
+    sock = options.bind_socket(reuse_port=is_worker)
+    logger.info(
+        "%slistening on http://%s:%d (model %s, set up in %.2f s)",
+        f"worker {os.getpid()} " if is_worker else "",
+        options.host,
+        sock.getsockname()[1],
+        options.model_dir,
+        time.perf_counter() - started,
+    )
+    # Server.serve() does not install the loop named in the config; we choose it here.
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(server.serve(sockets=[sock]))
+    return server.exit_code
+
+
+def uvicorn_config(
+    options: ServeOptions, app: Servable, config: ModelConfig | None
+) -> uvicorn.Config:
+    transport = config.runtime.transport if config is not None else None
+    pings: dict[str, Any] = {}
+    if transport is not None and transport.ping_interval_seconds is not None:
+        pings["ws_ping_interval"] = transport.ping_interval_seconds
+    if transport is not None and transport.ping_timeout_seconds is not None:
+        pings["ws_ping_timeout"] = transport.ping_timeout_seconds
+    return uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        log_level=options.log_level,
+        timeout_graceful_shutdown=int(options.graceful_timeout),
+        server_header=False,
+        **pings,
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with a drain phase before shutdown.
+
+    On the first SIGTERM/SIGINT the app starts answering new requests with 503
+    (so a load balancer sees it leave) while in-flight ones finish, bounded by
+    the graceful timeout; then uvicorn shuts down. A second signal stops at once.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Drain,
+        graceful_timeout: float,
+        is_worker: bool = False,
+    ) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.graceful_timeout = graceful_timeout
+        self.is_worker = is_worker
+        self.exit_code = EXIT_OK
+        self._draining_task: asyncio.Task[None] | None = None
+
+    def stop_with(self, code: int) -> None:
+        """Stop serving and exit with ``code`` (a model that failed to load)."""
+        self.exit_code = code
+        self.should_exit = True
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.is_worker and sig == signal.SIGINT:
+            return  # Ctrl-C reaches the whole process group; the supervisor sends SIGTERM
+        if self.drain.draining or not self.started:
+            super().handle_exit(sig, frame)
+            return
+        self.drain.start()
+        logger.info("draining: finishing %d in-flight requests", self.drain.in_flight)
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(self._start_drain, sig, frame)
+
+    def _start_drain(self, sig: int, frame: Any) -> None:
+        self._draining_task = asyncio.get_running_loop().create_task(self._drain(sig, frame))
+
+    async def _drain(self, sig: int, frame: Any) -> None:
+        await self.drain.wait(self.graceful_timeout)
+        super().handle_exit(sig, frame)
+
+    async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+        await super()._serve(sockets)
+        # uvicorn re-raises the stop signal after a graceful shutdown; for us a
+        # graceful stop is a clean exit (code 0), so forget the captured signals.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (it is part of uvicorn[standard]), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def report_build_error(exc: KingpostError) -> None:
+    logger.error("%s", exc)
+    cause = exc.__cause__
+    if cause is not None:
+        import traceback
+
+        logger.error("".join(traceback.format_exception(cause, limit=-6)).rstrip())
+
+
+def report_unused_config(config: ModelConfig) -> None:
+    """Say once which config.yaml fields a local server accepts but does not act on."""
+    unused = config.unused_locally()
+    if unused:
+        logger.warning(
+            "config.yaml: %s not used when serving locally (image build and hosting settings)",
+            ", ".join(unused),
+        )
+    unknown = sorted(config.model_extra or {})
+    if unknown:
+        logger.info("config.yaml: unknown fields kept for the model: %s", ", ".join(unknown))

@@ -1,0 +1,60 @@
+"""The five /v1 hook routes: OpenAI's chat completions, completions, embeddings and
+responses, and Anthropic's messages. Each calls the model's hook of that name.
+
+Their errors are rendered in the dialect of the API (``ENDPOINT_ROUTES``), so the
+official SDKs show the message and retry what is retryable.
+"""
+
+from __future__ import annotations
+
+from kingpost.errors import HookNotFoundError
+from kingpost.server.errors import ErrorDialect
+from kingpost.server.exchange import Exchange
+from kingpost.server.inputs import model_request, parse_inputs
+from kingpost.server.model_service import ModelService
+from kingpost.server.replies import EVENT_STREAM, reply_for
+from kingpost.server.streaming import HookStream, StreamResult
+
+# hook name -> (path, error dialect)
+ENDPOINT_ROUTES = {
+    "chat_completions": ("/v1/chat/completions", ErrorDialect.OPENAI),
+    "completions": ("/v1/completions", ErrorDialect.OPENAI),
+    "embeddings": ("/v1/embeddings", ErrorDialect.OPENAI),
+    "messages": ("/v1/messages", ErrorDialect.ANTHROPIC),
+    "responses": ("/v1/responses", ErrorDialect.OPENAI),
+}
+
+
+class EndpointHook:
+    """``POST`` on the route of one /v1 hook."""
+
+    def __init__(self, service: ModelService, hook: str) -> None:
+        self.service = service
+        self.hook = hook
+        self.runtime = service.runtime
+
+    async def __call__(self, ex: Exchange) -> None:
+        service = self.service
+        if service.drain.draining or not service.lifecycle.loaded:
+            service.check_ready()  # raises the 503 that says why
+        with service.drain:
+            await self.call(ex)
+
+    async def call(self, ex: Exchange) -> None:
+        runner = self.service.hooks.get(self.hook)
+        if runner is None:
+            raise HookNotFoundError(f"this model does not implement {self.hook}")
+        runtime = self.runtime
+        body = await ex.read_body(runtime.max_request_bytes)
+        inputs = parse_inputs(ex, body) if runner.takes_inputs else None
+        request = model_request(ex, body) if runner.takes_request else None
+        async with ex.within(runtime.request_timeout):
+            result = await runner(ex, inputs, request)
+            if isinstance(result, StreamResult):
+                stream = HookStream(result, ex, self.service.threads)
+                await stream.open(runtime.request_timeout)
+        if isinstance(result, StreamResult):
+            # /v1 streams are always event streams, whatever the client's Accept says.
+            await stream.send(ex, EVENT_STREAM, runtime.streaming_read_timeout)
+        else:
+            await reply_for(result, False).send(ex)

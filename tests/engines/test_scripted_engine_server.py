@@ -1,0 +1,156 @@
+"""The shared LLM layer served for real, through the official OpenAI and Anthropic SDKs.
+
+A ``kingpost serve`` of tests/models/scripted_llm runs the scripted engine (it
+replays the tokens the request spells out, split on "|"), so these checks need
+no model weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from kingpost.testing import ServerProcess
+from tests.conftest import MODELS, ROOT
+
+CALL = '{"name": "get_weather", |"arguments": {"city": |"Paris"}}'
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    path = os.environ.get("PYTHONPATH")
+    env = {"PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
+    with ServerProcess(MODELS / "scripted_llm", env=env) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def claude(server: ServerProcess) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.url(""), api_key="unused", max_retries=0)
+
+
+def user(text: str) -> list[Any]:
+    return [{"role": "user", "content": text}]
+
+
+def test_a_chat_completion_stops_at_a_stop_split_across_tokens(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="scripted", messages=user("Hello wo|rld E|ND more"), stop=["END"]
+    )
+    assert reply.choices[0].message.content == "Hello world "
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None and reply.usage.completion_tokens == 3
+
+
+def test_a_streamed_chat_completion_accumulates_and_reports_usage(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="scripted",
+        messages=user("Hel|lo| there"),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello there"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+
+
+def test_a_streamed_tool_call_reaches_the_sdk_whole(client: openai.OpenAI) -> None:
+    tool: Any = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
+    stream = client.chat.completions.create(
+        model="scripted", messages=user(CALL), tools=[tool], stream=True
+    )
+    chunks = [chunk for chunk in stream if chunk.choices]
+    calls = [call for c in chunks for call in c.choices[0].delta.tool_calls or []]
+    assert [call.function.name for call in calls if call.function] == ["get_weather"]
+    assert calls[0].function is not None
+    assert json.loads(calls[0].function.arguments or "") == {"city": "Paris"}
+    assert all(not c.choices[0].delta.content for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_n_choices_each_get_their_own_seed(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model="scripted", messages=user("<seed>"), n=3, seed=40)
+    assert [choice.message.content for choice in reply.choices] == ["40", "41", "42"]
+
+
+def test_streaming_several_choices_is_refused_by_name(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="scripted", messages=user("a"), n=2, stream=True)
+    assert "n=1" in str(refused.value)
+
+
+def test_a_chat_stream_that_fails_midway_raises_in_the_sdk(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="scripted", messages=user("Hel|lo|<error>"), stream=True
+    )
+    received: list[str] = []
+    with pytest.raises(openai.APIError, match="generation failed"):
+        for chunk in stream:
+            received += [c.delta.content or "" for c in chunk.choices]
+    assert "".join(received) == "Hello"
+
+
+def test_a_completion_at_max_tokens_ends_with_length(client: openai.OpenAI) -> None:
+    reply = client.completions.create(model="scripted", prompt="a|b|c", max_tokens=2)
+    assert reply.choices[0].text == "ab"
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage is not None
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (5, 2)
+
+
+def test_a_streamed_response_gives_the_text(client: openai.OpenAI) -> None:
+    with client.responses.stream(model="scripted", input="Bon|jour") as stream:
+        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert deltas == ["Bon", "jour"]
+    assert final.output_text == "Bonjour"
+    assert final.usage is not None and final.usage.output_tokens == 2
+
+
+def test_a_message_names_its_stop_sequence(claude: anthropic.Anthropic) -> None:
+    reply = claude.messages.create(
+        model="scripted",
+        max_tokens=50,
+        messages=user("one ST|OP two"),
+        stop_sequences=["STOP"],
+    )
+    assert [block.type for block in reply.content] == ["text"]
+    assert reply.content[0].type == "text" and reply.content[0].text == "one "
+    assert (reply.stop_reason, reply.stop_sequence) == ("stop_sequence", "STOP")
+
+
+def test_a_streamed_tool_use_accumulates_in_the_sdk(claude: anthropic.Anthropic) -> None:
+    tool: Any = {"name": "get_weather", "input_schema": WEATHER}
+    with claude.messages.stream(
+        model="scripted", max_tokens=50, messages=user(CALL), tools=[tool]
+    ) as stream:
+        final = stream.get_final_message()
+    (block,) = final.content
+    assert block.type == "tool_use"
+    assert (block.name, block.input) == ("get_weather", {"city": "Paris"})
+    assert final.stop_reason == "tool_use"
+    assert final.usage.output_tokens == 3
+
+
+def test_a_message_stream_that_fails_midway_raises_in_the_sdk(
+    claude: anthropic.Anthropic,
+) -> None:
+    with (
+        pytest.raises(anthropic.APIStatusError, match="generation failed"),
+        claude.messages.stream(
+            model="scripted", max_tokens=50, messages=user("a|<error>")
+        ) as stream,
+    ):
+        stream.get_final_message()
