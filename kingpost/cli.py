@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from kingpost.errors import KingpostError
 from kingpost.logs import configure_logging
 from kingpost.model.secrets import DEFAULT_SECRETS_DIR
+
+if TYPE_CHECKING:
+    from kingpost.auth.settings import KeySettings
+    from kingpost.connection import ConnectionLimits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--watch", action="store_true", help="reload the model when files in model_dir change"
     )
+    serve.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate")
+    serve.add_argument("--ssl-keyfile", type=Path, help="the certificate's private key")
+    limits = serve.add_argument_group("what one client may hold")
+    limits.add_argument("--max-header-bytes", type=int, default=64 * 1024)
+    limits.add_argument("--max-header-fields", type=int, default=100)
+    limits.add_argument("--header-timeout", type=float, default=10.0, help="seconds (408)")
+    limits.add_argument("--body-timeout", type=float, default=30.0, help="seconds idle (408)")
+    limits.add_argument("--keep-alive-timeout", type=float, default=5.0)
+    from kingpost.auth.settings import add_key_arguments
+
+    add_key_arguments(serve)
 
     init = commands.add_parser("init", help="create a model directory that serves as is")
     init.add_argument("model_dir", type=Path)
@@ -67,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.model_dir.is_dir():
             print(f"kingpost: {args.model_dir} is not a directory", file=sys.stderr)
             return 2
+        try:
+            keys, limits = serve_limits(args)
+        except (KingpostError, ValueError) as exc:
+            print(f"kingpost: {exc}", file=sys.stderr)
+            return 2
         options = ServeOptions(
             model_dir=args.model_dir,
             host=args.host,
@@ -80,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             install=args.install,
             watch=args.watch,
+            keys=keys,
+            limits=limits,
+            keep_alive_timeout=args.keep_alive_timeout,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
         )
         if options.workers < 1:
             print("kingpost: --workers must be at least 1", file=sys.stderr)
@@ -94,6 +121,21 @@ def main(argv: list[str] | None = None) -> int:
 
         return keys_command(args)
     return 2
+
+
+def serve_limits(args: argparse.Namespace) -> tuple[KeySettings, ConnectionLimits]:
+    from kingpost.auth.settings import key_settings
+    from kingpost.connection import ConnectionLimits
+
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        raise ValueError("--ssl-certfile and --ssl-keyfile go together")
+    limits = ConnectionLimits(
+        max_head_bytes=args.max_header_bytes,
+        max_header_fields=args.max_header_fields,
+        head_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+    )
+    return key_settings(args), limits
 
 
 def init_command(model_dir: Path, openai: bool) -> int:

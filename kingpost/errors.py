@@ -15,14 +15,18 @@
     └── RequestError                 answering one request; carries its HTTP status
         ├── InvalidInputError           400 the body is not what the route takes
         │   └── InvalidParameterError   400 names the parameter (OpenAI ``param``)
+        ├── AuthenticationError         401 no API key, or a wrong, expired or revoked one
+        ├── PermissionDeniedError       403 a key used outside its scope, model or environment
         ├── HookNotFoundError           404 the model lacks the hook a route calls
         │   └── RouteNotFoundError      404 no route has this path
         ├── MethodNotAllowedError       405
         ├── PayloadTooLargeError        413 the body is over ``runtime.max_request_bytes``
+        ├── TooManyRequestsError        429 a key past its rate or concurrency quota
         ├── ClientDisconnectedError     499 the client left before the reply
         ├── UpstreamUnavailableError    502 a custom server is down or restarting
         ├── NotReadyError               503 loading, unhealthy or shutting down
-        │   └── BatcherClosedError      503 a batcher was closed
+        │   ├── BatcherClosedError      503 a batcher was closed
+        │   └── OverloadedError         503 every slot busy and ``runtime.max_queue`` waiting
         └── RequestTimeoutError         504 past ``runtime.request_timeout`` (a TimeoutError)
             └── StreamReadTimeoutError  504 no chunk within ``streaming_read_timeout``
 
@@ -36,7 +40,10 @@ on ``/v1/chat/completions`` answers OpenAI's error object with status 400.
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
+    "AuthenticationError",
     "BatchSizeMismatchError",
     "BatcherClosedError",
     "ClientDisconnectedError",
@@ -52,13 +59,16 @@ __all__ = [
     "ModelFilesNotFoundError",
     "ModelLoadError",
     "NotReadyError",
+    "OverloadedError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "RequestError",
     "RequestTimeoutError",
     "RouteNotFoundError",
     "ScaffoldError",
     "SecretNotFoundError",
     "StreamReadTimeoutError",
+    "TooManyRequestsError",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamUnavailableError",
@@ -149,6 +159,18 @@ class InvalidParameterError(InvalidInputError):
         self.code = code
 
 
+class AuthenticationError(RequestError):
+    """No API key, an unknown one, or a revoked or expired one (HTTP 401)."""
+
+    status_code = 401
+
+
+class PermissionDeniedError(RequestError):
+    """A valid API key used outside its scope, model or environment (HTTP 403)."""
+
+    status_code = 403
+
+
 class HookNotFoundError(RequestError):
     """The model does not implement the hook the route calls (HTTP 404)."""
 
@@ -173,6 +195,16 @@ class PayloadTooLargeError(RequestError):
     status_code = 413
 
 
+class TooManyRequestsError(RequestError):
+    """A caller past its rate or concurrency quota (HTTP 429); retry after ``retry_after`` s."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+
 class ClientDisconnectedError(RequestError):
     status_code = 499
 
@@ -191,6 +223,14 @@ class NotReadyError(RequestError):
 
 class BatcherClosedError(NotReadyError):
     """The batcher was closed; no new items are taken and waiting ones are failed."""
+
+
+class OverloadedError(NotReadyError):
+    """Every concurrency slot is busy and the queue for them is full (HTTP 503)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class RequestTimeoutError(RequestError, TimeoutError):

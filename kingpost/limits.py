@@ -1,35 +1,24 @@
 """Per-caller quotas (a request rate and a number at once), and a bounded wait for a slot.
 
-Past either, the request is refused at once with QuotaExceededError (429) and a
+Past either, the request is refused at once with TooManyRequestsError (429) and a
 ``Retry-After`` in whole seconds; nothing queues. State is one small object per
 key id, and key ids come from the key store, so memory stays bounded.
 
     quotas = Quotas(default=Quota(rate=10, burst=20, concurrency=4))
-    with quotas.admit("3k9x2mq7aa", None):     # raises QuotaExceededError
+    with quotas.admit("3k9x2mq7aa", None):     # raises TooManyRequestsError
         ...
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass
 from typing import Literal
 
-from kingpost.errors import NotReadyError, RequestError
+from kingpost.errors import OverloadedError, TooManyRequestsError
 
 DEFAULT_MAX_QUEUE = 64
-
-
-class QuotaExceededError(RequestError):
-    """A caller is past its rate or concurrency quota (HTTP 429)."""
-
-    status_code = 429
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = max(1, math.ceil(retry_after))
 
 
 @dataclass(frozen=True)
@@ -108,7 +97,7 @@ class Quotas:
         if usage is None:
             usage = self._usage[caller] = _Usage(quota.capacity)
         if quota.concurrency is not None and usage.active >= quota.concurrency:
-            raise QuotaExceededError(
+            raise TooManyRequestsError(
                 f"too many requests at once for this API key (limit {quota.concurrency})", 1
             )
         if quota.rate is not None:
@@ -117,7 +106,7 @@ class Quotas:
             usage.stamp = now
             if usage.tokens < 1:
                 wait = (1 - usage.tokens) / quota.rate
-                raise QuotaExceededError(
+                raise TooManyRequestsError(
                     f"rate limit of {quota.rate:g} requests per second exceeded for this API key",
                     wait,
                 )
@@ -128,14 +117,6 @@ class Quotas:
     def active(self, caller: str) -> int:
         usage = self._usage.get(caller)
         return usage.active if usage is not None else 0
-
-
-class OverloadedError(NotReadyError):
-    """Every slot is busy and the queue for them is full (HTTP 503, retry later)."""
-
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class BoundedSlots(asyncio.Semaphore):

@@ -20,13 +20,16 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from kingpost.auth.guard import route_dialects
+from kingpost.auth.settings import KeySettings
 from kingpost.config import ModelConfig, load_config
+from kingpost.connection import ConnectionLimits, guarded_protocol
 from kingpost.errors import KingpostError
 from kingpost.model.cache import resolve_model_files
 from kingpost.model.loader import ModelSource, describe_model
@@ -61,6 +64,15 @@ class ServeOptions:
     workers: int = 1
     install: bool = False  # pip install the declared requirements first
     watch: bool = False  # reload the model when files under model_dir change
+    keys: KeySettings = field(default_factory=KeySettings)  # none: every route is open
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    keep_alive_timeout: float = 5.0  # an idle keep-alive connection is closed after this
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_certfile is not None else "http"
 
     def settings(self) -> ServerSettings:
         return ServerSettings(dev=self.dev, access_log=self.access_log)
@@ -211,18 +223,23 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
     else:
         assert model_app is not None
         app = model_app
+    name = (config.model_name if config is not None else None) or "model"
+    dialects = route_dialects(model_app.router) if model_app is not None else None
+    guarded = options.keys.guard(app, name, options.environment, dialect_of=dialects)
     server = _Server(
-        uvicorn_config(options, app, config), drain, options.graceful_timeout, is_worker
+        uvicorn_config(options, guarded, config), drain, options.graceful_timeout, is_worker
     )
     stop.append(server.stop_with)
     sock = options.bind_socket(reuse_port=is_worker)
     logger.info(
-        "%slistening on http://%s:%d (model %s, set up in %.2f s)",
+        "%slistening on %s://%s:%d (model %s, set up in %.2f s%s)",
         f"worker {os.getpid()} " if is_worker else "",
+        options.scheme,
         options.host,
         sock.getsockname()[1],
         options.model_dir,
         time.perf_counter() - started,
+        ", API keys required" if options.keys.enabled else "",
     )
     # Server.serve() does not install the loop named in the config; we choose it here.
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
@@ -231,7 +248,7 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
 
 
 def uvicorn_config(
-    options: ServeOptions, app: Servable, config: ModelConfig | None
+    options: ServeOptions, app: Callable[..., Any], config: ModelConfig | None
 ) -> uvicorn.Config:
     transport = config.runtime.transport if config is not None else None
     pings: dict[str, Any] = {}
@@ -239,17 +256,23 @@ def uvicorn_config(
         pings["ws_ping_interval"] = transport.ping_interval_seconds
     if transport is not None and transport.ping_timeout_seconds is not None:
         pings["ws_ping_timeout"] = transport.ping_timeout_seconds
+    limits = options.limits
+    if config is not None:  # a client that stops reading is cut after the streaming timeout
+        limits = replace(limits, send_timeout=config.runtime.streaming_read_timeout)
     return uvicorn.Config(
         app,
         host=options.host,
         port=options.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(limits),
         lifespan="on",
         access_log=False,
         log_config=None,
         log_level=options.log_level,
         timeout_graceful_shutdown=int(options.graceful_timeout),
+        timeout_keep_alive=options.keep_alive_timeout,  # type: ignore[arg-type]
+        ssl_certfile=options.ssl_certfile,
+        ssl_keyfile=options.ssl_keyfile,
         server_header=False,
         **pings,
     )
@@ -260,7 +283,9 @@ class _Server(uvicorn.Server):
 
     On the first SIGTERM/SIGINT the app starts answering new requests with 503
     (so a load balancer sees it leave) while in-flight ones finish, bounded by
-    the graceful timeout; then uvicorn shuts down. A second signal stops at once.
+    the graceful timeout, which is applied once: uvicorn's own wait gets only
+    what is left of it, then what still runs is answered 503. A second signal
+    stops at once.
     """
 
     def __init__(
@@ -285,7 +310,12 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.is_worker and sig == signal.SIGINT:
             return  # Ctrl-C reaches the whole process group; the supervisor sends SIGTERM
-        if self.drain.draining or not self.started:
+        if self.drain.draining:
+            logger.info("second stop signal: exiting now")
+            self.force_exit = True
+            super().handle_exit(sig, frame)
+            return
+        if not self.started:
             super().handle_exit(sig, frame)
             return
         self.drain.start()
@@ -297,7 +327,10 @@ class _Server(uvicorn.Server):
         self._draining_task = asyncio.get_running_loop().create_task(self._drain(sig, frame))
 
     async def _drain(self, sig: int, frame: Any) -> None:
+        deadline = time.monotonic() + self.graceful_timeout
         await self.drain.wait(self.graceful_timeout)
+        # The grace period is spent once: uvicorn waits only for what is left of it.
+        self.config.timeout_graceful_shutdown = int(max(0.0, deadline - time.monotonic()))
         super().handle_exit(sig, frame)
 
     async def _serve(self, sockets: list[socket.socket] | None = None) -> None:

@@ -6,14 +6,14 @@ import asyncio
 
 import pytest
 
-from kingpost.limits import BoundedSlots, OverloadedError, Quota, QuotaExceededError, Quotas
+from kingpost.limits import BoundedSlots, OverloadedError, Quota, Quotas, TooManyRequestsError
 
 
 def test_a_rate_quota_allows_its_burst_then_asks_to_retry() -> None:
     quotas = Quotas(Quota(rate=0.5, burst=2))
     for _ in range(2):
         quotas.admit("k", None).release()
-    with pytest.raises(QuotaExceededError) as refused:
+    with pytest.raises(TooManyRequestsError) as refused:
         quotas.admit("k", None)
     assert refused.value.status_code == 429 and 1 <= refused.value.retry_after <= 2
     quotas.admit("other", None).release()  # each key has its own bucket
@@ -24,7 +24,7 @@ def test_a_concurrency_quota_counts_requests_until_they_end() -> None:
     quota = Quota(concurrency=1)
     with quotas.admit("k", quota):
         assert quotas.active("k") == 1
-        with pytest.raises(QuotaExceededError, match="at once"):
+        with pytest.raises(TooManyRequestsError, match="at once"):
             quotas.admit("k", quota)
     assert quotas.active("k") == 0
     quotas.admit("k", quota).release()

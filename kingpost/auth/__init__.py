@@ -8,18 +8,23 @@ the command line, ``FileKeyStore`` for a keys file, and the platform's own over
 its state store. See ``keys.py`` for the key format and hashing.
 """
 
-from kingpost.auth.guard import OPENABLE, KeyGuard, RouteAccess, classify_path, refusal_body
+from kingpost.auth.guard import (
+    OPENABLE,
+    KeyGuard,
+    RouteAccess,
+    classify_path,
+    refusal,
+    route_dialects,
+)
 from kingpost.auth.keyfile import FileKeyStore, read_keys_file
 from kingpost.auth.keys import (
     KEY_PREFIX,
     SCOPES,
     ApiKey,
-    AuthenticationError,
     ChainedKeyStore,
     KeySpec,
     KeyStore,
     MemoryKeyStore,
-    PermissionDeniedError,
     UnknownKeyError,
     hash_key,
     new_key,
@@ -27,6 +32,7 @@ from kingpost.auth.keys import (
     static_key,
     verify_key,
 )
+from kingpost.errors import AuthenticationError, PermissionDeniedError
 
 __all__ = [
     "KEY_PREFIX",
@@ -48,7 +54,8 @@ __all__ = [
     "new_key",
     "presented_key",
     "read_keys_file",
-    "refusal_body",
+    "refusal",
+    "route_dialects",
     "static_key",
     "verify_key",
 ]

@@ -19,24 +19,23 @@ import re
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import orjson
-
-from kingpost.auth.keys import (
-    ApiKey,
-    KeyStore,
+from kingpost.auth.keys import ApiKey, KeyStore, presented_key, verify_key
+from kingpost.errors import (
+    AuthenticationError,
     PermissionDeniedError,
-    presented_key,
-    verify_key,
+    RequestError,
+    TooManyRequestsError,
 )
-from kingpost.errors import RequestError
-from kingpost.limits import Quota, QuotaExceededError, Quotas
+from kingpost.limits import Quota, Quotas
 from kingpost.logs import access_log
-from kingpost.server.exchange import Receive, Scope, Send, new_request_id
-from kingpost.server.routing import PLATFORM_PREFIX
+from kingpost.server.errors import ErrorDialect, Problem, render
+from kingpost.server.exchange import Receive, Scope, Send, request_id_of
+from kingpost.server.replies import ErrorReply
+from kingpost.server.routing import PLATFORM_PREFIX, Route, Router
 
-Dialect = Literal["kingpost", "openai", "anthropic"]
+Dialect = ErrorDialect
 # What may be opened to callers without a key, by name (``--open``).
 OPENABLE = ("metrics", "docs", "readiness")
 _CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key"})
@@ -86,10 +85,20 @@ def classify_path(path: str, method: str, opened: Collection[str] = ()) -> Route
 
 def _dialect(local: str) -> Dialect:
     if local == "/v1/messages" or local.startswith("/v1/messages/"):
-        return "anthropic"
+        return ErrorDialect.ANTHROPIC
     if local.startswith("/v1/") and not any(local.startswith(p) for p in _KINGPOST_V1):
-        return "openai"
-    return "kingpost"
+        return ErrorDialect.OPENAI
+    return ErrorDialect.KINGPOST
+
+
+def route_dialects(router: Router) -> Callable[[str], Dialect]:
+    """The error dialect of the route a path resolves to in ``router`` (its own table)."""
+
+    def dialect_of(path: str) -> Dialect:
+        route = router.resolve(path)
+        return route.dialect if isinstance(route, Route) else _dialect(path)
+
+    return dialect_of
 
 
 def quota_of(key: ApiKey) -> Quota | None:
@@ -111,6 +120,7 @@ class KeyGuard:
         quotas: Quotas | None = None,
         opened: Collection[str] = (),
         classify: Callable[[str, str, Collection[str]], RouteAccess] = classify_path,
+        dialect_of: Callable[[str], Dialect] | None = None,
         log_refusals: bool = True,
     ) -> None:
         unknown = set(opened) - set(OPENABLE)
@@ -123,6 +133,7 @@ class KeyGuard:
         self.quotas = quotas or Quotas()
         self.opened = frozenset(opened)
         self.classify = classify
+        self.dialect_of = dialect_of
         self.log_refusals = log_refusals
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -159,17 +170,19 @@ class KeyGuard:
         exc: RequestError,
         started: float,
     ) -> None:
-        request_id = _request_id(scope)
-        body = refusal_body(access.dialect, exc)
+        request_id = request_id_of(scope)
+        dialect = self.dialect_of(scope["path"]) if self.dialect_of else access.dialect
+        reply = refusal(exc, dialect)
+        body = reply.body
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", request_id.encode()),
             (b"x-baseten-error-source", b"04"),
             (b"x-baseten-error-code", b"700"),
-            *refusal_headers(exc),
+            *reply.headers,
         ]
-        status = exc.status_code
+        status = reply.status
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
             if "websocket.http.response" in scope.get("extensions", {}):
@@ -187,40 +200,19 @@ class KeyGuard:
             access_log().write(method, scope["path"], status, elapsed, "auth", request_id)
 
 
-def _request_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if (name == b"x-request-id" or name == b"x-baseten-request-id") and value:
-            return value.decode("latin-1")[:128]
-    return new_request_id()
-
-
-_OPENAI_TYPES = {
-    401: ("invalid_request_error", "invalid_api_key"),
-    403: ("permission_error", "permission_denied"),
-    429: ("rate_limit_error", "rate_limit_exceeded"),
-}
-_ANTHROPIC_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
-
-
-def refusal_body(dialect: Dialect, exc: RequestError) -> bytes:
-    """A 401/403/429 body in the error shape of ``dialect``."""
-    status, message = exc.status_code, exc.message
-    if dialect == "openai":
-        kind, code = _OPENAI_TYPES.get(status, ("invalid_request_error", None))
-        error = {"message": message, "type": kind, "param": None, "code": code}
-        return orjson.dumps({"error": error})
-    if dialect == "anthropic":
-        kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error")
-        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
-    return orjson.dumps({"error": message})
-
-
-def refusal_headers(exc: RequestError) -> list[tuple[bytes, bytes]]:
-    if exc.status_code == 401:
+def refusal(exc: RequestError, dialect: Dialect) -> ErrorReply:
+    """The 401/403/429 reply for ``exc`` in ``dialect``, through the core's error table."""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    code = None
+    if isinstance(exc, AuthenticationError):
+        code = "invalid_api_key"
         challenge = b'Bearer realm="kingpost", error="invalid_token"'
         if exc.message == "an API key is required":
             challenge = b'Bearer realm="kingpost"'  # RFC 6750 3.1: no error code without a key
-        return [(b"www-authenticate", challenge)]
-    if isinstance(exc, QuotaExceededError):
-        return [(b"retry-after", str(exc.retry_after).encode())]
-    return []
+        headers = ((b"www-authenticate", challenge),)
+    elif isinstance(exc, TooManyRequestsError):
+        code = "rate_limit_exceeded"
+        headers = ((b"retry-after", str(exc.retry_after).encode()),)
+    elif isinstance(exc, PermissionDeniedError):
+        code = "permission_denied"
+    return render(Problem(exc.status_code, exc.message, code=code, headers=headers), dialect)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
-from kingpost.errors import RequestError
+from kingpost.errors import AuthenticationError
 
 KEY_PREFIX = "kp_"
 SCOPES = ("invoke", "async", "admin")
@@ -35,18 +35,6 @@ _ID_LENGTH = 10
 _SECRET_LENGTH = 32
 _ID_SHAPE = re.compile(rf"^[a-z0-9]{{{_ID_LENGTH}}}$")
 _KEY_SHAPE = re.compile(rf"^{KEY_PREFIX}([a-z0-9]{{{_ID_LENGTH}}})_[A-Za-z0-9]+$")
-
-
-class AuthenticationError(RequestError):
-    """No key, an unknown key, or a revoked or expired one (HTTP 401)."""
-
-    status_code = 401
-
-
-class PermissionDeniedError(RequestError):
-    """A valid key used outside its scope, model or environment (HTTP 403)."""
-
-    status_code = 403
 
 
 class UnknownKeyError(LookupError):

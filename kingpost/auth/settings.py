@@ -20,6 +20,7 @@ from kingpost.auth.keys import ChainedKeyStore, KeyStore, MemoryKeyStore, static
 from kingpost.errors import ConfigError
 from kingpost.limits import Quota, Quotas
 from kingpost.logs import register_secret
+from kingpost.server.errors import ErrorDialect
 
 ENV_KEYS = "KINGPOST_API_KEYS"
 MIN_KEY_LENGTH = 16
@@ -78,6 +79,7 @@ class KeySettings:
         model: str = "model",
         environment: str | None = None,
         store: KeyStore | None = None,
+        dialect_of: Callable[[str], ErrorDialect] | None = None,
     ) -> Callable[..., Any]:
         """``app`` behind a KeyGuard, or ``app`` itself when no key is configured."""
         if not self.enabled and store is None:
@@ -89,6 +91,7 @@ class KeySettings:
             environment=environment,
             quotas=Quotas(self.quota),
             opened=self.opened,
+            dialect_of=dialect_of,
         )
 
 

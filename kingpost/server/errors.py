@@ -28,6 +28,7 @@ import orjson
 from starlette.exceptions import HTTPException
 
 from kingpost.errors import InvalidParameterError, MethodNotAllowedError, RequestError
+from kingpost.logs import redact
 from kingpost.protocols.errors import anthropic_error_body, openai_error_body
 from kingpost.server.replies import ErrorReply
 
@@ -111,7 +112,14 @@ Describe = Callable[["ErrorTable", Any], Problem]
 
 
 def _request_error(table: ErrorTable, exc: RequestError) -> Problem:
+    retry_after = getattr(exc, "retry_after", None)  # 429 and 503 past a limit say when
+    if retry_after is not None:
+        return Problem(exc.status_code, exc.message, headers=_retry_after(retry_after))
     return Problem(exc.status_code, exc.message)
+
+
+def _retry_after(seconds: int) -> Headers:
+    return ((b"retry-after", str(seconds).encode()),)
 
 
 def _invalid_parameter(table: ErrorTable, exc: InvalidParameterError) -> Problem:
@@ -140,8 +148,11 @@ def _unexpected(table: ErrorTable, exc: BaseException) -> Problem:
     logger.error("model raised %s: %s\n%s", type(exc).__name__, exc, "".join(frames).rstrip())
     if not table.dev:
         return Problem(500, GENERIC_500)
-    details = {"type": type(exc).__name__, "message": str(exc), "traceback": frames}
-    return Problem(500, f"{type(exc).__name__}: {exc}", details=details)
+    # Even in dev mode a secret's value never reaches a client.
+    message = redact(str(exc))
+    frames = [redact(frame) for frame in frames]
+    details = {"type": type(exc).__name__, "message": message, "traceback": frames}
+    return Problem(500, f"{type(exc).__name__}: {message}", details=details)
 
 
 class ErrorTable:

@@ -10,6 +10,7 @@ import pytest
 
 from kingpost.auth import KeyGuard, KeySpec, MemoryKeyStore, classify_path, static_key
 from kingpost.limits import Quota, Quotas
+from kingpost.server.errors import ErrorDialect
 
 KEY = "operator-key-0123456789"
 
@@ -57,7 +58,7 @@ async def test_liveness_is_open_and_everything_else_needs_a_key(store: MemoryKey
             {
                 "error": {
                     "message": "an API key is required",
-                    "type": "invalid_request_error",
+                    "type": "authentication_error",
                     "param": None,
                     "code": "invalid_api_key",
                 }
@@ -156,9 +157,9 @@ async def test_past_its_quota_a_key_gets_429_with_retry_after(store: MemoryKeySt
 
 def test_paths_map_to_their_dialect_and_scope() -> None:
     assert classify_path("/", "GET").scope is None
-    assert classify_path("/v1/models", "GET").dialect == "openai"
-    assert classify_path("/v1/models/model", "GET").dialect == "kingpost"
-    assert classify_path("/production/sync/v1/messages", "POST").dialect == "anthropic"
+    assert classify_path("/v1/models", "GET").dialect is ErrorDialect.OPENAI
+    assert classify_path("/v1/models/model", "GET").dialect is ErrorDialect.KINGPOST
+    assert classify_path("/production/sync/v1/messages", "POST").dialect is ErrorDialect.ANTHROPIC
     assert classify_path("/environments/e/async_predict", "POST").scope == "async"
     assert classify_path("/async_request/abc", "GET").scope == "async"
     assert classify_path("/v1/models/model", "GET", {"readiness"}).scope is None
