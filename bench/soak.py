@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import signal
 import sys
 import tempfile
 import time
@@ -33,7 +34,7 @@ import httpx
 
 from kingpost.testing import ServerProcess
 
-SERVICE_S = 0.05
+SERVICE_S = 0.2
 CONCURRENCY = 4
 MAX_QUEUE = 8
 CLIENT_TIMEOUT_S = 30.0
@@ -97,7 +98,8 @@ async def offer_load(server: ServerProcess, seconds: float, rate: float, warm_up
     outcomes: collections.Counter[str] = collections.Counter()
     pid = server.process.pid if server.process else 0
     samples: list[tuple[float, int]] = []
-    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    # Idle connections are dropped before the server's 5 s keep-alive would close them.
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400, keepalive_expiry=2)
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S, limits=limits) as client:
 
         async def one(n: int) -> None:
@@ -209,6 +211,8 @@ def storm(root: Path, streams: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A SIGTERM (``timeout``) unwinds the with-blocks, so no server outlives the script.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--streams", type=int, default=10_000)

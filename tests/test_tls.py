@@ -9,12 +9,16 @@ from pathlib import Path
 
 import anthropic
 import httpx
-import httpx2
 import openai
 import trustme
 
 from kingpost.scaffold import create_model_dir
 from kingpost.testing import ServerProcess
+
+try:  # the anthropic SDK's own HTTP library since its 2.x releases
+    import httpx2 as anthropic_http
+except ImportError:
+    anthropic_http = httpx  # type: ignore[no-redef]
 
 
 def test_the_server_speaks_https_to_httpx_and_both_sdks(
@@ -53,7 +57,7 @@ def test_the_server_speaks_https_to_httpx_and_both_sdks(
         messages = [{"role": "user", "content": "tls"}]
         reply = sdk.chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
         assert "tls" in (reply.choices[0].message.content or "")
-    with httpx2.Client(verify=context) as http2:  # the anthropic SDK is built on httpx2
+    with anthropic_http.Client(verify=context) as http2:
         claude = anthropic.Anthropic(base_url=server.base_url, api_key="unused", http_client=http2)
         message = claude.messages.create(
             model="m", max_tokens=16, messages=[{"role": "user", "content": "tls"}]

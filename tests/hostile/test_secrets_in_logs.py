@@ -1,4 +1,4 @@
-"""A secret's value never appears in a log line, even when the model prints it."""
+"""A secret's value never appears in a log line or an error body, even with --dev."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class Model:
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-def test_a_secret_read_by_the_model_is_redacted_from_its_log_lines(
+def test_a_secret_read_by_the_model_is_redacted_from_logs_and_bodies(
     start_server: Callable[..., ServerProcess], tmp_path: Path, log_format: str
 ) -> None:
     model_dir = tmp_path / "model_dir"
@@ -36,7 +36,9 @@ def test_a_secret_read_by_the_model_is_redacted_from_its_log_lines(
     (model_dir / "model" / "model.py").write_text(MODEL)
     env = {"TRUSS_SECRET_token": SECRET}
     server = start_server(model_dir, "--dev", "--log-format", log_format, env=env)
-    assert httpx.post(server.url("/predict"), json={}).status_code == 500
+    reply = httpx.post(server.url("/predict"), json={})
+    assert reply.status_code == 500
+    assert "refused token [secret]" in reply.json()["error"] and SECRET not in reply.text
     server.stop()
     logs = server.logs()
     assert "calling out with token [secret]" in logs
