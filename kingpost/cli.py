@@ -70,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--timeout", type=float, default=1200.0)
 
     from kingpost.auth.commands import add_keys_command
+    from kingpost.platform.commands import add_commands
 
     add_keys_command(commands.add_parser)
+    add_commands(commands)
     return parser
 
 
@@ -120,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         from kingpost.auth.commands import keys_command
 
         return keys_command(args)
+    from kingpost.platform.commands import COMMANDS, run
+
+    if args.command in COMMANDS:
+        configure_logging(getattr(args, "log_level", "warning"), "text")
+        return run(args)
     return 2
 
 

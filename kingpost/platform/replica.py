@@ -1,0 +1,93 @@
+"""What the router hands a request to: a replica, behind one small Protocol.
+
+A replica is one running copy of a deployment for one environment. The local
+kind is a supervised ``kingpost serve`` process on 127.0.0.1
+(``process_replica.ProcessReplica``); a Ray Serve deployment can be another
+kind: anything with these members, built by a ``ReplicaFactory``, plugs into
+``ReplicaPool`` (routing, parking, autoscaling, promotion stay as they are).
+
+    factory: ReplicaFactory = ProcessReplicaFactory(options)
+    replica = factory(spec, on_change=pool.replica_changed)
+    replica.start()
+    await replica.forward(scope, receive, send, "/predict")
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class ReplicaState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"  # crashed after being ready; coming back with back-off
+    FAILED = "failed"  # never got ready: the deployment is broken
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What to run: a deployment's files, for an environment (None: reached by its id)."""
+
+    deployment_id: str
+    model_dir: Path
+    environment: str | None
+    log_path: Path
+    watch: bool = False  # the development deployment reloads on every save
+
+
+class Replica(Protocol):
+    """One copy of a deployment that answers requests.
+
+    ``in_flight`` is kept by the pool around each request. ``on_change`` (given
+    to the factory) is called whenever ``state`` changes.
+    """
+
+    name: str
+    in_flight: int
+
+    @property
+    def state(self) -> ReplicaState: ...
+
+    @property
+    def error(self) -> str | None:
+        """Why it failed to start (its last output lines), when ``state`` is FAILED."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """What an operator sees in the admin API (name, state, address, ...)."""
+        ...
+
+    def start(self) -> None:
+        """Begin starting (on the event loop); ``state`` goes to READY or FAILED."""
+
+    async def forward(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """Answer an HTTP request at ``path`` of the replica, streaming both ways.
+
+        Raises ReplicaUnreachableError when nothing was sent (another replica may
+        take the request), PlatformError subclasses for other failures before the
+        reply began.
+        """
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """Relay an (unaccepted) websocket to ``path`` of the replica until either side closes."""
+
+    async def stop(self, grace: float) -> None:
+        """Stop: requests under way get ``grace`` seconds to finish."""
+
+
+class ReplicaFactory(Protocol):
+    def __call__(self, spec: ReplicaSpec, on_change: Callable[[Replica], None]) -> Replica: ...
+
+
+class ReplicaUnreachableError(Exception):
+    """The replica could not be reached; nothing of the request was sent."""

@@ -1,0 +1,135 @@
+"""``kingpost up``: the platform's composition root, run on uvicorn.
+
+It builds the state store, the replica factory, the platform, the admin API
+and the app, listens, and then applies ``kingpost.yaml`` (when given) through
+its own admin API, exactly as ``kingpost apply`` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from kingpost.platform.admin import build_admin
+from kingpost.platform.app import AsyncRoutes, PlatformApp
+from kingpost.platform.controller import Platform
+from kingpost.platform.edge import EdgeProtocol
+from kingpost.platform.process_replica import ProcessOptions, ProcessReplicaFactory
+from kingpost.platform.relay import Limits
+from kingpost.platform.replica import ReplicaFactory
+from kingpost.platform.settings import PlatformOptions
+from kingpost.platform.store import StateStore
+
+logger = logging.getLogger("kingpost.platform")
+
+
+def build_platform(
+    options: PlatformOptions,
+    factory: ReplicaFactory | None = None,
+    async_routes: AsyncRoutes | None = None,
+) -> PlatformApp:
+    """The ASGI app of a platform (the replica kind and async inference are plug-ins)."""
+    options.home.mkdir(parents=True, exist_ok=True)
+    store = StateStore(options.database_url)
+    if factory is None:
+        process = ProcessOptions(
+            limits=Limits(options.max_request_bytes, options.request_timeout),
+            start_timeout=options.replica_start_timeout,
+            python=options.python or ProcessOptions().python,
+            extra_args=options.extra_replica_args,
+        )
+        factory = ProcessReplicaFactory(process)
+    platform = Platform(options, store, factory)
+    return PlatformApp(platform, build_admin(platform), async_routes)
+
+
+def run_platform(options: PlatformOptions) -> int:
+    try:
+        app = build_platform(options)
+    except Exception as exc:  # the state store cannot be opened: say so, no traceback
+        shown = make_url(options.database_url).render_as_string(hide_password=True)
+        logger.error("cannot open the state store %s: %s", shown, str(exc).splitlines()[0])
+        return 1
+    if options.file is not None:
+        app.on_startup = lambda: _apply_when_listening(options)
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        loop="uvloop",
+        http=EdgeProtocol,  # httptools, one write per loop turn
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        log_level=options.log_level,
+        server_header=False,
+        proxy_headers=False,  # the platform is the edge: the client address is the peer's
+        timeout_graceful_shutdown=int(options.replica_grace),
+    )
+    server = uvicorn.Server(config)
+    # TCP_NODELAY on the listening socket, inherited by accepted ones: a reply's head
+    # and body go out as two writes, and the second must not wait for a delayed ACK.
+    try:
+        sock = bind_socket(options.host, options.port)
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", options.host, options.port, exc)
+        return 1
+    logger.info(
+        "platform on http://%s:%d (home %s, state %s)",
+        options.host,
+        options.port,
+        options.home,
+        "postgresql" if options.shared else "sqlite",
+    )
+    with asyncio.Runner(loop_factory=_new_event_loop) as runner:
+        runner.run(server.serve(sockets=[sock]))
+    app.platform.store.close()
+    return 0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, with TCP_NODELAY for the connections it accepts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _apply_when_listening(options: PlatformOptions) -> None:
+    from kingpost.platform.client import AdminClient
+    from kingpost.platform.declarative import apply_file
+
+    assert options.file is not None
+    file = options.file
+
+    def apply() -> None:
+        client = AdminClient(f"http://{_connect_host(options.host)}:{options.port}")
+        try:
+            client.wait_until_up(60.0)
+            for line in apply_file(client, file):
+                logger.info("%s: %s", file, line)
+        except Exception as exc:
+            logger.error("applying %s failed: %s", file, exc)
+        finally:
+            client.close()
+
+    threading.Thread(target=apply, name="kingpost-apply", daemon=True).start()
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
