@@ -45,6 +45,7 @@ from kingpost.server.model_service import ModelService
 logger = logging.getLogger("kingpost")
 
 EXIT_OK = 0
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 EXIT_BAD_MODEL = 2
 
 
@@ -241,6 +242,12 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
         time.perf_counter() - started,
         ", API keys required" if options.keys.enabled else "",
     )
+    if not options.keys.enabled and options.host not in _LOOPBACK:
+        logger.warning(
+            "no API keys on %s: every route is open to anyone who can reach it "
+            "(--api-key, KINGPOST_API_KEYS or --keys-file)",
+            options.host,
+        )
     # Server.serve() does not install the loop named in the config; we choose it here.
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(server.serve(sockets=[sock]))

@@ -110,3 +110,22 @@ def test_expiry_takes_durations_and_dates() -> None:
     assert parse_expiry("2030-01-01") == 1893456000.0
     with pytest.raises(ValueError, match="--expires"):
         parse_expiry("soon")
+
+
+def test_the_keys_command_creates_lists_and_revokes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kingpost.cli import main
+
+    path = str(tmp_path / "keys.yaml")
+    assert main(["keys", "--keys-file", path, "create", "--name", "ci", "--scope", "async"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith(KEY_PREFIX) and key not in (tmp_path / "keys.yaml").read_text()
+    assert main(["keys", "--keys-file", path, "list"]) == 0
+    listed = capsys.readouterr().out
+    assert '"name":"ci"' in listed and '"scopes":["async"]' in listed and key not in listed
+    key_id = key.split("_")[1]
+    assert main(["keys", "--keys-file", path, "revoke", key_id]) == 0
+    assert main(["keys", "--keys-file", path, "revoke", "nosuchkey0"]) == 2
+    with pytest.raises(AuthenticationError, match="revoked"):
+        verify(FileKeyStore(tmp_path / "keys.yaml"), key)
