@@ -84,11 +84,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_bytes: int | None = 0  # None once a head is complete
         self._head_tail = b""
-        self._fields = 0
-        self._has_host = False
         self._refused = False
         self._in_body = False
-        self._body_bytes = 0
+        self._body_progress = False
         self._timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
 
@@ -111,6 +109,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._head_bytes is not None and not self._head_fits(data):
             self._refuse(431, f"the request head is larger than {self.limits.max_head_bytes} bytes")
             return
+        self._body_progress = True
         super().data_received(data)
         if self._refused or self.transport.is_closing():
             return
@@ -145,37 +144,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # -- parser callbacks --------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._fields = 0
-        self._has_host = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields += 1
-        if len(name) == 4 and name.lower() == b"host":
-            self._has_host = True
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         self._disarm()
         self._head_bytes = None
         self._head_tail = b""
-        if self._fields > self.limits.max_header_fields:
+        headers = self.headers  # uvicorn's list, names lowercased
+        if len(headers) > self.limits.max_header_fields:
             limit = self.limits.max_header_fields
             self._refuse(431, f"the request has more than {limit} header fields")
             return
-        if not self._has_host and self.parser.get_http_version() == "1.1":
-            self._refuse(400, "an HTTP/1.1 request must have a Host header")
-            return
+        for name, _ in headers:
+            if name == b"host":
+                break
+        else:
+            if self.parser.get_http_version() == "1.1":
+                self._refuse(400, "an HTTP/1.1 request must have a Host header")
+                return
         super().on_headers_complete()
         self._in_body = not self.parser.should_upgrade()
-        self._body_bytes = 0
+        self._body_progress = False
 
     def on_body(self, body: bytes) -> None:
-        if self._refused:
-            return
-        self._body_bytes += len(body)
-        super().on_body(body)
+        if not self._refused:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self._refused:
@@ -215,9 +206,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         waiting = cycle is not None and cycle.waiting_for_100_continue
-        if self.flow.read_paused or self._body_bytes or waiting:
+        if self.flow.read_paused or self._body_progress or waiting:
             # The app is not reading yet (its own pace), or bytes came: wait another period.
-            self._body_bytes = 0
+            self._body_progress = False
             self._arm(self.limits.body_timeout, self._body_expired)
             return
         self._in_body = False

@@ -122,12 +122,13 @@ class Quotas:
 class BoundedSlots(asyncio.Semaphore):
     """A semaphore of model slots with at most ``max_queue`` requests waiting for one.
 
-    Past that, ``acquire`` raises OverloadedError at once: the wait, and the
-    memory the waiting requests hold, stay bounded however many clients come.
+    ``acquire_queued`` is how a request that found every slot busy waits: past
+    ``max_queue`` waiters it raises OverloadedError at once, so the wait, and the
+    memory waiting requests hold, stay bounded however many clients come. A free
+    slot is taken with the plain ``acquire`` (the hot path pays nothing extra).
 
         slots = BoundedSlots(4, max_queue=64)
-        async with slots:   # OverloadedError when 4 run and 64 wait
-            ...
+        await (slots.acquire() if not slots.locked() else slots.acquire_queued())
     """
 
     def __init__(self, value: int, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
@@ -137,10 +138,8 @@ class BoundedSlots(asyncio.Semaphore):
         self.max_queue = max_queue
         self.waiting = 0
 
-    async def acquire(self) -> Literal[True]:
-        if not self.locked():
-            return await super().acquire()
-        if self.waiting >= self.max_queue:
+    async def acquire_queued(self) -> Literal[True]:
+        if self.locked() and self.waiting >= self.max_queue:
             raise OverloadedError(
                 f"the model is at capacity and {self.waiting} requests wait already "
                 f"(runtime.max_queue); retry later"

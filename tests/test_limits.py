@@ -47,11 +47,11 @@ def test_a_quota_must_be_positive() -> None:
 async def test_bounded_slots_refuse_past_the_queue_and_serve_the_queued() -> None:
     slots = BoundedSlots(1, max_queue=2)
     await slots.acquire()
-    queued = [asyncio.create_task(slots.acquire()) for _ in range(2)]
+    queued = [asyncio.create_task(slots.acquire_queued()) for _ in range(2)]
     await asyncio.sleep(0)
     assert slots.waiting == 2
     with pytest.raises(OverloadedError) as refused:
-        await slots.acquire()
+        await slots.acquire_queued()
     assert refused.value.status_code == 503 and refused.value.retry_after >= 1
     for _ in queued:
         slots.release()
@@ -62,7 +62,7 @@ async def test_bounded_slots_refuse_past_the_queue_and_serve_the_queued() -> Non
 async def test_a_cancelled_waiter_leaves_the_queue() -> None:
     slots = BoundedSlots(1, max_queue=1)
     await slots.acquire()
-    waiter = asyncio.create_task(slots.acquire())
+    waiter = asyncio.create_task(slots.acquire_queued())
     await asyncio.sleep(0)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kingpost.errors import ClientDisconnectedError, InvalidInputError
+from kingpost.limits import BoundedSlots
 from kingpost.model.descriptor import HookDescriptor, HookKind
 from kingpost.server.exchange import CancelOnDisconnect, Exchange
 from kingpost.server.streaming import StreamResult
@@ -123,7 +124,9 @@ async def acquire_slot(ex: Exchange, slot: asyncio.Semaphore) -> None:
         await slot.acquire()  # returns at once
         return
     ex.begin_wait()
-    await cancel_on_disconnect(ex, slot.acquire())
+    # Bounded slots refuse (503) once runtime.max_queue requests wait already.
+    queued = slot.acquire_queued() if isinstance(slot, BoundedSlots) else slot.acquire()
+    await cancel_on_disconnect(ex, queued)
     if ex.disconnected:
         slot.release()
         raise ClientDisconnectedError("client disconnected while waiting for a slot")
