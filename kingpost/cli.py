@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from kingpost.model.secrets import DEFAULT_SECRETS_DIR
 if TYPE_CHECKING:
     from kingpost.auth.settings import KeySettings
     from kingpost.connection import ConnectionLimits
+    from kingpost.serve import ServeOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("model_dir", type=Path, help="directory with config.yaml and model/")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--dev", action="store_true", help="put exception details in 500 bodies")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="put exception details in 500 bodies, and serve the playground at /playground",
+    )
     serve.add_argument("--environment", default=None, help="environment name handed to the model")
     serve.add_argument("--secrets-dir", type=Path, default=DEFAULT_SECRETS_DIR)
     serve.add_argument("--graceful-timeout", type=float, default=30.0)
@@ -55,6 +61,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_arguments(serve)
 
+    ray = serve.add_argument_group("Ray Serve (needs the ray extra: pip install 'kingpost[ray]')")
+    ray.add_argument("--ray", action="store_true", help="run the model as a Ray Serve application")
+    ray.add_argument(
+        "--ray-address",
+        default=None,
+        help="an existing cluster (auto, HOST:PORT, ray://HOST:10001); default: start one",
+    )
+    ray.add_argument(
+        "--replicas", default="1", help="N replicas, or MIN:MAX to autoscale (MIN 0: to zero)"
+    )
+    ray.add_argument(
+        "--autoscaling",
+        action="append",
+        metavar="KEY=VALUE",
+        help="autoscaling_window, scale_down_delay, concurrency_target, "
+        "target_utilization_percentage (seconds, requests, percent)",
+    )
+    ray.add_argument(
+        "--ray-http",
+        choices=("kingpost", "serve"),
+        default="kingpost",
+        help="who answers HTTP: Kingpost's front process (fast) or Ray Serve's proxy",
+    )
+    ray.add_argument(
+        "--ray-dashboard", action="store_true", help="start Ray's dashboard (on 127.0.0.1)"
+    )
+
     init = commands.add_parser("init", help="create a model directory that serves as is")
     init.add_argument("model_dir", type=Path)
     init.add_argument(
@@ -68,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     body.add_argument("-f", "--file", help="file with the JSON request body ('-' for stdin)")
     predict.add_argument("--stream", action="store_true", help="print chunks as they arrive")
     predict.add_argument("--timeout", type=float, default=1200.0)
+    add_async_commands(commands)
 
     from kingpost.auth.commands import add_keys_command
     from kingpost.platform.commands import add_commands
@@ -75,6 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_command(commands.add_parser)
     add_commands(commands)
     return parser
+
+
+def add_async_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    queue = commands.add_parser("async", help="queue requests and fetch their results")
+    actions = queue.add_subparsers(dest="action", required=True)
+    url_help = "server URL (for submit, a platform target such as .../environments/staging)"
+    submit = actions.add_parser("submit", help="queue a request; prints its request id")
+    submit.add_argument("--url", default="http://127.0.0.1:8080", help=url_help)
+    body = submit.add_mutually_exclusive_group(required=True)
+    body.add_argument("-d", "--data", help="model_input as JSON")
+    body.add_argument("-f", "--file", help="file with model_input as JSON ('-' for stdin)")
+    submit.add_argument("--webhook", help="webhook_endpoint for the result")
+    submit.add_argument("--priority", type=int, help="0 (first) to 2")
+    submit.add_argument("--max-time-in-queue", type=int, help="seconds (10 to 259200)")
+    submit.add_argument("--max-attempts", type=int, help="inference_retry_config.max_attempts")
+    submit.add_argument("--wait", action="store_true", help="wait and print the result")
+    submit.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
+    for name, text in (
+        ("status", "print a request's status"),
+        ("cancel", "cancel a queued request"),
+        ("result", "print a request's output"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("request_id")
+        action.add_argument("--url", default="http://127.0.0.1:8080", help="server URL")
+        if name == "result":
+            action.add_argument("--wait", action="store_true", help="wait until it finishes")
+            action.add_argument("--timeout", type=float, default=600.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         if options.workers < 1:
             print("kingpost: --workers must be at least 1", file=sys.stderr)
             return 2
+        if args.ray or args.ray_address:
+            return ray_command(options, args)
         return serve(options)
     if args.command == "init":
         return init_command(args.model_dir, args.openai)
@@ -122,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         from kingpost.auth.commands import keys_command
 
         return keys_command(args)
+    if args.command == "async":
+        return async_command(args)
     from kingpost.platform.commands import COMMANDS, run
 
     if args.command in COMMANDS:
@@ -143,6 +209,38 @@ def serve_limits(args: argparse.Namespace) -> tuple[KeySettings, ConnectionLimit
         body_timeout=args.body_timeout,
     )
     return key_settings(args), limits
+
+
+def ray_command(options: ServeOptions, args: argparse.Namespace) -> int:
+    from kingpost.errors import ConfigError
+
+    if options.watch or options.workers > 1:
+        print("kingpost: --ray does not combine with --watch or --workers", file=sys.stderr)
+        return 2
+    if importlib.util.find_spec("ray") is None:
+        print("kingpost: --ray needs Ray Serve: pip install 'kingpost[ray]'", file=sys.stderr)
+        return 2
+    from kingpost.scale import ClusterOptions, RayServeOptions, Scaling, serve_on_ray
+
+    try:
+        scaling = Scaling.parse(args.replicas, args.autoscaling)
+    except ConfigError as exc:
+        print(f"kingpost: {exc}", file=sys.stderr)
+        return 2
+    cluster = ClusterOptions(
+        address=args.ray_address,
+        # Another cluster's nodes may not share this file system: ship the model with the job.
+        working_dir=options.model_dir.resolve() if args.ray_address else None,
+        dashboard=args.ray_dashboard,
+        metrics_interval=scaling.metrics_interval if scaling.autoscale else None,
+    )
+    ray_options = RayServeOptions(
+        cluster=cluster, scaling=scaling, log_format=args.log_format, http=args.ray_http
+    )
+    # Each replica builds its app with the same function `kingpost serve` uses.
+    from kingpost.serve import build_app
+
+    return serve_on_ray(options, ray_options, build_app)
 
 
 def init_command(model_dir: Path, openai: bool) -> int:
@@ -170,3 +268,29 @@ def predict_command(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def async_command(args: argparse.Namespace) -> int:
+    import orjson
+
+    from kingpost.async_queue.client import AsyncCall, run_async
+    from kingpost.client import read_body
+
+    call = AsyncCall(args.action, url=args.url, request_id=getattr(args, "request_id", None))
+    call.wait = getattr(args, "wait", False)
+    call.timeout = getattr(args, "timeout", 600.0)
+    if args.action == "submit":
+        try:
+            call.model_input = orjson.loads(read_body(args.data, args.file))
+        except (OSError, ValueError) as exc:
+            print(f"kingpost: model_input is not usable JSON: {exc}", file=sys.stderr)
+            return 2
+        options: dict[str, object] = {
+            "webhook_endpoint": args.webhook,
+            "priority": args.priority,
+            "max_time_in_queue_seconds": args.max_time_in_queue,
+        }
+        if args.max_attempts is not None:
+            options["inference_retry_config"] = {"max_attempts": args.max_attempts}
+        call.options = {k: v for k, v in options.items() if v is not None}
+    return run_async(call)

@@ -37,7 +37,6 @@ BUILD_ONLY_FIELDS = (
 )
 # runtime.* fields that the hosted platform acts on and a local server cannot.
 PLATFORM_RUNTIME_FIELDS = (
-    "enable_tracing_data",
     "health_checks",
     "oidc",
     "remote_ssh",
@@ -109,6 +108,40 @@ class RuntimeConfig(BaseModel):
             raise ValueError("is_websocket_endpoint is false but transport.kind is websocket")
         self.is_websocket_endpoint = websocket
         return self
+
+
+class AsyncQueueConfig(BaseModel):
+    """``async_queue:``: Kingpost's queued async inference (``/async_predict``).
+
+    The queue lives in ``database_url`` (SQLite by default, a ``postgresql://``
+    URL when several processes share it). Secrets for signing webhooks come from
+    ``webhook_secrets``, the ``KINGPOST_WEBHOOK_SECRET`` environment variable or
+    ``webhook_secret_file`` (one secret a line; the first signs, all are listed
+    while they rotate).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # None: an SQLite file under $KINGPOST_STATE_DIR (default ~/.local/state/kingpost).
+    database_url: str | None = None
+    model_id: str | None = None  # reported in statuses and webhooks; default: model_name
+    deployment_id: str = "local"
+    max_body_bytes: int = Field(default=256 * 1024, ge=1)
+    keep_outputs: bool = True
+    result_retention_seconds: float = Field(default=3600.0, ge=0)
+    # At most this many async requests run at once; None: predict_concurrency.
+    concurrency: int | None = Field(default=None, ge=1)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    poll_interval_seconds: float = Field(default=0.5, gt=0)
+    webhook_secrets: list[str] = Field(default_factory=list)
+    webhook_secret_file: str | None = None
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_initial_delay_ms: int = Field(default=1000, ge=0, le=60_000)
+    webhook_max_delay_ms: int = Field(default=30_000, ge=0, le=600_000)
+    # Webhooks to link-local addresses (cloud metadata services live there) are refused.
+    allow_link_local_webhooks: bool = False
 
 
 class Resources(_Block):
@@ -189,6 +222,7 @@ class ModelConfig(BaseModel):
     external_data: list[ExternalDataItem] | None = None
     docker_server: dict[str, Any] | None = None
     engine: dict[str, Any] | None = None
+    async_queue: AsyncQueueConfig = Field(default_factory=AsyncQueueConfig)
 
     # Build and platform settings: accepted, typed, not acted on locally.
     python_version: str = "py311"

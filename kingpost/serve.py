@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -35,6 +37,8 @@ from kingpost.model.cache import resolve_model_files
 from kingpost.model.loader import ModelSource, describe_model
 from kingpost.model.requirements import install_requirements, verify_requirements
 from kingpost.model.secrets import DEFAULT_SECRETS_DIR
+from kingpost.observe import tracing
+from kingpost.observe.pages import PlaygroundConfig
 from kingpost.server.app import Servable, ServerApp, ServerSettings
 from kingpost.server.drain import Drain
 from kingpost.server.errors import ErrorTable
@@ -65,6 +69,7 @@ class ServeOptions:
     workers: int = 1
     install: bool = False  # pip install the declared requirements first
     watch: bool = False  # reload the model when files under model_dir change
+    metrics_dir: Path | None = None  # --workers: where each worker leaves its metrics
     keys: KeySettings = field(default_factory=KeySettings)  # none: every route is open
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     keep_alive_timeout: float = 5.0  # an idle keep-alive connection is closed after this
@@ -122,17 +127,29 @@ def build_app(
     drain = drain or Drain()
     if config.docker_server is not None:
         return custom_server_app(source, options.settings(), drain, on_fatal)
-    return model_app(source, options.settings(), drain, on_fatal)
+    return model_app(source, options.settings(), drain, on_fatal, options.metrics_dir)
 
 
 def model_app(
-    source: ModelSource, settings: ServerSettings, drain: Drain, on_fatal: OnFatal | None = None
+    source: ModelSource,
+    settings: ServerSettings,
+    drain: Drain,
+    on_fatal: OnFatal | None = None,
+    metrics_dir: Path | None = None,
 ) -> ServerApp:
     """The app of a Model class (a user's model.py or an engine)."""
     metrics = ServerMetrics()
+    if metrics_dir is not None:
+        metrics.share(metrics_dir)
+    # Before the hooks are bound: a hook runner is wrapped in a span only when tracing is on.
+    tracing.configure(
+        source.config.runtime.enable_tracing_data,
+        service_name=source.config.model_name or "kingpost",
+    )
     service = ModelService(source, describe_model(source), metrics, drain, on_fatal)
+    playground = PlaygroundConfig() if settings.dev else None
     return ServerApp(
-        model_routes(service, metrics),
+        model_routes(service, metrics, playground),
         service=service,
         drain=drain,
         metrics=metrics,
@@ -171,13 +188,18 @@ def serve(options: ServeOptions) -> int:
         # Holding the port (bound, never listening) fixes it when 0 was asked for and
         # fails here, once, if it is taken. Only listening sockets receive connections.
         reserved = options.bind_socket(reuse_port=True)
-        worker = replace(options, port=reserved.getsockname()[1], workers=1)
+        # One /metrics scrape answers for every worker: each leaves its numbers here.
+        metrics_dir = Path(tempfile.mkdtemp(prefix="kingpost-metrics-"))
+        worker = replace(
+            options, port=reserved.getsockname()[1], workers=1, metrics_dir=metrics_dir
+        )
         try:
             return serve_workers(
                 options.workers, lambda: serve_process(worker, is_worker=True), reserved
             )
         finally:
             reserved.close()
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return serve_process(options)
 
 
@@ -224,6 +246,14 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
     else:
         assert model_app is not None
         app = model_app
+    served = app  # the model's own app, whose router names a request's route
+    if config is not None and config.async_queue.enabled and config.docker_server is None:
+        app = with_async_queue(app, config, options.model_dir, drain)
+    if tracing.ACTIVE is not None:  # else the request path is the same code as without it
+        from kingpost.observe.tracing import TracedApp
+
+        app = TracedApp(app, tracing.ACTIVE, route_namer(served))
+    # Keys are checked first, before the async queue or tracing see the request.
     name = (config.model_name if config is not None else None) or "model"
     dialects = route_dialects(model_app.router) if model_app is not None else None
     guarded = options.keys.guard(app, name, options.environment, dialect_of=dialects)
@@ -252,6 +282,45 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(server.serve(sockets=[sock]))
     return server.exit_code
+
+
+def route_namer(app: Servable) -> Callable[[str], str]:
+    """The route name of a path (``predict``, ``chat_completions``), for a request's span."""
+
+    def name_of(path: str) -> str:
+        current = getattr(app, "current", None)  # --watch: the generation serving now
+        served = current.app if current is not None else app
+        router = getattr(served, "router", None)
+        route = router.resolve(path) if router is not None else None
+        return route.name if route is not None else path
+
+    return name_of
+
+
+def with_async_queue(app: Servable, config: ModelConfig, model_dir: Path, drain: Drain) -> Servable:
+    """Async inference (``/async_predict``, ``/async_request/...``) in front of the app.
+
+    Its worker calls the app's own ``/predict``, so async work takes the sync path.
+    Off, with a line in the log, when the ``async`` extra is not installed.
+    """
+    try:
+        from kingpost.async_queue.app import AsyncQueueApp
+    except ImportError as exc:
+        logger.info("async inference is off (pip install 'kingpost[async]'): %s", exc)
+        return app
+
+    def ready() -> bool:
+        return not drain.draining and _model_loaded(app)
+
+    return AsyncQueueApp.build(app, config, model_dir, ready)
+
+
+def _model_loaded(app: Servable) -> bool:
+    """Whether the model behind the app (a ReloadingApp's current one) has loaded."""
+    current = getattr(app, "current", None)
+    served = current.app if current is not None else app
+    lifecycle = getattr(getattr(served, "service", None), "lifecycle", None)
+    return bool(lifecycle is not None and lifecycle.loaded)
 
 
 def uvicorn_config(

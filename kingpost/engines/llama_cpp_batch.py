@@ -28,6 +28,7 @@ from kingpost.engines.generation import (
     SamplingParams,
     StopReason,
 )
+from kingpost.observe.metrics import GENERATIONS
 from kingpost.protocols import TokenLogprob, TopLogprob
 
 logger = logging.getLogger("kingpost.engines.llama_cpp")
@@ -169,7 +170,7 @@ class BatchScheduler:
     def _step(self) -> None:
         """Decode one batch: one token per generating sequence, then prompt chunks."""
         batch = self._batch
-        rows = 0
+        rows = placed = 0
         ready: list[Sequence] = []
         # sequences already generating go first so a long new prompt cannot stall them
         order = sorted(self._active.values(), key=lambda s: len(s.pending))
@@ -186,12 +187,14 @@ class BatchScheduler:
                 batch.logits[rows] = 0
                 rows += 1
             sequence.position += len(chunk)
+            placed += 1
             del sequence.pending[: len(chunk)]
             if not sequence.pending:
                 batch.logits[rows - 1] = 1
                 sequence.row = rows - 1
                 ready.append(sequence)
         batch.n_tokens = rows
+        GENERATIONS.observe_batch(placed)  # sequences in this step (kingpost_batch_size)
         status = llama_cpp.llama_decode(self._ctx, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")

@@ -379,7 +379,14 @@ class LLMEndpoints(abc.ABC):
         schema = policy.call_schema() or sampling.json_schema
         self.check_sampling(schema)
         params = dataclasses.replace(sampling, max_tokens=max_tokens, json_schema=schema)
-        return GenerationPlan(GenerationRequest(tokens, params, stop), policy, len(tokens))
+        operation = "text_completion" if param == "prompt" else "chat"
+        return GenerationPlan(
+            GenerationRequest(tokens, params, stop),
+            policy,
+            len(tokens),
+            self.served_model_name,
+            operation,
+        )
 
 
 async def _reporting_errors(

@@ -9,6 +9,7 @@ the parsed call. The same reading serves every API and every engine.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from kingpost.engines.generation import (
     StopMatcher,
 )
 from kingpost.engines.tool_calls import ParsedToolCall, ToolPolicy
+from kingpost.observe.generations import GenerationWatch
 from kingpost.protocols import TokenLogprob
 
 Generate = Callable[[GenerationRequest], AsyncGenerator[GeneratedToken | GenerationOutcome, None]]
@@ -32,6 +34,9 @@ class GenerationPlan:
     request: GenerationRequest
     policy: ToolPolicy
     prompt_tokens: int
+    model: str = "model"
+    operation: str = "chat"
+    """The GenAI operation (``chat``, ``text_completion``), for metrics and traces."""
 
     def reseeded(self, offset: int) -> GenerationPlan:
         seed = self.request.params.seed
@@ -111,32 +116,44 @@ async def read_reply(
     all_logprobs: list[TokenLogprob] = []
     produced = 0
     outcome: GenerationOutcome | None = None
-    async with aclosing(generate(plan.request)) as tokens:
-        async for item in tokens:
-            if isinstance(item, GenerationOutcome):
-                outcome = item
-                break
-            produced += 1
-            if item.logprob is not None:
-                logprobs.append(item.logprob)
-                all_logprobs.append(item.logprob)
-            text = reader.feed(matcher.feed(item.text))
-            if text:
-                yield ReplyDelta(text, logprobs)
+    watch = GenerationWatch(plan.operation, plan.model, plan.request.params)
+    first_token_at: float | None = None
+    try:
+        async with aclosing(generate(plan.request)) as tokens:
+            async for item in tokens:
+                if isinstance(item, GenerationOutcome):
+                    outcome = item
+                    break
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                produced += 1
+                if item.logprob is not None:
+                    logprobs.append(item.logprob)
+                    all_logprobs.append(item.logprob)
+                text = reader.feed(matcher.feed(item.text))
+                if text:
+                    yield ReplyDelta(text, logprobs)
+                    logprobs = []
+                if matcher.matched is not None:
+                    break  # leaving the block closes the token stream, which stops the engine
+        if outcome is None or matcher.matched is not None:
+            outcome = GenerationOutcome(
+                reason="stop",
+                prompt_tokens=plan.prompt_tokens,
+                completion_tokens=produced,
+                stop_sequence=matcher.matched,
+            )
+        else:
+            tail = reader.feed(matcher.flush())
+            if tail:
+                yield ReplyDelta(tail, logprobs)
                 logprobs = []
-            if matcher.matched is not None:
-                break  # leaving the block closes the token stream, which stops the engine
-    if outcome is None or matcher.matched is not None:
-        outcome = GenerationOutcome(
-            reason="stop",
-            prompt_tokens=plan.prompt_tokens,
-            completion_tokens=produced,
-            stop_sequence=matcher.matched,
+        # Reported before the last yield: a reader may stop reading at the ReplyEnd.
+        watch.finish(
+            first_token_at, outcome.prompt_tokens, outcome.completion_tokens, outcome.reason
         )
-    else:
-        tail = reader.feed(matcher.flush())
-        if tail:
-            yield ReplyDelta(tail, logprobs)
-            logprobs = []
-    text, call = reader.finish()
-    yield ReplyEnd(outcome, call, text, logprobs, all_logprobs)
+        text, call = reader.finish()
+        yield ReplyEnd(outcome, call, text, logprobs, all_logprobs)
+    finally:
+        if not watch.finished:  # stopped: the client left, or the engine failed
+            watch.finish(first_token_at, plan.prompt_tokens, produced, "abort")

@@ -51,8 +51,8 @@ class ModelSchema:
             return None
         first = descriptor.hook("preprocess") or predict
         last = descriptor.hook("postprocess") or predict
-        input_model = _pydantic_model(first.input_annotation)
-        output_model = _pydantic_model(last.return_annotation)
+        input_model = pydantic_model(first.input_annotation)
+        output_model = pydantic_model(last.return_annotation)
         if input_model is None and output_model is None:
             return None
         streaming = predict.kind.name.endswith("GENERATOR") or _names_stream(
@@ -75,7 +75,7 @@ def _members(annotation: Any) -> tuple[Any, ...]:
     return (annotation,)
 
 
-def _pydantic_model(annotation: Any) -> type[BaseModel] | None:
+def pydantic_model(annotation: Any) -> type[BaseModel] | None:
     for member in _members(annotation):
         if inspect.isclass(member) and issubclass(member, BaseModel):
             return member

@@ -38,7 +38,7 @@ ASYNC_PREDICT = "async_predict"
 ASYNC_QUEUE_STATUS = "async_queue_status"
 PLATFORM_ENDPOINTS = frozenset({WAKE, ASYNC_PREDICT, ASYNC_QUEUE_STATUS})
 
-_ASYNC_REQUEST = re.compile(r"^/async_request/(?P<id>[^/]+)/?$")
+_ASYNC_REQUEST = re.compile(r"^/async_request/(?P<id>[^/]+)(?:/result)?/?$")
 _HOST = re.compile(rb"^model-(?P<label>[A-Za-z0-9_-]+)\.")
 
 

@@ -48,9 +48,20 @@ def build_platform(
     return PlatformApp(platform, build_admin(platform), async_routes)
 
 
+def async_plugin(options: PlatformOptions) -> AsyncRoutes | None:
+    """Async inference on the platform's database, when the ``async`` extra is installed."""
+    try:
+        from kingpost.async_queue.platform_routes import PlatformAsync
+    except ImportError as exc:
+        logger.info("async inference is off (pip install 'kingpost[async]'): %s", exc)
+        return None
+    options.home.mkdir(parents=True, exist_ok=True)
+    return PlatformAsync(options.database_url)
+
+
 def run_platform(options: PlatformOptions) -> int:
     try:
-        app = build_platform(options)
+        app = build_platform(options, async_routes=async_plugin(options))
     except Exception as exc:  # the state store cannot be opened: say so, no traceback
         shown = make_url(options.database_url).render_as_string(hide_password=True)
         logger.error("cannot open the state store %s: %s", shown, str(exc).splitlines()[0])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from kingpost.errors import ClientDisconnectedError, InvalidInputError
 from kingpost.limits import BoundedSlots
 from kingpost.model.descriptor import HookDescriptor, HookKind
+from kingpost.observe.metrics import QUEUE
 from kingpost.server.exchange import CancelOnDisconnect, Exchange
 from kingpost.server.streaming import StreamResult
 from kingpost.server.threads import HookThreads
@@ -122,11 +124,18 @@ async def acquire_slot(ex: Exchange, slot: asyncio.Semaphore) -> None:
     """Take a concurrency slot; a client that leaves while queued gives up its place."""
     if not slot.locked():
         await slot.acquire()  # returns at once
+        QUEUE.observe_no_wait()
         return
     ex.begin_wait()
-    # Bounded slots refuse (503) once runtime.max_queue requests wait already.
-    queued = slot.acquire_queued() if isinstance(slot, BoundedSlots) else slot.acquire()
-    await cancel_on_disconnect(ex, queued)
+    QUEUE.waiting += 1
+    queued = time.perf_counter()
+    try:
+        # Bounded slots refuse (503) once runtime.max_queue requests wait already.
+        waiting = slot.acquire_queued() if isinstance(slot, BoundedSlots) else slot.acquire()
+        await cancel_on_disconnect(ex, waiting)
+    finally:
+        QUEUE.waiting -= 1
+        QUEUE.observe(time.perf_counter() - queued)
     if ex.disconnected:
         slot.release()
         raise ClientDisconnectedError("client disconnected while waiting for a slot")

@@ -12,9 +12,11 @@ from __future__ import annotations
 import orjson
 
 from kingpost.model.schema import ModelSchema
+from kingpost.observe.pages import PlaygroundConfig
 from kingpost.server.endpoints import ENDPOINT_ROUTES, EndpointHook
 from kingpost.server.metrics import ServerMetrics
 from kingpost.server.model_service import ModelService
+from kingpost.server.page_routes import page_routes
 from kingpost.server.predict import Predict
 from kingpost.server.probes import Loaded, Metrics, ModelList, Readiness, Schema, liveness
 from kingpost.server.routing import Route, Router, WebSocketRoute
@@ -23,7 +25,9 @@ from kingpost.server.websocket import ModelWebSocket
 HEALTH = ("GET", "HEAD")
 
 
-def model_routes(service: ModelService, metrics: ServerMetrics) -> Router:
+def model_routes(
+    service: ModelService, metrics: ServerMetrics, playground: PlaygroundConfig | None = None
+) -> Router:
     lifecycle = service.lifecycle
     readiness = Readiness(lifecycle, service.drain)
     predict = Predict(service)
@@ -50,6 +54,7 @@ def model_routes(service: ModelService, metrics: ServerMetrics) -> Router:
         routes.append(
             Route(path, EndpointHook(service, hook), ("POST",), name=hook, dialect=dialect)
         )
+    routes += page_routes(service.descriptor, title=name, playground=playground)
     if service.descriptor.has_websocket:
         routes.append(WebSocketRoute("/v1/websocket", ModelWebSocket(lifecycle, service.drain)))
     return Router(routes)

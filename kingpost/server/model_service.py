@@ -17,6 +17,7 @@ from kingpost.errors import NotReadyError
 from kingpost.limits import BoundedSlots
 from kingpost.model.descriptor import ENDPOINT_HOOKS, ModelDescriptor
 from kingpost.model.loader import ModelSource
+from kingpost.observe import tracing
 from kingpost.server.drain import Drain
 from kingpost.server.invoke import HookRunner
 from kingpost.server.lifecycle import ModelLifecycle, model_health, model_loader
@@ -97,6 +98,6 @@ class ModelService:
             # Watching the client during a sync hook pays off only if a later step
             # can still be skipped (it answers 499 instead of running).
             followed = name == "preprocess" or (name == "predict" and "postprocess" in hooks)
-            self.hooks[name] = HookRunner(
-                descriptor, model, self.threads, slot, watch_client=followed
-            )
+            runner = HookRunner(descriptor, model, self.threads, slot, watch_client=followed)
+            # A span per call only when tracing is on; otherwise the runner itself.
+            self.hooks[name] = tracing.ACTIVE.traced_hook(runner) if tracing.ACTIVE else runner

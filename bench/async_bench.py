@@ -1,0 +1,148 @@
+"""Async inference against direct sync predict of the same trivial model, in one run.
+
+    python -m bench.async_bench [--seconds 3] [--concurrency 16]
+
+Prints the rates and their ratios:
+- direct: sync ``POST /predict`` with ``concurrency`` wrk connections;
+- enqueue: ``POST /async_predict`` answered 201 (each durable in SQLite), over HTTP,
+  and through the route handler alone (what the queue takes, HTTP aside);
+- completion: the async requests wrk submitted, over the time from the first
+  submission to the last one finished (polled with ``GET /async_queue_status``).
+Targets: completion >= 0.8x direct, enqueue >= 2,000 requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from bench.load import post_script, run_wrk
+from kingpost.testing import ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "tests" / "async_queue" / "models" / "worker"
+
+
+async def wait_drained(base: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=10) as client:
+        while time.monotonic() < deadline:
+            status = (await client.get(base + "/async_queue_status")).json()
+            if status["num_queued_requests"] + status["num_in_progress_requests"] == 0:
+                return
+            await asyncio.sleep(0.05)
+    raise RuntimeError("the queue did not drain")
+
+
+async def store_enqueue_rate(database: Path, requests: int, concurrency: int) -> float:
+    """Durable submissions per second through the route handler alone (no HTTP)."""
+    from kingpost.async_queue.routes import AsyncRoutes, QueueTarget
+    from kingpost.async_queue.store import AsyncStore
+
+    store = AsyncStore(f"sqlite:///{database}")
+    routes = AsyncRoutes(store, QueueTarget("bench/local", "bench", "local"))
+    body = b'{"model_input": {"n": 1}}'
+    per_client = requests // concurrency
+
+    async def client() -> None:
+        for _ in range(per_client):
+            await routes.submit(body)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    store.close()
+    return per_client * concurrency / elapsed
+
+
+def model_dir(folder: Path, database: Path) -> Path:
+    target = folder / "model"
+    shutil.copytree(MODEL, target)
+    config = yaml.safe_load((MODEL / "config.yaml").read_text())
+    config["async_queue"] = {"database_url": f"sqlite:///{database}", "poll_interval_seconds": 0.05}
+    (target / "config.yaml").write_text(yaml.safe_dump(config))
+    return target
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(base: str, pid: int, seconds: float, connections: int) -> dict[str, float]:
+    """wrk drives both: it costs the server's machine far less than a Python client."""
+    predict = post_script(b'{"n": 1}')
+    submit = post_script(b'{"model_input": {"n": 1}}')
+    run_wrk(base + "/predict", predict, connections, 1)  # warm up
+    cpu = cpu_seconds(pid)
+    direct = run_wrk(base + "/predict", predict, connections, seconds)
+    direct_cpu = (cpu_seconds(pid) - cpu) / direct.requests
+
+    cpu = cpu_seconds(pid)
+    started = time.perf_counter()
+    enqueue = run_wrk(base + "/async_predict", submit, connections, seconds)
+    asyncio.run(wait_drained(base))
+    elapsed = time.perf_counter() - started
+    async_cpu = (cpu_seconds(pid) - cpu) / enqueue.requests
+    if direct.errors or enqueue.errors:
+        raise RuntimeError(f"errors: direct {direct.errors}, async {enqueue.errors}")
+    return {
+        "direct": direct.requests_per_s,
+        "enqueue": enqueue.requests_per_s,
+        "completion": enqueue.requests / elapsed,
+        "direct_cpu_us": direct_cpu * 1e6,
+        "async_cpu_us": async_cpu * 1e6,
+    }
+
+
+def report(title: str, rates: dict[str, float]) -> None:
+    direct = rates["direct"]
+    print(title)
+    print(f"  direct sync predict             {direct:8.0f} requests/s")
+    print(f"  async enqueue over HTTP         {rates['enqueue']:8.0f} requests/s")
+    print(
+        f"  async completion                {rates['completion']:8.0f} requests/s"
+        f" = {rates['completion'] / direct:.2f}x direct (target >= 0.80x)"
+    )
+    print(
+        f"  server CPU per request: direct {rates['direct_cpu_us']:.0f} us,"
+        f" async (submit + run) {rates['async_cpu_us']:.0f} us"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="each wrk run")
+    parser.add_argument("--requests", type=int, default=3000, help="for the handler alone")
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kingpost-async-bench-") as tmp:
+        folder = Path(tmp)
+        store_rate = asyncio.run(
+            store_enqueue_rate(folder / "handler.db", args.requests, args.concurrency)
+        )
+        print(f"async enqueue, handler + SQLite   {store_rate:8.0f} requests/s (target >= 2000)")
+        for delay in (0.0, 0.002):
+            run = folder / f"delay-{delay}"
+            run.mkdir()
+            model = model_dir(run, run / "queue.db")
+            env = {"ASYNC_TEST_DELAY": str(delay)}
+            with ServerProcess(model, "--no-access-log", env=env) as server:
+                assert server.process is not None
+                rates = measure(server.base_url, server.process.pid, args.seconds, args.concurrency)
+            report(f"predict taking {delay * 1000:g} ms, predict_concurrency 2", rates)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

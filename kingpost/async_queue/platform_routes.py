@@ -1,0 +1,140 @@
+"""Async inference on the platform (``kingpost up``): its ``AsyncRoutes`` plug-in.
+
+One store on the platform's database; per deployment a queue
+(``"{model_id}/{deployment_id}"``), its route handlers and a worker whose
+invoke hands the request to the deployment's replica pool. The pool parks the
+request until a replica is ready, so queued work wakes a scaled-to-zero
+deployment.
+
+    app = build_platform(options, async_routes=PlatformAsync(options.database_url))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from kingpost.async_queue.invoke import AsgiInvoke
+from kingpost.async_queue.routes import AsyncRoutes, QueueTarget, Reply
+from kingpost.async_queue.signing import WebhookSigner, load_secrets
+from kingpost.async_queue.store import AsyncStore
+from kingpost.async_queue.webhooks import WebhookSender
+from kingpost.async_queue.worker import AsyncWorker, WorkerSettings
+from kingpost.config import AsyncQueueConfig
+from kingpost.errors import PayloadTooLargeError, RequestError
+
+if TYPE_CHECKING:
+    from kingpost.platform.controller import Target
+
+logger = logging.getLogger("kingpost.async")
+
+
+class PlatformAsync:
+    """``kingpost.platform.app.AsyncRoutes`` on this package's queue."""
+
+    def __init__(self, database_url: str, config: AsyncQueueConfig | None = None) -> None:
+        self.config = config = config or AsyncQueueConfig()
+        self.store = AsyncStore(config.database_url or database_url)
+        signer = WebhookSigner(load_secrets(config.webhook_secrets, config.webhook_secret_file))
+        self.sender = WebhookSender(
+            signer, config.webhook_timeout_seconds, config.allow_link_local_webhooks
+        )
+        self.queues: dict[str, AsyncRoutes] = {}
+        self.workers: list[AsyncWorker] = []
+        # Status, cancel and result name a request, not a deployment.
+        self.lookup = AsyncRoutes(self.store, QueueTarget("", "", ""))
+
+    def routes_for(self, target: Target) -> AsyncRoutes:
+        """The queue of the target's deployment, with its worker started on first use."""
+        model_id, deployment_id = target.model.id, target.deployment.id
+        queue = f"{model_id}/{deployment_id}"
+        routes = self.queues.get(queue)
+        if routes is not None:
+            return routes
+        pool = target.pool
+
+        async def on_replica(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await pool.handle(scope, receive, send, "/predict")
+
+        config = self.config
+        worker = AsyncWorker(
+            self.store,
+            AsgiInvoke(on_replica),
+            self.sender,
+            WorkerSettings(
+                queue=queue,
+                concurrency=config.concurrency or 4,
+                lease_seconds=config.lease_seconds,
+                poll_interval=config.poll_interval_seconds,
+                keep_outputs=config.keep_outputs,
+                retention_seconds=config.result_retention_seconds,
+                webhook_max_attempts=config.webhook_max_attempts,
+                webhook_initial_delay_ms=config.webhook_initial_delay_ms,
+                webhook_max_delay_ms=config.webhook_max_delay_ms,
+                webhook_lease_seconds=config.lease_seconds,
+            ),
+        )
+        self.workers.append(worker)
+        self._started = asyncio.ensure_future(worker.start())
+        routes = AsyncRoutes(
+            self.store,
+            QueueTarget(queue, model_id, deployment_id),
+            max_body_bytes=config.max_body_bytes,
+            allow_link_local_webhooks=config.allow_link_local_webhooks,
+            on_submit=worker.wake,
+        )
+        self.queues[queue] = routes
+        return routes
+
+    async def submit(self, target: Target, scope: Any, receive: Any, send: Any) -> None:
+        routes = self.routes_for(target)
+        await _answer(send, routes.submit(await _read_body(receive, routes.max_body_bytes)))
+
+    async def queue_status(self, target: Target, scope: Any, receive: Any, send: Any) -> None:
+        await _answer(send, self.routes_for(target).queue_status())
+
+    async def request(
+        self, model: str | None, request_id: str, scope: Any, receive: Any, send: Any
+    ) -> None:
+        if scope["method"] == "DELETE":
+            reply = self.lookup.cancel(request_id)
+        elif scope["path"].rstrip("/").endswith("/result"):
+            reply = self.lookup.result(request_id)
+        else:
+            reply = self.lookup.status(request_id)
+        await _answer(send, reply)
+
+
+async def _read_body(receive: Any, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestError("client disconnected", 499)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"the async request body is over the limit of {limit} bytes"
+                " (async_queue.max_body_bytes)"
+            )
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _answer(send: Any, pending: Any) -> None:
+    try:
+        reply: Reply = await pending
+    except RequestError as exc:
+        reply = Reply(exc.status_code, orjson.dumps({"error": exc.message}))
+    except Exception:
+        logger.exception("async route failed")
+        reply = Reply(500, b'{"error":"Internal Server Error"}')
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body, "more_body": False})

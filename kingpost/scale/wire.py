@@ -1,0 +1,68 @@
+"""What travels between the front process and a replica through a Serve handle.
+
+A request goes as one ``RequestHead`` (the ASGI scope's fields and the whole
+body). The reply comes back as a stream of batches, each a list of ASGI send
+messages: a small reply (start + body) is one batch, a stream is one batch per
+chunk the model produced while the previous batch was in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+Message = MutableMapping[str, Any]
+Batch = list[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """One HTTP request as the replica's ASGI app will see it."""
+
+    method: str
+    path: str
+    raw_path: bytes
+    query_string: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    http_version: str = "1.1"
+    scheme: str = "http"
+    client: tuple[str, int] | None = None
+    server: tuple[str, int] | None = None
+    root_path: str = ""
+
+    @classmethod
+    def from_scope(cls, scope: dict[str, Any], body: bytes) -> RequestHead:
+        client = scope.get("client")
+        server = scope.get("server")
+        return cls(
+            method=scope["method"],
+            path=scope["path"],
+            raw_path=scope.get("raw_path") or scope["path"].encode(),
+            query_string=scope.get("query_string", b""),
+            headers=list(scope.get("headers", ())),
+            body=body,
+            http_version=scope.get("http_version", "1.1"),
+            scheme=scope.get("scheme", "http"),
+            client=tuple(client) if client else None,  # type: ignore[arg-type]
+            server=tuple(server) if server else None,  # type: ignore[arg-type]
+            root_path=scope.get("root_path", ""),
+        )
+
+    def scope(self) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": self.http_version,
+            "method": self.method,
+            "scheme": self.scheme,
+            "path": self.path,
+            "raw_path": self.raw_path,
+            "query_string": self.query_string,
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "client": self.client,
+            "server": self.server,
+            "state": {},
+        }

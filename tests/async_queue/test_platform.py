@@ -1,0 +1,45 @@
+"""On the platform, queued work wakes a scaled-to-zero deployment and its result is kept."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.platform.conftest import PlatformProcess, model_copy, wait_for
+
+
+def test_async_work_wakes_a_deployment_at_zero_replicas(tmp_path: Path) -> None:
+    platform = PlatformProcess(tmp_path / "home").start()
+    try:
+        platform.admin.create_model("queued")
+        platform.admin.autoscaling(
+            "queued", "production", {"autoscaling_window": 0.2, "scale_down_delay": 0.3}
+        )
+        directory = model_copy(tmp_path, "queued")
+        record = platform.admin.deploy(directory, "queued", environment="production")
+        platform.admin.wait_deployed(record["id"], "production", timeout=60)
+        wait_for(lambda: platform.admin.deployment(record["id"])["replicas"] == 0, 20, "zero")
+
+        with httpx.Client(timeout=30) as client:
+            submitted = client.post(
+                platform.url("/models/queued/production/async_predict"),
+                json={"model_input": {"x": 1}},
+            )
+            assert submitted.status_code == 201, submitted.text
+            request_id = submitted.json()["request_id"]
+            status_url = platform.url(f"/async_request/{request_id}")
+
+            deadline = time.monotonic() + 60
+            while (found := client.get(status_url).json())["status"] != "SUCCEEDED":
+                assert found["status"] in ("QUEUED", "IN_PROGRESS"), found
+                assert time.monotonic() < deadline, found
+                time.sleep(0.1)
+            assert found["deployment_id"] == record["id"]
+            result = client.get(status_url + "/result")
+            assert result.status_code == 200 and "version" in result.json()
+            queue = client.get(platform.url("/models/queued/production/async_queue_status"))
+            assert queue.json()["num_queued_requests"] == 0
+    finally:
+        platform.close()
