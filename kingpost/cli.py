@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kingpost.errors import KingpostError
 from kingpost.logs import configure_logging
 from kingpost.model.secrets import DEFAULT_SECRETS_DIR
 
 if TYPE_CHECKING:
+    from kingpost.auth.settings import KeySettings
+    from kingpost.connection import ConnectionLimits
     from kingpost.serve import ServeOptions
 
 
@@ -64,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--watch", action="store_true", help="reload the model when files in model_dir change"
     )
+    serve.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate")
+    serve.add_argument("--ssl-keyfile", type=Path, help="the certificate's private key")
+    limits = serve.add_argument_group("what one client may hold")
+    limits.add_argument("--max-header-bytes", type=int, default=64 * 1024)
+    limits.add_argument("--max-header-fields", type=int, default=100)
+    limits.add_argument("--header-timeout", type=float, default=10.0, help="seconds (408)")
+    limits.add_argument("--body-timeout", type=float, default=30.0, help="seconds idle (408)")
+    limits.add_argument("--keep-alive-timeout", type=float, default=5.0)
+    from kingpost.auth.settings import add_key_arguments
+
+    add_key_arguments(serve)
 
     ray = serve.add_argument_group("Ray Serve (needs the ray extra: pip install 'kingpost[ray]')")
     ray.add_argument("--ray", action="store_true", help="run the model as a Ray Serve application")
@@ -107,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--timeout", type=float, default=1200.0)
     add_async_commands(commands)
 
+    from kingpost.auth.commands import add_keys_command
     from kingpost.platform.commands import add_commands
 
+    add_keys_command(commands.add_parser)
     add_commands(commands)
     return parser
 
@@ -153,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.install and not enter_model_environment(args.model_dir, argv):
             return 2
+        try:
+            keys, limits = serve_limits(args)
+        except (KingpostError, ValueError) as exc:
+            print(f"kingpost: {exc}", file=sys.stderr)
+            return 2
         options = ServeOptions(
             model_dir=args.model_dir,
             host=args.host,
@@ -167,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             install=args.install_in_place,
             load_retries=LoadRetries(args.load_retries, args.load_retry_delay),
             watch=args.watch,
+            keys=keys,
+            limits=limits,
+            keep_alive_timeout=args.keep_alive_timeout,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
         )
         if args.load_retries < 0 or args.load_retry_delay < 0:
             print(
@@ -184,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         return init_command(args.model_dir, args.openai)
     if args.command == "predict":
         return predict_command(args)
+    if args.command == "keys":
+        from kingpost.auth.commands import keys_command
+
+        return keys_command(args)
     if args.command == "async":
         return async_command(args)
     from kingpost.platform.commands import COMMANDS, run
@@ -192,6 +222,21 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(getattr(args, "log_level", "warning"), "text")
         return run(args)
     return 2
+
+
+def serve_limits(args: argparse.Namespace) -> tuple[KeySettings, ConnectionLimits]:
+    from kingpost.auth.settings import key_settings
+    from kingpost.connection import ConnectionLimits
+
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        raise ValueError("--ssl-certfile and --ssl-keyfile go together")
+    limits = ConnectionLimits(
+        max_head_bytes=args.max_header_bytes,
+        max_header_fields=args.max_header_fields,
+        head_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+    )
+    return key_settings(args), limits
 
 
 def ray_command(options: ServeOptions, args: argparse.Namespace) -> int:

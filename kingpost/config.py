@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from kingpost.errors import ConfigError
 
 DEFAULT_MAX_REQUEST_BYTES = 100 * 1024 * 1024
+DEFAULT_MAX_QUEUE = 64
+DEFAULT_MAX_JSON_VALUES = 2_000_000
 
 # Top-level fields that shape an image build or a hosted deployment.
 BUILD_ONLY_FIELDS = (
@@ -69,6 +71,10 @@ class RuntimeConfig(BaseModel):
     streaming_read_timeout: float = Field(default=60.0, gt=0)
     request_timeout: float = Field(default=1200.0, gt=0)
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, ge=1)
+    # Kingpost: requests that may wait for a busy slot (past it: 503), and values
+    # one JSON body may make the server build (past it: 413).
+    max_queue: int = Field(default=DEFAULT_MAX_QUEUE, ge=0)
+    max_json_values: int = Field(default=DEFAULT_MAX_JSON_VALUES, ge=1)
     enable_tracing_data: bool = False
     enable_debug_logs: bool = False
     is_websocket_endpoint: bool | None = None

@@ -16,15 +16,19 @@
     └── RequestError                 answering one request; carries its HTTP status
         ├── InvalidInputError           400 the body is not what the route takes
         │   └── InvalidParameterError   400 names the parameter (OpenAI ``param``)
+        ├── AuthenticationError         401 no API key, or a wrong, expired or revoked one
+        ├── PermissionDeniedError       403 a key used outside its scope, model or environment
         ├── HookNotFoundError           404 the model lacks the hook a route calls
         │   ├── RouteNotFoundError      404 no route has this path
         │   └── SchemaNotFoundError     404 the model declares no input or output type
         ├── MethodNotAllowedError       405
         ├── PayloadTooLargeError        413 the body is over ``runtime.max_request_bytes``
+        ├── TooManyRequestsError        429 a key past its rate or concurrency quota
         ├── ClientDisconnectedError     499 the client left before the reply
         ├── UpstreamUnavailableError    502 a custom server is down or restarting
         ├── NotReadyError               503 loading, unhealthy or shutting down
-        │   └── BatcherClosedError      503 a batcher was closed
+        │   ├── BatcherClosedError      503 a batcher was closed
+        │   └── OverloadedError         503 every slot busy and ``runtime.max_queue`` waiting
         └── RequestTimeoutError         504 past ``runtime.request_timeout`` (a TimeoutError)
             └── StreamReadTimeoutError  504 no chunk within ``streaming_read_timeout``
 
@@ -38,7 +42,10 @@ on ``/v1/chat/completions`` answers OpenAI's error object with status 400.
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
+    "AuthenticationError",
     "BatchSizeMismatchError",
     "BatcherClosedError",
     "ClientDisconnectedError",
@@ -54,7 +61,9 @@ __all__ = [
     "ModelFilesNotFoundError",
     "ModelLoadError",
     "NotReadyError",
+    "OverloadedError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "RequestError",
     "RequestTimeoutError",
     "RequirementConflictError",
@@ -63,6 +72,7 @@ __all__ = [
     "SchemaNotFoundError",
     "SecretNotFoundError",
     "StreamReadTimeoutError",
+    "TooManyRequestsError",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamUnavailableError",
@@ -157,6 +167,18 @@ class InvalidParameterError(InvalidInputError):
         self.code = code
 
 
+class AuthenticationError(RequestError):
+    """No API key, an unknown one, or a revoked or expired one (HTTP 401)."""
+
+    status_code = 401
+
+
+class PermissionDeniedError(RequestError):
+    """A valid API key used outside its scope, model or environment (HTTP 403)."""
+
+    status_code = 403
+
+
 class HookNotFoundError(RequestError):
     """The model does not implement the hook the route calls (HTTP 404)."""
 
@@ -185,6 +207,16 @@ class PayloadTooLargeError(RequestError):
     status_code = 413
 
 
+class TooManyRequestsError(RequestError):
+    """A caller past its rate or concurrency quota (HTTP 429); retry after ``retry_after`` s."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+
 class ClientDisconnectedError(RequestError):
     status_code = 499
 
@@ -203,6 +235,14 @@ class NotReadyError(RequestError):
 
 class BatcherClosedError(NotReadyError):
     """The batcher was closed; no new items are taken and waiting ones are failed."""
+
+
+class OverloadedError(NotReadyError):
+    """Every concurrency slot is busy and the queue for them is full (HTTP 503)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class RequestTimeoutError(RequestError, TimeoutError):

@@ -23,7 +23,37 @@ response_abandoned: ContextVar[bool] = ContextVar("kingpost_response_abandoned",
 logger = logging.getLogger("kingpost")
 access_logger = logging.getLogger("kingpost.access")
 
+# Values of secrets read so far; no log line shows them (see ``redact``).
+_secret_values: set[str] = set()
+MIN_REDACTED_LENGTH = 4
+REDACTED = "[secret]"
+
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+def register_secret(value: str) -> None:
+    """Keep ``value`` out of every log line from now on (and out of error bodies: ``redact``)."""
+    if len(value) >= MIN_REDACTED_LENGTH:
+        _secret_values.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with each registered secret value replaced by ``[secret]``."""
+    for value in _secret_values:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def escape_text(text: str) -> str:
+    """``text`` with control and other unprintable characters as ``\\xNN``/``\\uNNNN``.
+
+    Paths arrive percent-decoded: ``%0a`` would start a forged log line and
+    ``%1b`` send a terminal escape. Printable text (the usual case) is returned as is.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 class RequestIdFilter(logging.Filter):
@@ -31,7 +61,10 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            record.request_id = request_id_var.get()
+            record.request_id = escape_text(request_id_var.get())
+        if record.name.startswith("uvicorn") and isinstance(record.args, tuple):
+            # uvicorn puts the client's path in its lines ("WebSocket /path" [accepted]).
+            record.args = tuple(escape_text(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
@@ -49,6 +82,9 @@ class AbandonedResponseFilter(logging.Filter):
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-5s [%(request_id)s] %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -68,7 +104,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return redact(orjson.dumps(entry, default=str).decode())
 
 
 class AccessLog:
@@ -92,6 +128,8 @@ class AccessLog:
     ) -> None:
         if not self.enabled:
             return
+        path = escape_text(path)
+        request_id = escape_text(request_id)
         now = time.time()
         second = int(now)
         if second != self._second:  # format the date part once a second

@@ -22,13 +22,16 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from kingpost.auth.guard import route_dialects
+from kingpost.auth.settings import KeySettings
 from kingpost.config import ModelConfig, load_config
+from kingpost.connection import ConnectionLimits, guarded_protocol
 from kingpost.errors import KingpostError
 from kingpost.model.cache import resolve_model_files
 from kingpost.model.loader import ModelSource, describe_model
@@ -47,6 +50,7 @@ from kingpost.server.model_service import ModelService
 logger = logging.getLogger("kingpost")
 
 EXIT_OK = 0
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 EXIT_BAD_MODEL = 2
 
 
@@ -68,6 +72,15 @@ class ServeOptions:
     watch: bool = False  # reload the model when files under model_dir change
     metrics_dir: Path | None = None  # --workers: where each worker leaves its metrics
     load_retries: LoadRetries = TRUSS_LOAD_RETRIES  # a failing load() is retried (Truss: once, 1 s)
+    keys: KeySettings = field(default_factory=KeySettings)  # none: every route is open
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    keep_alive_timeout: float = 5.0  # an idle keep-alive connection is closed after this
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_certfile is not None else "http"
 
     def settings(self) -> ServerSettings:
         return ServerSettings(dev=self.dev, access_log=self.access_log)
@@ -245,19 +258,31 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
         from kingpost.observe.tracing import TracedApp
 
         app = TracedApp(app, tracing.ACTIVE, route_namer(served))
+    # Keys are checked first, before the async queue or tracing see the request.
+    name = (config.model_name if config is not None else None) or "model"
+    dialects = route_dialects(model_app.router) if model_app is not None else None
+    guarded = options.keys.guard(app, name, options.environment, dialect_of=dialects)
     server = _Server(
-        uvicorn_config(options, app, config), drain, options.graceful_timeout, is_worker
+        uvicorn_config(options, guarded, config), drain, options.graceful_timeout, is_worker
     )
     stop.append(server.stop_with)
     sock = options.bind_socket(reuse_port=is_worker)
     logger.info(
-        "%slistening on http://%s:%d (model %s, set up in %.2f s)",
+        "%slistening on %s://%s:%d (model %s, set up in %.2f s%s)",
         f"worker {os.getpid()} " if is_worker else "",
+        options.scheme,
         options.host,
         sock.getsockname()[1],
         options.model_dir,
         time.perf_counter() - started,
+        ", API keys required" if options.keys.enabled else "",
     )
+    if not options.keys.enabled and options.host not in _LOOPBACK:
+        logger.warning(
+            "no API keys on %s: every route is open to anyone who can reach it "
+            "(--api-key, KINGPOST_API_KEYS or --keys-file)",
+            options.host,
+        )
     # Server.serve() does not install the loop named in the config; we choose it here.
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(server.serve(sockets=[sock]))
@@ -304,7 +329,7 @@ def _model_loaded(app: Servable) -> bool:
 
 
 def uvicorn_config(
-    options: ServeOptions, app: Servable, config: ModelConfig | None
+    options: ServeOptions, app: Callable[..., Any], config: ModelConfig | None
 ) -> uvicorn.Config:
     transport = config.runtime.transport if config is not None else None
     pings: dict[str, Any] = {}
@@ -312,17 +337,23 @@ def uvicorn_config(
         pings["ws_ping_interval"] = transport.ping_interval_seconds
     if transport is not None and transport.ping_timeout_seconds is not None:
         pings["ws_ping_timeout"] = transport.ping_timeout_seconds
+    limits = options.limits
+    if config is not None:  # a client that stops reading is cut after the streaming timeout
+        limits = replace(limits, send_timeout=config.runtime.streaming_read_timeout)
     return uvicorn.Config(
         app,
         host=options.host,
         port=options.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(limits),
         lifespan="on",
         access_log=False,
         log_config=None,
         log_level=options.log_level,
         timeout_graceful_shutdown=int(options.graceful_timeout),
+        timeout_keep_alive=options.keep_alive_timeout,  # type: ignore[arg-type]
+        ssl_certfile=options.ssl_certfile,
+        ssl_keyfile=options.ssl_keyfile,
         server_header=False,
         **pings,
     )
@@ -333,7 +364,9 @@ class _Server(uvicorn.Server):
 
     On the first SIGTERM/SIGINT the app starts answering new requests with 503
     (so a load balancer sees it leave) while in-flight ones finish, bounded by
-    the graceful timeout; then uvicorn shuts down. A second signal stops at once.
+    the graceful timeout, which is applied once: uvicorn's own wait gets only
+    what is left of it, then what still runs is answered 503. A second signal
+    stops at once.
     """
 
     def __init__(
@@ -358,7 +391,12 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.is_worker and sig == signal.SIGINT:
             return  # Ctrl-C reaches the whole process group; the supervisor sends SIGTERM
-        if self.drain.draining or not self.started:
+        if self.drain.draining:
+            logger.info("second stop signal: exiting now")
+            self.force_exit = True
+            super().handle_exit(sig, frame)
+            return
+        if not self.started:
             super().handle_exit(sig, frame)
             return
         self.drain.start()
@@ -370,7 +408,10 @@ class _Server(uvicorn.Server):
         self._draining_task = asyncio.get_running_loop().create_task(self._drain(sig, frame))
 
     async def _drain(self, sig: int, frame: Any) -> None:
+        deadline = time.monotonic() + self.graceful_timeout
         await self.drain.wait(self.graceful_timeout)
+        # The grace period is spent once: uvicorn waits only for what is left of it.
+        self.config.timeout_graceful_shutdown = int(max(0.0, deadline - time.monotonic()))
         super().handle_exit(sig, frame)
 
     async def _serve(self, sockets: list[socket.socket] | None = None) -> None:

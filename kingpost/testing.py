@@ -11,6 +11,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ import httpx
 
 # The line ``kingpost serve`` logs once its socket is bound (text or JSON format), and
 # the supervisor's line when it forked workers. The port is followed by " (" or ":".
-_LISTENING = re.compile(r"(?:listening|\d+ workers) on http://[^\s/\"]+:(\d+)(?=[ (:])")
+_LISTENING = re.compile(r"(?:listening|\d+ workers) on https?://[^\s/\"]+:(\d+)(?=[ (:])")
 _QUIET_LEVELS = {"warning", "warn", "error", "critical", "fatal"}
 
 
@@ -83,6 +84,8 @@ class ServerProcess:
         wait_ready: bool = True,
         startup_timeout: float = 60.0,
         command: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.args = list(args)
@@ -90,6 +93,10 @@ class ServerProcess:
         self.wait_ready = wait_ready
         self.startup_timeout = startup_timeout
         self.command = command
+        # Polled with ``headers`` (an API key) and ``verify`` (a test CA with --ssl-certfile).
+        self.headers = headers or {}
+        self.verify = verify
+        self.scheme = "https" if "--ssl-certfile" in self.args else "http"
         self._fixed_port = _option(self.args, "--port")
         level = _option(self.args, "--log-level")
         if self._fixed_port is None and level is not None and level.lower() in _QUIET_LEVELS:
@@ -113,7 +120,7 @@ class ServerProcess:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -165,7 +172,7 @@ class ServerProcess:
     def wait_until(self, path: str, timeout: float) -> None:
         """Poll ``path`` until it answers 200; RuntimeError with the logs otherwise."""
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=2.0, headers=self.headers, verify=self.verify) as client:
             while True:
                 self._raise_if_exited()
                 try:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from kingpost.errors import SecretNotFoundError
+from kingpost.logs import register_secret
 
 DEFAULT_SECRETS_DIR = Path("/secrets")
 SECRET_ENV_PREFIX = "TRUSS_SECRET_"
@@ -61,6 +62,9 @@ class Secrets(Mapping[str, str]):
     def _read(self, name: str) -> str | None:
         path = self._dir / name
         try:
-            return path.read_text().strip()
+            value: str | None = path.read_text().strip()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
-            return os.environ.get(SECRET_ENV_PREFIX + name)
+            value = os.environ.get(SECRET_ENV_PREFIX + name)
+        if value:
+            register_secret(value)  # whatever the model does with it, no log line shows it
+        return value

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
+from urllib.parse import unquote
 
 from kingpost.errors import (
     ClientDisconnectedError,
+    InvalidInputError,
     PayloadTooLargeError,
     RequestTimeoutError,
     UpstreamUnavailableError,
@@ -72,6 +74,7 @@ class Forwarder:
 
     async def forward(self, ex: Exchange, path: str) -> None:
         """Forward ``ex`` to ``path`` on the server (its query string goes along)."""
+        check_forwarded_path(path)
         # The client leaving cancels this task, which closes the upstream request.
         with CancelOnDisconnect(ex):
             try:
@@ -184,6 +187,26 @@ class Forwarder:
                 return
             if body:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+def check_forwarded_path(path: str) -> None:
+    """InvalidInputError (400) for a path that could climb out of where it is sent.
+
+    ``/environments/production/sync/../../etc/passwd`` must not reach the custom
+    server as ``/../../etc/passwd``: a ``.`` or ``..`` segment, written plainly or
+    percent-encoded (once or twice, ``%2e``, ``%252e``), with ``/`` or ``\\`` as the
+    separator, is refused rather than guessed at.
+    """
+    if not path.startswith("/"):
+        raise InvalidInputError("the request path must start with '/'")
+    if "." not in path and "%" not in path:
+        return  # the usual case: nothing to decode
+    decoded = path
+    for _ in range(2):
+        decoded = unquote(decoded)
+        for segment in decoded.replace("\\", "/").split("/"):
+            if segment in (".", ".."):
+                raise InvalidInputError("the request path has a '.' or '..' segment")
 
 
 def _without_hop_headers(

@@ -25,7 +25,12 @@ from typing import Protocol
 
 from starlette.websockets import WebSocket
 
-from kingpost.errors import ClientDisconnectedError, MethodNotAllowedError, RouteNotFoundError
+from kingpost.errors import (
+    ClientDisconnectedError,
+    MethodNotAllowedError,
+    NotReadyError,
+    RouteNotFoundError,
+)
 from kingpost.logs import access_log, request_id_var
 from kingpost.server.drain import Drain
 from kingpost.server.errors import ErrorDialect, ErrorTable
@@ -141,7 +146,7 @@ class ServerApp:
             await route.endpoint(ex)
         except BaseException as exc:  # one place turns failures into replies
             await self._fail(ex, exc, route)
-            if not isinstance(exc, Exception):
+            if not isinstance(exc, Exception) and not self._shut_down_during(exc):
                 raise
         finally:
             ex.close()
@@ -156,10 +161,18 @@ class ServerApp:
         if isinstance(exc, ClientDisconnectedError) or ex.disconnected:
             ex.status = 499  # nobody is left to read a reply
             return
+        shut_down = self._shut_down_during(exc)
         if ex.status:  # the response had begun: nothing more can be said to the client
-            logger.error("request failed after its response began: %r", exc)
+            if shut_down:
+                logger.info("a response was cut off by the shutdown (past the grace period)")
+            else:
+                logger.error("request failed after its response began: %r", exc)
             return
-        if isinstance(exc, asyncio.CancelledError):
+        if shut_down:
+            # Past the grace period uvicorn cancels what still runs: a JSON 503 (retry),
+            # not its text/plain 500 and a traceback.
+            exc = NotReadyError("the server shut down before the request finished")
+        elif isinstance(exc, asyncio.CancelledError):
             ex.status = 499
             return
         dialect = route.dialect if route is not None else ErrorDialect.KINGPOST
@@ -168,6 +181,9 @@ class ServerApp:
             await reply.send(ex)
         except Exception:  # the client may be gone
             ex.status = reply.status
+
+    def _shut_down_during(self, exc: BaseException) -> bool:
+        return isinstance(exc, asyncio.CancelledError) and self.drain.draining
 
     async def handle_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         ws = WebSocket(scope, receive, send)

@@ -51,7 +51,7 @@ class EndpointHook:
             raise HookNotFoundError(f"this model does not implement {self.hook}")
         runtime = self.runtime
         body = await ex.read_body(runtime.max_request_bytes)
-        inputs = parse_inputs(ex, body) if runner.takes_inputs else None
+        inputs = parse_inputs(ex, body, runtime.max_json_values) if runner.takes_inputs else None
         request = model_request(ex, body) if runner.takes_request else None
         async with ex.within(runtime.request_timeout):
             result = await runner(ex, inputs, request)

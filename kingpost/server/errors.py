@@ -39,6 +39,7 @@ from kingpost.errors import (
     RequestError,
     SchemaNotFoundError,
 )
+from kingpost.logs import redact
 from kingpost.protocols.errors import anthropic_error_body, openai_error_body
 from kingpost.server.replies import ErrorReply
 
@@ -127,7 +128,14 @@ Describe = Callable[["ErrorTable", Any], Problem]
 
 
 def _request_error(table: ErrorTable, exc: RequestError) -> Problem:
+    retry_after = getattr(exc, "retry_after", None)  # 429 and 503 past a limit say when
+    if retry_after is not None:
+        return Problem(exc.status_code, exc.message, headers=_retry_after(retry_after))
     return Problem(exc.status_code, exc.message)
+
+
+def _retry_after(seconds: int) -> Headers:
+    return ((b"retry-after", str(seconds).encode()),)
 
 
 def _invalid_parameter(table: ErrorTable, exc: InvalidParameterError) -> Problem:
@@ -164,9 +172,11 @@ def _unexpected(table: ErrorTable, exc: BaseException) -> Problem:
     code = UNEXPECTED_ERROR if _in(exc_info[2], _SERVING_DIRS) else MODEL_ERROR
     if not table.dev:
         return Problem(500, GENERIC_500, platform_code=code)
-    frames = table.model_frames(exc)
-    details = {"type": type(exc).__name__, "message": str(exc), "traceback": frames}
-    return Problem(500, f"{type(exc).__name__}: {exc}", details=details, platform_code=code)
+    # Even in dev mode a secret's value never reaches a client.
+    message = redact(str(exc))
+    frames = [redact(frame) for frame in table.model_frames(exc)]
+    details = {"type": type(exc).__name__, "message": message, "traceback": frames}
+    return Problem(500, f"{type(exc).__name__}: {message}", details=details, platform_code=code)
 
 
 # Frames of the server and the standard library before the model's own, left out of logs.

@@ -85,10 +85,11 @@ class Deadline:
     timer. On expiry the task is cancelled and the block raises TimeoutError.
     """
 
-    __slots__ = ("_cancelling", "_fired", "_handle", "_task", "seconds")
+    __slots__ = ("_cancelling", "_fired", "_handle", "_on_expire", "_task", "seconds")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, on_expire: Callable[[], None] | None = None) -> None:
         self.seconds = seconds
+        self._on_expire = on_expire
         self._task: asyncio.Task[Any] | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._fired = False
@@ -121,6 +122,8 @@ class Deadline:
     def _expire(self) -> None:
         if self._task is not None:
             self._fired = True
+            if self._on_expire is not None:
+                self._on_expire()  # model code watching for the client is told to stop
             self._task.cancel()
 
 
@@ -162,6 +165,7 @@ class Exchange:
     """Per-request state shared by the route handler, the hook and the stream."""
 
     __slots__ = (
+        "_abandoned",
         "_disconnect_callbacks",
         "_disconnect_event",
         "_loop",
@@ -196,6 +200,7 @@ class Exchange:
         self._disconnect_callbacks: list[Callable[[], None]] | None = None
         self._disconnect_event: asyncio.Event | None = None
         self._thread_event: threading.Event | None = None
+        self._abandoned = False
         request_id = content_type = accept = b""
         content_length = -1
         for name, value in scope["headers"]:
@@ -252,7 +257,7 @@ class Exchange:
         sooner, by the client's ``Request-Timeout-Ms`` / ``Request-Deadline-Ms``)."""
         if self.client_timeout is not None and self.client_timeout < seconds:
             seconds = self.client_timeout
-        self.deadline = Deadline(seconds)
+        self.deadline = Deadline(seconds, self.abandon)
         return self.deadline
 
     def begin_wait(self) -> None:
@@ -294,11 +299,24 @@ class Exchange:
         """
         if self._thread_event is None:
             self._thread_event = threading.Event()
-            if self.disconnected:
+            if self.disconnected or self._abandoned:
                 self._thread_event.set()
             elif self._watcher is None and not self.finished:
                 self._loop.call_soon_threadsafe(self.watch_disconnect)
         return self._thread_event
+
+    def abandon(self) -> None:
+        """The request timed out: tell model code watching for the client to stop.
+
+        Sets the events a hook polls (``request.state.watch_disconnect()``,
+        ``request.is_disconnected()``) without taking the client for gone: it still
+        gets its 504. A sync hook that stops returns its slot with its thread.
+        """
+        self._abandoned = True
+        if self._thread_event is not None:
+            self._thread_event.set()
+        if self._disconnect_event is not None:
+            self._disconnect_event.set()
 
     async def receive_after_body(self) -> Message:
         """An ASGI ``receive`` for code handed the request after its body was read.

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 
-from kingpost.errors import InvalidInputError
+from kingpost.jsonbody import DEFAULT_MAX_VALUES, parse_json
 from kingpost.server.exchange import Exchange
 from kingpost.server.replies import OCTET_STREAM
 
 
-def parse_inputs(ex: Exchange, body: bytes) -> Any:
-    """The body as JSON, or as msgpack when it was sent as ``application/octet-stream``."""
+def parse_inputs(ex: Exchange, body: bytes, max_values: int = DEFAULT_MAX_VALUES) -> Any:
+    """The body as JSON, or as msgpack when it was sent as ``application/octet-stream``.
+
+    JSON holds at most ``max_values`` values (413 past it) and keeps big integers exact.
+    """
     if ex.content_type.startswith(OCTET_STREAM):
         from kingpost.server.msgpack_codec import decode_msgpack
 
         return decode_msgpack(body)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
+    return parse_json(body, max_values)
 
 
 def model_request(ex: Exchange, body: bytes) -> Request:

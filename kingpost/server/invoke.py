@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kingpost.errors import ClientDisconnectedError, InvalidInputError
+from kingpost.limits import BoundedSlots
 from kingpost.model.descriptor import HookDescriptor, HookKind
 from kingpost.observe.metrics import QUEUE
 from kingpost.server.exchange import CancelOnDisconnect, Exchange
@@ -129,7 +130,9 @@ async def acquire_slot(ex: Exchange, slot: asyncio.Semaphore) -> None:
     QUEUE.waiting += 1
     queued = time.perf_counter()
     try:
-        await cancel_on_disconnect(ex, slot.acquire())
+        # Bounded slots refuse (503) once runtime.max_queue requests wait already.
+        waiting = slot.acquire_queued() if isinstance(slot, BoundedSlots) else slot.acquire()
+        await cancel_on_disconnect(ex, waiting)
     finally:
         QUEUE.waiting -= 1
         QUEUE.observe(time.perf_counter() - queued)

@@ -23,6 +23,7 @@ from kingpost.model.descriptor import ModelDescriptor
 from kingpost.model.loader import ModelSource, construct_model
 from kingpost.server.errors import user_exc_info
 from kingpost.server.metrics import ServerMetrics
+from kingpost.server.threads import HookThreads
 
 logger = logging.getLogger("kingpost.server")
 
@@ -158,15 +159,23 @@ def model_loader(
     return load
 
 
-def model_health(descriptor: ModelDescriptor, executor: Executor) -> Health | None:
-    """The model's ``is_healthy()`` as an async check (sync ones run in a thread), or None."""
+def model_health(descriptor: ModelDescriptor) -> Health | None:
+    """The model's ``is_healthy()`` as an async check, or None.
+
+    A sync one runs in a thread of its own, never in the hook threads: readiness
+    must not wait behind model work. Probes that arrive while a check runs share it.
+    """
     if not descriptor.has_is_healthy:
         return None
+    thread = HookThreads(1, name="kingpost-health")
+    running: list[asyncio.Future[Any]] = []
 
     async def health(model: Any) -> bool:
         check = model.is_healthy
         if inspect.iscoroutinefunction(check):
             return bool(await check())
-        return bool(await asyncio.get_running_loop().run_in_executor(executor, check))
+        if not running or running[0].done():
+            running[:] = [asyncio.wrap_future(thread.submit(check))]
+        return bool(await asyncio.shield(running[0]))
 
     return health

@@ -14,6 +14,7 @@ from typing import Any
 
 from kingpost.config import RuntimeConfig
 from kingpost.errors import NotReadyError
+from kingpost.limits import BoundedSlots
 from kingpost.model.descriptor import ENDPOINT_HOOKS, ModelDescriptor
 from kingpost.model.loader import ModelSource
 from kingpost.observe import tracing
@@ -28,6 +29,9 @@ from kingpost.server.lifecycle import (
 )
 from kingpost.server.metrics import ServerMetrics
 from kingpost.server.threads import HookThreads
+
+# Threads are started on demand and kept; this only bounds a runaway.
+UNBOUNDED_ENDPOINT_THREADS = 1024
 
 
 class ModelService:
@@ -47,15 +51,17 @@ class ModelService:
         self.runtime: RuntimeConfig = source.config.runtime
         self.drain = drain
         runtime = self.runtime
-        # Sized from the configured limits, so no hidden pool cap sits below them.
-        workers = max(64, 2 * runtime.predict_concurrency + (runtime.endpoint_concurrency or 0) + 8)
+        # Sized from the configured limits, so no hidden pool cap sits below them; with
+        # endpoint_concurrency unset the /v1 hooks are unbounded, and so is their need.
+        endpoints = runtime.endpoint_concurrency or UNBOUNDED_ENDPOINT_THREADS
+        workers = max(64, 2 * runtime.predict_concurrency + endpoints + 8)
         self.threads = HookThreads(workers)
         self.lifecycle = ModelLifecycle(
             model_loader(descriptor, source, load_retries),
             self.threads,
             metrics,
             on_fatal,
-            health=model_health(descriptor, self.threads),
+            health=model_health(descriptor),
         )
         self.lifecycle.on_loaded(self._bind_hooks)
         self.hooks: dict[str, HookRunner] = {}
@@ -80,9 +86,10 @@ class ModelService:
     def _bind_hooks(self, model: Any) -> None:
         """Called once the model is constructed: bind each hook to its slot."""
         runtime = self.runtime
-        predict_slot = asyncio.Semaphore(runtime.predict_concurrency)
+        # Past runtime.max_queue waiting for a slot, a request gets 503 at once.
+        predict_slot = BoundedSlots(runtime.predict_concurrency, runtime.max_queue)
         endpoint_slot = (
-            asyncio.Semaphore(runtime.endpoint_concurrency)
+            BoundedSlots(runtime.endpoint_concurrency, runtime.max_queue)
             if runtime.endpoint_concurrency
             else None
         )

@@ -42,7 +42,7 @@ class Predict:
         runtime = self.runtime
         body = await ex.read_body(runtime.max_request_bytes)
         first = preprocess or predict
-        inputs = parse_inputs(ex, body) if first.takes_inputs else None
+        inputs = parse_inputs(ex, body, runtime.max_json_values) if first.takes_inputs else None
         request = model_request(ex, body) if self.pass_request else None
         async with ex.within(runtime.request_timeout):
             if preprocess is not None:

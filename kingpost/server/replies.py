@@ -12,6 +12,7 @@ replies too (``kingpost.server.streaming.HookStream``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,7 +52,11 @@ def _json_default(value: Any) -> Any:
 def dump_json(value: Any) -> bytes:
     if isinstance(value, BaseModel):
         return value.__pydantic_serializer__.to_json(value)
-    return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS)
+    try:
+        return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        # orjson stops at 64-bit integers; the standard library writes any integer exactly.
+        return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
 
 
 class BytesReply:

@@ -2,10 +2,13 @@
 
 Production and delivery are decoupled but live in one object (``HookStream``):
 its producer pulls the generator (inside the concurrency slot) into a
-ChunkChannel, and its delivery loop sends what the channel holds. A slow reader
-therefore never holds the slot. A sync generator is pulled by one worker thread
-for its whole life (not one thread hop per chunk), and wakes the event loop at
-most once per batch of chunks.
+ChunkChannel, and its delivery loop sends what the channel holds. The channel
+is bounded (``HIGH_WATER`` bytes): past it the producer waits, so a client that
+reads slowly slows the generator down instead of piling the stream up in memory,
+and one that stops reading is cut by the connection's send timeout
+(``kingpost.connection``), which stops the producer and frees the slot. A sync
+generator is pulled by one worker thread for its whole life (not one thread hop
+per chunk), and wakes the event loop at most once per batch of chunks.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import threading
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from concurrent.futures import Executor
@@ -56,6 +60,17 @@ class StreamFailure:
 
 END = _End()
 STOPPED = _Stopped()
+# Bytes a stream may hold between its producer and the client before the producer waits.
+HIGH_WATER = 1 << 20
+_OBJECT_SIZE = 64  # what a chunk that is neither text nor bytes counts for
+
+
+def _size(item: Any) -> int:
+    if isinstance(item, bytes | str | bytearray):
+        return len(item)
+    if item is END or item is STOPPED or isinstance(item, StreamFailure):
+        return 0
+    return _OBJECT_SIZE
 
 
 class StreamResult:
@@ -80,17 +95,57 @@ def chunk_bytes(chunk: Any) -> bytes:
 
 
 class ChunkChannel:
-    """A single-consumer queue fed from the event loop or from one thread."""
+    """A single-consumer queue fed from the event loop or from one thread, bounded in bytes.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    ``push`` never blocks; a producer asks ``full`` after pushing and then waits
+    for room (``wait_room`` on the loop, ``wait_room_threadsafe`` in a thread).
+    Each byte count is written by one side only, so no lock is needed.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, high_water: int = HIGH_WATER) -> None:
         self._loop = loop
         self._items: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._wake_pending = False
+        self._high_water = high_water
+        self._pushed = 0  # bytes, written by the producer only
+        self._pulled = 0  # bytes, written by the consumer only
+        self._room = threading.Event()
+        self._room.set()
+        self._room_waiter: asyncio.Future[None] | None = None
+
+    @property
+    def full(self) -> bool:
+        return self._pushed - self._pulled >= self._high_water
+
+    async def wait_room(self) -> None:
+        """Until the consumer has taken enough (a producer on the event loop)."""
+        while self.full:
+            self._room_waiter = self._loop.create_future()
+            try:
+                await self._room_waiter
+            finally:
+                self._room_waiter = None
+
+    def wait_room_threadsafe(self, stopped: Callable[[], bool]) -> None:
+        """Until there is room or ``stopped()`` (a producer thread)."""
+        while self.full and not stopped():
+            self._room.clear()
+            if not self.full:  # taken between the check and the clear
+                break
+            self._room.wait(0.05)
+
+    def open_room(self) -> None:
+        """Wake a waiting producer (room was made, or it is being stopped)."""
+        self._room.set()
+        waiter = self._room_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def push(self, item: Any) -> None:
         """Add an item; event-loop thread only."""
         self._items.append(item)
+        self._pushed += _size(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -98,6 +153,7 @@ class ChunkChannel:
     def push_threadsafe(self, item: Any) -> None:
         """Add an item from a worker thread; at most one loop wake-up is pending."""
         self._items.append(item)
+        self._pushed += _size(item)
         if not self._wake_pending:
             self._wake_pending = True
             self._loop.call_soon_threadsafe(self._wake)
@@ -118,7 +174,12 @@ class ChunkChannel:
                     await self._waiter
             finally:
                 self._waiter = None
-        return items.popleft()
+        item = items.popleft()
+        self._pulled += _size(item)
+        producer_waits = not self._room.is_set() or self._room_waiter is not None
+        if producer_waits and not self.full:
+            self.open_room()
+        return item
 
 
 class HookStream:
@@ -163,6 +224,7 @@ class HookStream:
         if self._finished:
             return
         self._stopped = True
+        self.channel.open_room()
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -253,12 +315,18 @@ class HookStream:
 
     # -- producing -------------------------------------------------------------
 
+    def _is_stopped(self) -> bool:
+        return self._stopped
+
     async def _pump_async(self, source: AsyncGenerator[Any, None]) -> None:
-        push = self.channel.push
+        channel = self.channel
+        push = channel.push
         try:
             try:
                 async for chunk in source:
                     push(chunk)
+                    if channel.full:
+                        await channel.wait_room()
                 self._finished = True
                 push(END)
             except asyncio.CancelledError:
@@ -275,12 +343,15 @@ class HookStream:
     def _pump_sync(
         self, source: Generator[Any, None, None], loop: asyncio.AbstractEventLoop
     ) -> None:
-        push = self.channel.push_threadsafe
+        channel = self.channel
+        push = channel.push_threadsafe
         try:
             for chunk in source:
                 if self._stopped:
                     break
                 push(chunk)
+                if channel.full:
+                    channel.wait_room_threadsafe(self._is_stopped)
             push(STOPPED if self._stopped else END)
         except Exception as exc:
             push(StreamFailure(exc))

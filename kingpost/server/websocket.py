@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kingpost.server")
 
 CLOSE_NORMAL = 1000
+CLOSE_NO_STATUS = 1005
+CLOSE_ABNORMAL = 1006
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN = 1013
@@ -45,12 +47,33 @@ class ModelWebSocket:
         await ws.accept()
         try:
             await self.lifecycle.model.websocket(ws)
-        except WebSocketDisconnect:
+        except WebSocketDisconnect as exc:
+            client_left(exc.code)
             return
         except Exception as exc:
+            if ws.client_state is WebSocketState.DISCONNECTED:
+                client_left(CLOSE_ABNORMAL)  # the hook failed because the client was gone
+                return
             logger.error("websocket hook raised %s: %s", type(exc).__name__, exc, exc_info=exc)
-            if ws.application_state is not WebSocketState.DISCONNECTED:
-                await ws.close(code=CLOSE_INTERNAL_ERROR, reason=type(exc).__name__)
+            await close_once(ws, CLOSE_INTERNAL_ERROR, type(exc).__name__)
             return
-        if ws.application_state is not WebSocketState.DISCONNECTED:
-            await ws.close(code=CLOSE_NORMAL)
+        await close_once(ws, CLOSE_NORMAL)
+
+
+async def close_once(ws: WebSocket, code: int, reason: str = "") -> None:
+    """Close unless either side already has; a client gone meanwhile is one INFO line."""
+    if ws.application_state is WebSocketState.DISCONNECTED:
+        return
+    if ws.client_state is WebSocketState.DISCONNECTED:
+        client_left(CLOSE_ABNORMAL)
+        return
+    try:
+        await ws.close(code=code, reason=reason)
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        client_left(CLOSE_ABNORMAL)
+
+
+def client_left(code: int) -> None:
+    """A client that went away without a close frame: one INFO line, no traceback."""
+    if code in (CLOSE_ABNORMAL, CLOSE_NO_STATUS):
+        logger.info("websocket client left without a close frame (code %d)", code)
