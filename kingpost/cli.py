@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kingpost.logs import configure_logging
 from kingpost.model.secrets import DEFAULT_SECRETS_DIR
+
+if TYPE_CHECKING:
+    from kingpost.serve import ServeOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,26 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        from kingpost.serve import ServeOptions, serve
+        from kingpost.serve import serve
 
         configure_logging(args.log_level, args.log_format)
         if not args.model_dir.is_dir():
             print(f"kingpost: {args.model_dir} is not a directory", file=sys.stderr)
             return 2
-        options = ServeOptions(
-            model_dir=args.model_dir,
-            host=args.host,
-            port=args.port,
-            dev=args.dev,
-            access_log=not args.no_access_log,
-            environment=args.environment,
-            secrets_dir=args.secrets_dir,
-            graceful_timeout=args.graceful_timeout,
-            log_level=args.log_level,
-            workers=args.workers,
-            install=args.install,
-            watch=args.watch,
-        )
+        options = serve_options(args)
         if options.workers < 1:
             print("kingpost: --workers must be at least 1", file=sys.stderr)
             return 2
@@ -86,6 +77,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "predict":
         return predict_command(args)
     return 2
+
+
+def serve_options(args: argparse.Namespace) -> ServeOptions:
+    """The options of a parsed ``kingpost serve`` command line."""
+    from kingpost.serve import ServeOptions
+
+    return ServeOptions(
+        model_dir=args.model_dir,
+        host=args.host,
+        port=args.port,
+        dev=args.dev,
+        access_log=not args.no_access_log,
+        environment=args.environment,
+        secrets_dir=args.secrets_dir,
+        graceful_timeout=args.graceful_timeout,
+        log_level=args.log_level,
+        workers=args.workers,
+        install=args.install,
+        watch=args.watch,
+    )
 
 
 def init_command(model_dir: Path, openai: bool) -> int:
