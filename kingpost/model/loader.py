@@ -116,7 +116,9 @@ def import_model_module(module_dir: Path, stem: str) -> ModuleType:
 
 
 def _module_dirs(module: ModuleType) -> list[str]:
-    return [str(Path(path).resolve()) for path in getattr(module, "__path__", None) or ()]
+    file = getattr(module, "__file__", None)
+    files = _module_files(module)
+    return [str(Path(path).resolve()) for path in files if path != file]
 
 
 def _import_package(name: str, directory: Path) -> ModuleType:
@@ -151,13 +153,29 @@ def forget_modules(directory: Path) -> dict[str, ModuleType]:
     prefix = str(directory.resolve()) + os.sep
     forgotten = {}
     for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        paths = [file] if file else []
-        paths += [str(p) for p in getattr(module, "__path__", None) or ()]
-        if any(path.startswith(prefix) for path in paths):
+        if any(path.startswith(prefix) for path in _module_files(module)):
             forgotten[name] = sys.modules.pop(name)
     importlib.invalidate_caches()
     return forgotten
+
+
+def _module_files(module: object) -> list[str]:
+    """A module's file and package directories, as far as it tells them plainly.
+
+    Some libraries put objects in ``sys.modules`` that answer any attribute (torch's
+    ``torch.classes``): what is not a string, or a list of them, is not a path.
+    """
+    try:
+        file = getattr(module, "__file__", None)
+        path = getattr(module, "__path__", None)
+    except Exception:  # a lazy module failing to import on attribute access
+        return []
+    files = [file] if isinstance(file, str) else []
+    if path is not None and (
+        isinstance(path, (list, tuple)) or type(path).__name__ == "_NamespacePath"
+    ):
+        files += [entry for entry in path if isinstance(entry, str)]
+    return files
 
 
 def describe_model(source: ModelSource) -> ModelDescriptor:
