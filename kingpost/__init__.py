@@ -6,6 +6,8 @@ The public names live here; the modules behind them are the package's own.
 
     with kingpost.ServerProcess("examples/echo") as server:   # a real server, for tests
         httpx.post(server.url("/predict"), json={"text": "hi"})
+    with kingpost.InProcessServer("examples/echo") as server:  # its app, with no socket
+        server.client.post("/predict", json={"text": "hi"})
 
     batcher = kingpost.DynamicBatcher(embed_many, max_batch_size=32)
     raise kingpost.InvalidInputError("text must not be empty")       # a 400 in the route's shape
@@ -45,7 +47,7 @@ from kingpost.errors import (
 )
 
 if TYPE_CHECKING:
-    from kingpost.testing import ServerProcess
+    from kingpost.testing import InProcessServer, ServerProcess
 
 __version__ = "0.1.0"
 
@@ -57,6 +59,7 @@ __all__ = [
     "ConfigError",
     "DynamicBatcher",
     "HookNotFoundError",
+    "InProcessServer",
     "InstallError",
     "InvalidInputError",
     "InvalidParameterError",
@@ -83,9 +86,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # ServerProcess pulls in httpx and subprocess handling: only for those who use it.
-    if name == "ServerProcess":
-        from kingpost.testing import ServerProcess
+    # The test servers pull in httpx and subprocess handling: only for those who use them.
+    if name in ("ServerProcess", "InProcessServer"):
+        from kingpost import testing
 
-        return ServerProcess
+        return getattr(testing, name)
     raise AttributeError(f"module 'kingpost' has no attribute {name!r}")

@@ -160,8 +160,7 @@ def add_async_commands(commands: argparse._SubParsersAction) -> None:  # type: i
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        from kingpost.serve import ServeOptions, serve
-        from kingpost.server.lifecycle import LoadRetries
+        from kingpost.serve import serve
 
         configure_logging(args.log_level, args.log_format)
         if not args.model_dir.is_dir():
@@ -169,36 +168,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.install and not enter_model_environment(args.model_dir, argv):
             return 2
-        try:
-            keys, limits = serve_limits(args)
-        except (KingpostError, ValueError) as exc:
-            print(f"kingpost: {exc}", file=sys.stderr)
-            return 2
-        options = ServeOptions(
-            model_dir=args.model_dir,
-            host=args.host,
-            port=args.port,
-            dev=args.dev,
-            access_log=not args.no_access_log,
-            environment=args.environment,
-            secrets_dir=args.secrets_dir,
-            graceful_timeout=args.graceful_timeout,
-            log_level=args.log_level,
-            workers=args.workers,
-            install=args.install_in_place,
-            load_retries=LoadRetries(args.load_retries, args.load_retry_delay),
-            watch=args.watch,
-            keys=keys,
-            limits=limits,
-            keep_alive_timeout=args.keep_alive_timeout,
-            ssl_certfile=args.ssl_certfile,
-            ssl_keyfile=args.ssl_keyfile,
-        )
         if args.load_retries < 0 or args.load_retry_delay < 0:
             print(
                 "kingpost: --load-retries and --load-retry-delay cannot be negative",
                 file=sys.stderr,
             )
+            return 2
+        try:
+            options = serve_options(args)
+        except (KingpostError, ValueError) as exc:
+            print(f"kingpost: {exc}", file=sys.stderr)
             return 2
         if options.workers < 1:
             print("kingpost: --workers must be at least 1", file=sys.stderr)
@@ -222,6 +201,34 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(getattr(args, "log_level", "warning"), "text")
         return run(args)
     return 2
+
+
+def serve_options(args: argparse.Namespace) -> ServeOptions:
+    """The options of a parsed ``kingpost serve`` command line (ValueError if they clash)."""
+    from kingpost.serve import ServeOptions
+    from kingpost.server.lifecycle import LoadRetries
+
+    keys, limits = serve_limits(args)
+    return ServeOptions(
+        model_dir=args.model_dir,
+        host=args.host,
+        port=args.port,
+        dev=args.dev,
+        access_log=not args.no_access_log,
+        environment=args.environment,
+        secrets_dir=args.secrets_dir,
+        graceful_timeout=args.graceful_timeout,
+        log_level=args.log_level,
+        workers=args.workers,
+        install=args.install_in_place,
+        load_retries=LoadRetries(args.load_retries, args.load_retry_delay),
+        watch=args.watch,
+        keys=keys,
+        limits=limits,
+        keep_alive_timeout=args.keep_alive_timeout,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+    )
 
 
 def serve_limits(args: argparse.Namespace) -> tuple[KeySettings, ConnectionLimits]:

@@ -176,6 +176,13 @@ def access_log() -> AccessLog:
     return _access_log
 
 
+def use_access_log(log: AccessLog) -> AccessLog:
+    """Make ``log`` the process's access-line writer; returns the one it replaces."""
+    global _access_log
+    previous, _access_log = _access_log, log
+    return previous
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Send kingpost's and uvicorn's logs to stderr in one format.
 
@@ -183,7 +190,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     silent: faulthandler writes a line naming it and every thread's Python stack to the
     same stream, then the process dies of that signal (a non-zero exit).
     """
-    global _access_log
     faulthandler.enable(file=sys.stderr, all_threads=True)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
@@ -200,4 +206,4 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         fd: int | None = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # stderr replaced by an object without one
         fd = None
-    _access_log = AccessLog(fmt, fd)
+    use_access_log(AccessLog(fmt, fd))

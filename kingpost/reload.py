@@ -16,7 +16,6 @@ import contextlib
 import importlib.util
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from starlette.websockets import WebSocket
 
 from kingpost.errors import KingpostError, NotReadyError
+from kingpost.model.loader import forget_modules
 from kingpost.server.app import ServerApp
 from kingpost.server.drain import Drain
 from kingpost.server.exchange import Exchange, Receive, Scope, Send
@@ -230,18 +230,10 @@ def forget_modules_under(directory: Path) -> list[str]:
     Their cached bytecode goes too: it is validated by modification time in whole
     seconds and size, so an edit within the same second could otherwise be missed.
     """
-    prefix = str(directory) + os.sep
-    forgotten = []
-    for name, module in list(sys.modules.items()):
+    forgotten = forget_modules(directory)
+    for module in forgotten.values():
         file = getattr(module, "__file__", None)
-        paths = [file] if file else []
-        paths += [str(p) for p in getattr(module, "__path__", None) or ()]
-        if not any(path.startswith(prefix) for path in paths):
-            continue
-        del sys.modules[name]
-        forgotten.append(name)
         if file and file.endswith(".py"):
             with contextlib.suppress(OSError, ValueError):
                 os.unlink(importlib.util.cache_from_source(file))
-    importlib.invalidate_caches()
-    return forgotten
+    return list(forgotten)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kingpost.testing import ServerProcess
+from kingpost.testing import InProcessServer, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -25,4 +25,20 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
 
     yield start
     for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def start_in_process() -> Iterator[Callable[..., InProcessServer]]:
+    """Run the app ``kingpost serve`` builds for a model dir in this process (no socket)."""
+    started: list[InProcessServer] = []
+
+    def start(model: str | Path, *args: str, **kwargs: object) -> InProcessServer:
+        model_dir = Path(model) if isinstance(model, Path) else MODELS / model
+        server = InProcessServer(model_dir, *args, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in reversed(started):
         server.stop()

@@ -25,7 +25,7 @@ from kingpost.server.app import ServerApp
 from kingpost.server.errors import ErrorDialect, ErrorTable
 from kingpost.server.exchange import Exchange
 from kingpost.server.routing import Route, Router
-from kingpost.testing import ServerProcess
+from kingpost.testing import InProcessServer
 from tests.conftest import EXAMPLES, MODELS
 
 # -- the table ---------------------------------------------------------------------
@@ -151,13 +151,15 @@ async def test_an_unknown_path_is_404_with_a_request_id(client: httpx.AsyncClien
 
 
 @pytest.fixture(scope="module")
-def echo() -> Iterator[ServerProcess]:
-    with ServerProcess(EXAMPLES / "echo") as server:
+def echo() -> Iterator[InProcessServer]:
+    with InProcessServer(EXAMPLES / "echo") as server:
         yield server
 
 
-def test_the_openai_sdk_shows_a_missing_hook_as_not_found(echo: ServerProcess) -> None:
-    client = openai.OpenAI(base_url=echo.url("/v1"), api_key="unused", max_retries=0)
+def test_the_openai_sdk_shows_a_missing_hook_as_not_found(echo: InProcessServer) -> None:
+    client = openai.OpenAI(
+        base_url=echo.url("/v1"), api_key="unused", max_retries=0, http_client=echo.sdk_client
+    )
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.message.endswith("this model does not implement chat_completions")
@@ -169,8 +171,10 @@ def test_the_openai_sdk_shows_a_missing_hook_as_not_found(echo: ServerProcess) -
     }
 
 
-def test_the_anthropic_sdk_shows_a_missing_hook_as_not_found(echo: ServerProcess) -> None:
-    client = anthropic.Anthropic(base_url=echo.url(""), api_key="unused", max_retries=0)
+def test_the_anthropic_sdk_shows_a_missing_hook_as_not_found(echo: InProcessServer) -> None:
+    client = anthropic.Anthropic(
+        base_url=echo.url(""), api_key="unused", max_retries=0, http_client=echo.sdk_client
+    )
     with pytest.raises(anthropic.NotFoundError) as caught:
         client.messages.create(
             model="m", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
@@ -184,11 +188,13 @@ def test_the_anthropic_sdk_shows_a_missing_hook_as_not_found(echo: ServerProcess
 
 def test_a_loading_model_is_a_retryable_503_in_each_sdk(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    server = ServerProcess(
+    server = InProcessServer(
         MODELS / "gated_load", env={"KINGPOST_TEST_GATE": str(gate)}, wait_ready=False
     )
     with server:
-        openai_client = openai.OpenAI(base_url=server.url("/v1"), api_key="x", max_retries=0)
+        openai_client = openai.OpenAI(
+            base_url=server.url("/v1"), api_key="x", max_retries=0, http_client=server.sdk_client
+        )
         with pytest.raises(openai.InternalServerError) as from_openai:
             openai_client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "hi"}]
@@ -196,7 +202,9 @@ def test_a_loading_model_is_a_retryable_503_in_each_sdk(tmp_path: Path) -> None:
         assert from_openai.value.status_code == 503
         assert from_openai.value.message.endswith("model is not ready")
         assert from_openai.value.response.headers["x-should-retry"] == "true"
-        anthropic_client = anthropic.Anthropic(base_url=server.url(""), api_key="x", max_retries=0)
+        anthropic_client = anthropic.Anthropic(
+            base_url=server.url(""), api_key="x", max_retries=0, http_client=server.sdk_client
+        )
         with pytest.raises(anthropic.InternalServerError) as from_anthropic:
             anthropic_client.messages.create(
                 model="m", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
@@ -216,8 +224,8 @@ def test_a_loading_model_is_a_retryable_503_in_each_sdk(tmp_path: Path) -> None:
 def test_invalid_json_on_an_openai_route_is_an_openai_error(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     gate.touch()
-    with ServerProcess(MODELS / "gated_load", env={"KINGPOST_TEST_GATE": str(gate)}) as server:
-        reply = httpx.post(server.url("/v1/chat/completions"), content=b"{not json")
+    with InProcessServer(MODELS / "gated_load", env={"KINGPOST_TEST_GATE": str(gate)}) as server:
+        reply = server.client.post("/v1/chat/completions", content=b"{not json")
     assert reply.status_code == 400
     error = reply.json()["error"]
     assert error["type"] == "invalid_request_error"

@@ -29,17 +29,17 @@ def wait_for_status(url: str, status: int, timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
-def test_readiness_is_503_until_load_finishes(start_server, tmp_path: Path) -> None:
+def test_readiness_is_503_until_load_finishes(start_in_process, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    server = start_server("slow_load", wait_ready=False, env={"LOAD_GATE": str(gate)})
-    assert httpx.get(server.url("/")).status_code == 200
-    not_ready = httpx.get(server.url("/v1/models/model"))
+    server = start_in_process("slow_load", wait_ready=False, env={"LOAD_GATE": str(gate)})
+    assert server.client.get("/").status_code == 200
+    not_ready = server.client.get("/v1/models/model")
     assert not_ready.status_code == 503
     assert "error" in not_ready.json()
-    assert httpx.post(server.url("/predict"), json={}).status_code == 503
+    assert server.client.post("/predict", json={}).status_code == 503
     gate.touch()
     server.wait_until("/v1/models/model", timeout=20)
-    assert httpx.post(server.url("/predict"), json={}).json() == "loaded"
+    assert server.client.post("/predict", json={}).json() == "loaded"
     assert "model ready (loaded in" in server.logs()
 
 

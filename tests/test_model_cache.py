@@ -13,7 +13,7 @@ import pytest
 
 from kingpost.config import parse_config
 from kingpost.model.cache import ModelFilesNotFoundError, resolve_model_files
-from kingpost.testing import ServerProcess
+from kingpost.testing import InProcessServer, ServerProcess
 
 
 @pytest.fixture
@@ -165,13 +165,13 @@ def write_weights_model(directory: Path, mount: Path) -> Path:
 
 
 def test_a_served_model_reads_its_weights_at_the_mount_location(
-    start_server: Callable[..., ServerProcess], tmp_path: Path
+    start_in_process: Callable[..., InProcessServer], tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
     hub_repo(cache, "org/tiny")
     model = write_weights_model(tmp_path / "m", tmp_path / "mnt" / "tiny")
-    server = start_server(model, env={"KINGPOST_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
-    assert httpx.post(server.url("/predict"), json={}).json() == {"weights_bytes": 2}
+    server = start_in_process(model, env={"KINGPOST_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
+    assert server.client.post("/predict", json={}).json() == {"weights_bytes": 2}
 
 
 def test_a_model_cache_model_finds_its_repository_through_huggingface_hub(

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
 import msgpack
 import numpy as np
 
-from kingpost.testing import ServerProcess
+from kingpost.testing import InProcessServer
 from tests.conftest import MODELS
 
 OCTET = {"content-type": "application/octet-stream"}
@@ -33,12 +32,12 @@ def unpack_array(packed: dict[str, object]) -> np.ndarray:
 
 
 def test_a_numpy_array_round_trips_through_predict(
-    start_server: Callable[..., ServerProcess],
+    start_in_process: Callable[..., InProcessServer],
 ) -> None:
-    server = start_server(MODELS / "numpy_arrays")
+    server = start_in_process(MODELS / "numpy_arrays")
     array = np.arange(6, dtype=np.float32).reshape(2, 3)
     body = msgpack.packb({"array": pack_array(array), "label": "x"}, use_bin_type=True)
-    response = httpx.post(server.url("/predict"), content=body, headers=OCTET)
+    response = server.client.post("/predict", content=body, headers=OCTET)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
     reply = msgpack.unpackb(response.content, raw=False)
@@ -49,9 +48,9 @@ def test_a_numpy_array_round_trips_through_predict(
 
 
 def test_the_same_model_answers_json_with_lists(
-    start_server: Callable[..., ServerProcess],
+    start_in_process: Callable[..., InProcessServer],
 ) -> None:
-    server = start_server(MODELS / "sync_echo")
+    server = start_in_process(MODELS / "sync_echo")
     body = msgpack.packb({"numbers": [1, 2, 3]}, use_bin_type=True)
-    response = httpx.post(server.url("/predict"), content=body, headers=OCTET)
+    response = server.client.post("/predict", content=body, headers=OCTET)
     assert msgpack.unpackb(response.content, raw=False) == {"echo": {"numbers": [1, 2, 3]}}

@@ -12,26 +12,32 @@ import anthropic
 import openai
 import pytest
 
-from kingpost.testing import ServerProcess
+from kingpost.testing import InProcessServer
 from tests.conftest import EXAMPLES
 
 PREFIXES = ["", "/environments/production/sync"]
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with ServerProcess(EXAMPLES / "openai-compatible") as server:
+def server() -> Iterator[InProcessServer]:
+    with InProcessServer(EXAMPLES / "openai-compatible") as server:
         yield server
 
 
 @pytest.fixture(params=PREFIXES, ids=["plain", "platform"])
-def openai_client(request: pytest.FixtureRequest, server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url(request.param + "/v1"), api_key="unused")
+def openai_client(request: pytest.FixtureRequest, server: InProcessServer) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=server.url(request.param + "/v1"), api_key="unused", http_client=server.sdk_client
+    )
 
 
 @pytest.fixture(params=PREFIXES, ids=["plain", "platform"])
-def anthropic_client(request: pytest.FixtureRequest, server: ServerProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url(request.param), api_key="unused")
+def anthropic_client(
+    request: pytest.FixtureRequest, server: InProcessServer
+) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=server.url(request.param), api_key="unused", http_client=server.sdk_client
+    )
 
 
 def test_chat_completion(openai_client: openai.OpenAI) -> None:

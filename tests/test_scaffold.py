@@ -8,11 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anthropic
-import httpx
 import openai
 import pytest
 
-from kingpost.testing import ServerProcess
+from kingpost.testing import InProcessServer, ServerProcess
 
 Start = Callable[..., ServerProcess]
 
@@ -42,24 +41,28 @@ def test_init_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
     assert not (tmp_path / "config.yaml").exists()
 
 
-def test_the_scaffolded_model_serves_predict(start_server: Start, tmp_path: Path) -> None:
+def test_the_scaffolded_model_serves_predict(
+    start_in_process: Callable[..., InProcessServer], tmp_path: Path
+) -> None:
     assert init(tmp_path / "m").returncode == 0
-    server = start_server(tmp_path / "m")
-    reply = httpx.post(server.url("/predict"), json={"text": "one two three"})
+    server = start_in_process(tmp_path / "m")
+    reply = server.client.post("/predict", json={"text": "one two three"})
     assert reply.json() == {"text": "one two three", "words": 3}
 
 
 @pytest.fixture(scope="module")
-def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
     directory = tmp_path_factory.mktemp("scaffold") / "llm"
     assert init(directory, "--openai").returncode == 0
-    with ServerProcess(directory) as server:
+    with InProcessServer(directory) as server:
         yield server
 
 
-def test_the_openai_scaffold_answers_the_openai_sdk(openai_server: ServerProcess) -> None:
+def test_the_openai_scaffold_answers_the_openai_sdk(openai_server: InProcessServer) -> None:
     client = openai.OpenAI(
-        base_url=openai_server.url("/environments/production/sync/v1"), api_key="unused"
+        base_url=openai_server.url("/environments/production/sync/v1"),
+        api_key="unused",
+        http_client=openai_server.sdk_client,
     )
     messages = [{"role": "user", "content": "hi there"}]
     chat = client.chat.completions.create(model="llm", messages=messages)
@@ -73,9 +76,11 @@ def test_the_openai_scaffold_answers_the_openai_sdk(openai_server: ServerProcess
     assert client.responses.create(model="llm", input="tell me").output_text.startswith("You")
 
 
-def test_the_openai_scaffold_answers_the_anthropic_sdk(openai_server: ServerProcess) -> None:
+def test_the_openai_scaffold_answers_the_anthropic_sdk(openai_server: InProcessServer) -> None:
     client = anthropic.Anthropic(
-        base_url=openai_server.url("/environments/production/sync"), api_key="unused"
+        base_url=openai_server.url("/environments/production/sync"),
+        api_key="unused",
+        http_client=openai_server.sdk_client,
     )
     messages = [{"role": "user", "content": "hello"}]
     reply = client.messages.create(model="llm", max_tokens=20, messages=messages)

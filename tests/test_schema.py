@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from typing import Any
 
-import httpx
 import pydantic
 
 from kingpost.model.descriptor import ModelDescriptor
 from kingpost.model.schema import ModelSchema
-from kingpost.testing import ServerProcess
+from kingpost.testing import InProcessServer
 from tests.conftest import MODELS
 
 
@@ -100,9 +99,9 @@ def test_a_model_without_pydantic_types_has_no_schema() -> None:
 
 
 def test_the_schema_route_is_404_for_an_untyped_model(
-    start_server: Callable[..., ServerProcess],
+    start_in_process: Callable[..., InProcessServer],
 ) -> None:
-    server = start_server(MODELS / "sync_echo")
-    response = httpx.get(server.url("/v1/models/model/schema"))
+    server = start_in_process(MODELS / "sync_echo")
+    response = server.client.get("/v1/models/model/schema")
     assert response.status_code == 404
     assert response.json()["error"] == "No schema found"

@@ -33,10 +33,10 @@ from kingpost.platform.replica import (
     Scope,
     Send,
 )
+from kingpost.ports import free_port
 from kingpost.proxy.process import ChildProcess
 from kingpost.proxy.upstream import UpstreamError, UpstreamPool
 from kingpost.proxy.websocket import relay_websocket
-from kingpost.testing import free_port
 
 logger = logging.getLogger("kingpost.platform")
 
