@@ -139,7 +139,7 @@ class AsyncQueueApp:
             if match is not None:
                 if match["endpoint"] == "async_predict":
                     _allow(method, "POST")
-                    reply = await routes.submit(await self._read_body(scope, receive))
+                    reply = await routes.submit(await routes.read_body(scope, receive))
                 else:
                     _allow(method, "GET")
                     reply = await routes.queue_status()
@@ -162,25 +162,6 @@ class AsyncQueueApp:
             reply = Reply(500, b'{"error":"Internal Server Error"}')
         await _send(send, reply)
         return True
-
-    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
-        limit = self.routes.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit():
-                self.routes.check_size(int(value))
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise RequestError("client disconnected", 499)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                self.routes.check_size(size)
-            parts.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(parts)
 
     async def _lifespan(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         worker = self.worker

@@ -24,7 +24,7 @@ from kingpost.async_queue.store import AsyncStore
 from kingpost.async_queue.webhooks import WebhookSender
 from kingpost.async_queue.worker import AsyncWorker, WorkerSettings
 from kingpost.config import AsyncQueueConfig
-from kingpost.errors import PayloadTooLargeError, RequestError
+from kingpost.errors import RequestError
 
 if TYPE_CHECKING:
     from kingpost.platform.controller import Target
@@ -91,7 +91,7 @@ class PlatformAsync:
 
     async def submit(self, target: Target, scope: Any, receive: Any, send: Any) -> None:
         routes = self.routes_for(target)
-        await _answer(send, routes.submit(await _read_body(receive, routes.max_body_bytes)))
+        await _answer(send, routes.submit(await routes.read_body(scope, receive)))
 
     async def queue_status(self, target: Target, scope: Any, receive: Any, send: Any) -> None:
         await _answer(send, self.routes_for(target).queue_status())
@@ -106,25 +106,6 @@ class PlatformAsync:
         else:
             reply = self.lookup.status(request_id)
         await _answer(send, reply)
-
-
-async def _read_body(receive: Any, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise RequestError("client disconnected", 499)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(
-                f"the async request body is over the limit of {limit} bytes"
-                " (async_queue.max_body_bytes)"
-            )
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(parts)
 
 
 async def _answer(send: Any, pending: Any) -> None:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -96,6 +97,24 @@ class AsyncRoutes:
                 f"the async request body is {size} bytes; the limit is {self.max_body_bytes}"
                 " (async_queue.max_body_bytes)"
             )
+
+    async def read_body(self, scope: Any, receive: Any) -> bytes:
+        """A submission's body, refused (413) as soon as it is known to be too large."""
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit():
+                self.check_size(int(value))
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestError("client disconnected", 499)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            self.check_size(size)
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
 
     async def submit(self, body: bytes) -> Reply:
         self.check_size(len(body))
