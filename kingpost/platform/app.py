@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from kingpost.platform.controller import Platform, Target
 from kingpost.platform.errors import NotFoundError, PlatformError
 from kingpost.platform.relay import ClientGone
-from kingpost.platform.replica import Receive, Scope, Send
+from kingpost.platform.replica import Message, Receive, Scope, Send
 from kingpost.platform.router import (
     ASYNC_PREDICT,
     ASYNC_QUEUE_STATUS,
@@ -30,9 +31,16 @@ from kingpost.platform.router import (
 )
 from kingpost.proxy.upstream import UpstreamError
 
+if TYPE_CHECKING:
+    from kingpost.observe.tracing import Tracing
+    from kingpost.platform.pool import ReplicaPool
+
 logger = logging.getLogger("kingpost.platform")
 
 ADMIN_PREFIX = "/admin/"
+# The platform's own pages and numbers: served by the admin app, behind what guards it.
+ADMIN_PAGES = ("/metrics", "/playground", "/docs", "/openapi.json")
+CLIENT_GONE = 499  # the status recorded for a request whose client left (nginx's)
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
@@ -63,11 +71,18 @@ class PlatformApp:
         admin: ASGIApp,
         async_routes: AsyncRoutes | None = None,
         on_startup: Callable[[], Any] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.platform = platform
         self.admin = admin
         self.async_routes = async_routes
         self.on_startup = on_startup
+        self.tracing = tracing
+        if tracing is not None and tracing.tracer is not None:
+            # Only then is the routing hop a span: with tracing off, nothing is wrapped.
+            from kingpost.platform.traced import TracedForward
+
+            self._forward = TracedForward(self._forward, tracing)  # type: ignore[method-assign]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -90,7 +105,7 @@ class PlatformApp:
                 await self.async_routes.request(
                     invocation.model, invocation.request_id, scope, receive, send
                 )
-            elif path.startswith(ADMIN_PREFIX):
+            elif path.startswith(ADMIN_PREFIX) or path.startswith(ADMIN_PAGES):
                 await self.admin(scope, receive, send)
             elif path in ("/", "/healthz"):
                 await _send_json(send, 200, {"status": "ok"})
@@ -109,7 +124,7 @@ class PlatformApp:
         endpoint = invocation.endpoint
         if invocation.path:
             pool = self.platform.resolve(invocation)
-            await pool.handle(scope, receive, send, invocation.path)
+            await self._forward(pool, invocation, scope, receive, send)
         elif endpoint == WAKE:
             pool = await self.platform.wake(invocation)
             await _send_json(send, 202, {"status": "waking", "deployment_id": pool.key[0]})
@@ -121,6 +136,26 @@ class PlatformApp:
                 await self.async_routes.submit(target, scope, receive, send)
             else:
                 await self.async_routes.queue_status(target, scope, receive, send)
+
+    async def _forward(
+        self, pool: ReplicaPool, invocation: Invocation, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Hand the request to ``pool``, and record its route, status and latency."""
+        reply = _Reply(send)
+        started = time.perf_counter()
+        try:
+            await pool.handle(scope, receive, reply, invocation.path)
+        except PlatformError as exc:
+            reply.status = reply.status or exc.status_code
+            raise
+        except ClientGone:
+            reply.status = reply.status or CLIENT_GONE
+            raise
+        except UpstreamError:
+            reply.status = reply.status or 502
+            raise
+        finally:
+            pool.stats.observe(invocation.endpoint, reply.status, time.perf_counter() - started)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         invocation = parse_invocation(_host(scope), scope["path"])
@@ -151,6 +186,21 @@ class PlatformApp:
                 await asyncio.shield(self.platform.stop())
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class _Reply:
+    """``send``, noting the status of the reply as it goes out."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
 
 
 def _host(scope: Scope) -> bytes | None:

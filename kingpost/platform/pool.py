@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from kingpost.platform.autoscaler import Autoscaler
 from kingpost.platform.errors import UnavailableError
+from kingpost.platform.metrics import PoolStats
 from kingpost.platform.replica import (
     Receive,
     Replica,
@@ -60,8 +61,10 @@ class ReplicaPool:
         factory: ReplicaFactory,
         options: PoolOptions,
         on_status: Callable[[ReplicaPool], None] | None = None,
+        stats: PoolStats | None = None,
     ) -> None:
         self.key = key
+        self.stats = stats if stats is not None else PoolStats("", key[1], key[0])
         self.spec = spec
         self.factory = factory
         self.options = options
@@ -76,6 +79,7 @@ class ReplicaPool:
         self._poke: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._retire_tasks: set[asyncio.Task[None]] = set()
+        self._cold_since: float | None = None  # scaling up from zero began then
         self.closed = False
 
     # -- status ----------------------------------------------------------------
@@ -248,7 +252,11 @@ class ReplicaPool:
                 if replica not in self.ready:
                     self.ready.append(replica)
                 self.error = None
-                self.autoscaler.hold(time.monotonic())
+                now = time.monotonic()
+                self.autoscaler.hold(now)
+                if self._cold_since is not None:
+                    self.stats.observe_cold_start(now - self._cold_since)
+                    self._cold_since = None
                 self._wake(len(self.parked))
             elif replica in self.ready:
                 self.ready.remove(replica)
@@ -270,6 +278,8 @@ class ReplicaPool:
         current = len(self.replicas)
         if count > current:
             logger.info("deployment %s (%s): %d -> %d replicas", *self.key, current, count)
+            if not self.ready:
+                self._cold_since = self._cold_since or time.monotonic()
             for _ in range(count - current):
                 replica = self.factory(self.spec, self.replica_changed)
                 self.replicas.append(replica)
