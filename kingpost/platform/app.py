@@ -20,7 +20,7 @@ import orjson
 from kingpost.platform.controller import Platform, Target
 from kingpost.platform.errors import NotFoundError, PlatformError
 from kingpost.platform.relay import ClientGone
-from kingpost.platform.replica import Message, Receive, Scope, Send
+from kingpost.platform.replica import Receive, Scope, Send
 from kingpost.platform.router import (
     ASYNC_PREDICT,
     ASYNC_QUEUE_STATUS,
@@ -41,6 +41,7 @@ ADMIN_PREFIX = "/admin/"
 # The platform's own pages and numbers: served by the admin app, behind what guards it.
 ADMIN_PAGES = ("/metrics", "/playground", "/docs", "/openapi.json")
 CLIENT_GONE = 499  # the status recorded for a request whose client left (nginx's)
+BROKEN_OFF = 502  # recorded for a reply the replica began and did not finish
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
@@ -141,21 +142,21 @@ class PlatformApp:
         self, pool: ReplicaPool, invocation: Invocation, scope: Scope, receive: Receive, send: Send
     ) -> None:
         """Hand the request to ``pool``, and record its route, status and latency."""
-        reply = _Reply(send)
         started = time.perf_counter()
+        status: int | None = 0
         try:
-            await pool.handle(scope, receive, reply, invocation.path)
+            status = await pool.handle(scope, receive, send, invocation.path)
         except PlatformError as exc:
-            reply.status = reply.status or exc.status_code
+            status = exc.status_code
             raise
         except ClientGone:
-            reply.status = reply.status or CLIENT_GONE
+            status = CLIENT_GONE
             raise
-        except UpstreamError:
-            reply.status = reply.status or 502
+        except UpstreamError:  # the replica broke off a reply it had begun
+            status = BROKEN_OFF
             raise
         finally:
-            pool.stats.observe(invocation.endpoint, reply.status, time.perf_counter() - started)
+            pool.stats.observe(invocation.endpoint, status, time.perf_counter() - started)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         invocation = parse_invocation(_host(scope), scope["path"])
@@ -186,21 +187,6 @@ class PlatformApp:
                 await asyncio.shield(self.platform.stop())
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-class _Reply:
-    """``send``, noting the status of the reply as it goes out."""
-
-    __slots__ = ("send", "status")
-
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.status = 0
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        await self.send(message)
 
 
 def _host(scope: Scope) -> bytes | None:

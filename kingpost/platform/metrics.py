@@ -42,11 +42,12 @@ class PoolStats:
 
     def __init__(self, model: str, environment: str | None, deployment: str) -> None:
         self.labels = [model, environment or "", deployment]
-        self.latency: dict[tuple[str, int], Histogram] = {}
+        self.latency: dict[tuple[str, int | None], Histogram] = {}
         self.cold_starts = 0
         self.cold_start = Histogram(COLD_START_BUCKETS)
 
-    def observe(self, route: str, status: int, seconds: float) -> None:
+    def observe(self, route: str, status: int | None, seconds: float) -> None:
+        """One request; ``status`` None when the replica kind does not report it."""
         histogram = self.latency.get((route, status))
         if histogram is None:
             histogram = self.latency[(route, status)] = Histogram(REQUEST_BUCKETS)
@@ -94,7 +95,7 @@ class PlatformMetrics(Collector):
         )
         for stats in list(self.stats.values()):
             for (route, status), histogram in list(stats.latency.items()):
-                values = [*stats.labels, route, str(status)]
+                values = [*stats.labels, route, "unknown" if status is None else str(status)]
                 requests.add_metric(values, histogram.count)
                 latency.add_metric(values, histogram.cumulative(), histogram.total)
             cold_starts.add_metric(stats.labels, stats.cold_starts)

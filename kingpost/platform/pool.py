@@ -167,14 +167,13 @@ class ReplicaPool:
             return replica
         return await self._park()
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        """Forward one HTTP request to a replica of this pool."""
+    async def handle(self, scope: Scope, receive: Receive, send: Send, path: str) -> int | None:
+        """Forward one HTTP request to a replica of this pool; the reply's status."""
         for attempt in range(_RETRIES):
             replica = self.pick() or await self._park()
             replica.in_flight += 1
             try:
-                await replica.forward(scope, receive, send, path)
-                return
+                return await replica.forward(scope, receive, send, path)
             except ReplicaUnreachableError:
                 if attempt == _RETRIES - 1:
                     raise UnavailableError(
@@ -184,6 +183,7 @@ class ReplicaPool:
                 replica.in_flight -= 1
                 if self.parked:
                     self._wake(1)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def handle_websocket(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         replica = await self.acquire()
