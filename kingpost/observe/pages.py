@@ -101,9 +101,15 @@ class PlaygroundConfig:
     metrics_path: str = "/metrics"
     openapi_path: str = "/openapi.json"
 
-    def add_extension(self, title: str, module: str, api: str) -> None:
-        """A pane: ``module`` is an ES module URL exporting ``mount(element, context)``."""
-        self.extensions.append({"title": title, "module": module, "api": api})
+    def add_extension(self, title: str, module: str, api: str, first: bool = False) -> None:
+        """A pane: ``module`` is an ES module URL exporting ``mount(element, context)``.
+
+        ``first`` puts it above the built-in panes (the platform's pane, on the platform).
+        """
+        extension: dict[str, Any] = {"title": title, "module": module, "api": api}
+        if first:
+            extension["first"] = True
+        self.extensions.append(extension)
 
     def as_json(self) -> bytes:
         return orjson.dumps(

@@ -16,6 +16,9 @@
     POST   /admin/v1/deployments/{id}/activate, /deactivate
     GET    /admin/v1/deployments/{id}/logs?follow=&tail=
 
+and, beside it, the platform's ``/metrics`` and (unless ``--no-playground``)
+``/playground``, ``/docs`` and ``/openapi.json`` (``platform.pages``).
+
 ``{model}`` is a model's id or name. Errors are ``{"error": "..."}`` with the
 status of ``platform.errors``.
 """
@@ -35,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from kingpost.platform.controller import Platform
 from kingpost.platform.errors import InvalidRequestError, NotFoundError, PlatformError
+from kingpost.platform.pages import add_pages
 from kingpost.platform.router import ENVIRONMENT, Invocation
 from kingpost.platform.settings import Autoscaling
 
@@ -61,7 +65,7 @@ class PromoteRequest(BaseModel):
     step_interval: float = Field(default=10.0, ge=0, le=3600)
 
 
-def build_admin(platform: Platform) -> FastAPI:
+def build_admin(platform: Platform, playground: bool = True) -> FastAPI:
     app = FastAPI(
         title="Kingpost platform admin API",
         docs_url=f"{PREFIX}/docs",
@@ -227,6 +231,7 @@ def build_admin(platform: Platform) -> FastAPI:
         path = platform.logs_dir / f"{deployment_id}.log"
         return StreamingResponse(_read_log(str(path), follow, tail), media_type="text/plain")
 
+    add_pages(app, platform.metrics, PREFIX, playground)
     return app
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -30,9 +31,17 @@ from kingpost.platform.router import (
 )
 from kingpost.proxy.upstream import UpstreamError
 
+if TYPE_CHECKING:
+    from kingpost.observe.tracing import Tracing
+    from kingpost.platform.pool import ReplicaPool
+
 logger = logging.getLogger("kingpost.platform")
 
 ADMIN_PREFIX = "/admin/"
+# The platform's own pages and numbers: served by the admin app, behind what guards it.
+ADMIN_PAGES = ("/metrics", "/playground", "/docs", "/openapi.json")
+CLIENT_GONE = 499  # the status recorded for a request whose client left (nginx's)
+BROKEN_OFF = 502  # recorded for a reply the replica began and did not finish
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
@@ -63,11 +72,18 @@ class PlatformApp:
         admin: ASGIApp,
         async_routes: AsyncRoutes | None = None,
         on_startup: Callable[[], Any] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.platform = platform
         self.admin = admin
         self.async_routes = async_routes
         self.on_startup = on_startup
+        self.tracing = tracing
+        if tracing is not None and tracing.tracer is not None:
+            # Only then is the routing hop a span: with tracing off, nothing is wrapped.
+            from kingpost.platform.traced import TracedForward
+
+            self._forward = TracedForward(self._forward, tracing)  # type: ignore[method-assign]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -90,7 +106,7 @@ class PlatformApp:
                 await self.async_routes.request(
                     invocation.model, invocation.request_id, scope, receive, send
                 )
-            elif path.startswith(ADMIN_PREFIX):
+            elif path.startswith(ADMIN_PREFIX) or path.startswith(ADMIN_PAGES):
                 await self.admin(scope, receive, send)
             elif path in ("/", "/healthz"):
                 await _send_json(send, 200, {"status": "ok"})
@@ -109,7 +125,7 @@ class PlatformApp:
         endpoint = invocation.endpoint
         if invocation.path:
             pool = self.platform.resolve(invocation)
-            await pool.handle(scope, receive, send, invocation.path)
+            await self._forward(pool, invocation, scope, receive, send)
         elif endpoint == WAKE:
             pool = await self.platform.wake(invocation)
             await _send_json(send, 202, {"status": "waking", "deployment_id": pool.key[0]})
@@ -121,6 +137,26 @@ class PlatformApp:
                 await self.async_routes.submit(target, scope, receive, send)
             else:
                 await self.async_routes.queue_status(target, scope, receive, send)
+
+    async def _forward(
+        self, pool: ReplicaPool, invocation: Invocation, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Hand the request to ``pool``, and record its route, status and latency."""
+        started = time.perf_counter()
+        status: int | None = 0
+        try:
+            status = await pool.handle(scope, receive, send, invocation.path)
+        except PlatformError as exc:
+            status = exc.status_code
+            raise
+        except ClientGone:
+            status = CLIENT_GONE
+            raise
+        except UpstreamError:  # the replica broke off a reply it had begun
+            status = BROKEN_OFF
+            raise
+        finally:
+            pool.stats.observe(invocation.endpoint, status, time.perf_counter() - started)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         invocation = parse_invocation(_host(scope), scope["path"])

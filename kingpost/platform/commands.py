@@ -82,6 +82,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     up.add_argument("--park-timeout", type=float, default=None)
     up.add_argument("--park-limit", type=int, default=None)
     up.add_argument("--log-level", default="info")
+    up.add_argument(
+        "--no-playground",
+        dest="playground",
+        action="store_false",
+        help="do not serve /playground and /docs (the admin's pages)",
+    )
 
     def client_command(name: str, help: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help)
@@ -176,6 +182,7 @@ def _up(args: argparse.Namespace) -> int:
         state_url=args.state,
         file=file,
         log_level=args.log_level,
+        playground=args.playground,
     )
     if file is not None:
         try:

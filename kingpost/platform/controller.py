@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from kingpost.platform import bundle, promotion
 from kingpost.platform.errors import InvalidRequestError, NotFoundError
+from kingpost.platform.metrics import PlatformMetrics
 from kingpost.platform.pool import PoolKey, PoolOptions, ReplicaPool
 from kingpost.platform.replica import ReplicaFactory, ReplicaSpec
 from kingpost.platform.router import DEPLOYMENT, DEVELOPMENT, Invocation
@@ -74,6 +75,7 @@ class Platform:
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
         self.started_at = time.time()
+        self.metrics = PlatformMetrics(self)
 
     @property
     def deployments_dir(self) -> Path:
@@ -167,7 +169,11 @@ class Platform:
             log_path=self.logs_dir / f"{deployment.id}.log",
             watch=deployment.development,
         )
-        pool = ReplicaPool(key, spec, settings, self.factory, self.pool_options, self._pool_status)
+        model = self.snapshot.models[deployment.model_id].name
+        stats = self.metrics.stats_for(deployment.id, environment, model)
+        pool = ReplicaPool(
+            key, spec, settings, self.factory, self.pool_options, self._pool_status, stats
+        )
         self.pools[key] = pool
         pool.start()
         return pool

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from kingpost.platform.autoscaler import Autoscaler
 from kingpost.platform.errors import UnavailableError
+from kingpost.platform.metrics import PoolStats
 from kingpost.platform.replica import (
     Receive,
     Replica,
@@ -60,8 +61,10 @@ class ReplicaPool:
         factory: ReplicaFactory,
         options: PoolOptions,
         on_status: Callable[[ReplicaPool], None] | None = None,
+        stats: PoolStats | None = None,
     ) -> None:
         self.key = key
+        self.stats = stats if stats is not None else PoolStats("", key[1], key[0])
         self.spec = spec
         self.factory = factory
         self.options = options
@@ -76,6 +79,7 @@ class ReplicaPool:
         self._poke: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._retire_tasks: set[asyncio.Task[None]] = set()
+        self._cold_since: float | None = None  # scaling up from zero began then
         self.closed = False
 
     # -- status ----------------------------------------------------------------
@@ -163,14 +167,13 @@ class ReplicaPool:
             return replica
         return await self._park()
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        """Forward one HTTP request to a replica of this pool."""
+    async def handle(self, scope: Scope, receive: Receive, send: Send, path: str) -> int | None:
+        """Forward one HTTP request to a replica of this pool; the reply's status."""
         for attempt in range(_RETRIES):
             replica = self.pick() or await self._park()
             replica.in_flight += 1
             try:
-                await replica.forward(scope, receive, send, path)
-                return
+                return await replica.forward(scope, receive, send, path)
             except ReplicaUnreachableError:
                 if attempt == _RETRIES - 1:
                     raise UnavailableError(
@@ -180,6 +183,7 @@ class ReplicaPool:
                 replica.in_flight -= 1
                 if self.parked:
                     self._wake(1)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def handle_websocket(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         replica = await self.acquire()
@@ -248,7 +252,11 @@ class ReplicaPool:
                 if replica not in self.ready:
                     self.ready.append(replica)
                 self.error = None
-                self.autoscaler.hold(time.monotonic())
+                now = time.monotonic()
+                self.autoscaler.hold(now)
+                if self._cold_since is not None:
+                    self.stats.observe_cold_start(now - self._cold_since)
+                    self._cold_since = None
                 self._wake(len(self.parked))
             elif replica in self.ready:
                 self.ready.remove(replica)
@@ -270,6 +278,8 @@ class ReplicaPool:
         current = len(self.replicas)
         if count > current:
             logger.info("deployment %s (%s): %d -> %d replicas", *self.key, current, count)
+            if not self.ready:
+                self._cold_since = self._cold_since or time.monotonic()
             for _ in range(count - current):
                 replica = self.factory(self.spec, self.replica_changed)
                 self.replicas.append(replica)

@@ -114,12 +114,12 @@ class ProcessReplica:
 
     # -- requests ----------------------------------------------------------------
 
-    async def forward(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    async def forward(self, scope: Scope, receive: Receive, send: Send, path: str) -> int:
         upstream = self._upstream
         if upstream is None or self._state is not ReplicaState.READY:
             raise ReplicaUnreachableError(f"replica {self.name} is {self._state.value}")
         try:
-            await relay_http(upstream, scope, receive, send, path, self.options.limits)
+            return await relay_http(upstream, scope, receive, send, path, self.options.limits)
         except ReplicaUnreachableError:
             self._suspect()
             raise

@@ -144,8 +144,8 @@ def _watchdog(loop: asyncio.AbstractEventLoop, timeout: float) -> _Watchdog:
 
 async def relay_http(
     upstream: UpstreamPool, scope: Scope, receive: Receive, send: Send, path: str, limits: Limits
-) -> None:
-    """Forward the request to ``path`` on ``upstream`` and relay the reply to the client."""
+) -> int:
+    """Forward the request to ``path`` on ``upstream``, relay the reply; its status."""
     target = _target(path, scope["query_string"])
     headers = []
     length = -1
@@ -180,6 +180,7 @@ async def relay_http(
             await _relay_reply(response, send)
         finally:
             response.release()
+        return response.status
     except asyncio.CancelledError:
         if not (guard.disconnected or guard.expired):
             raise

@@ -70,8 +70,10 @@ class Replica(Protocol):
     def start(self) -> None:
         """Begin starting (on the event loop); ``state`` goes to READY or FAILED."""
 
-    async def forward(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    async def forward(self, scope: Scope, receive: Receive, send: Send, path: str) -> int | None:
         """Answer an HTTP request at ``path`` of the replica, streaming both ways.
+
+        Returns the status of the reply (for the platform's metrics; None if unknown).
 
         Raises ReplicaUnreachableError when nothing was sent (another replica may
         take the request), PlatformError subclasses for other failures before the

@@ -76,6 +76,7 @@ class PlatformOptions:
     poll_interval: float = 1.0
     development_idle: float = DEVELOPMENT_IDLE
     log_level: str = "info"
+    playground: bool = True  # /playground and /docs for the platform's admin
     python: str | None = None  # interpreter that runs replicas (default: this one)
     extra_replica_args: list[str] = field(default_factory=list)
 

@@ -15,6 +15,8 @@ import threading
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from kingpost.observe import tracing
+from kingpost.observe.tracing import Tracing
 from kingpost.platform.admin import build_admin
 from kingpost.platform.app import AsyncRoutes, PlatformApp
 from kingpost.platform.controller import Platform
@@ -45,7 +47,13 @@ def build_platform(
         )
         factory = ProcessReplicaFactory(process)
     platform = Platform(options, store, factory)
-    return PlatformApp(platform, build_admin(platform), async_routes)
+    admin = build_admin(platform, playground=options.playground)
+    return PlatformApp(platform, admin, async_routes, tracing=configure_tracing())
+
+
+def configure_tracing() -> Tracing | None:
+    """Tracing of the routing hop when the ``OTEL_*`` variables ask (replicas inherit them)."""
+    return tracing.configure(service_name="kingpost-platform")
 
 
 def async_plugin(options: PlatformOptions) -> AsyncRoutes | None:

@@ -25,9 +25,10 @@ async function main() {
     if (module && module.applies(context)) panes.append(module.mount(context));
   }
   // Panes from other parts of Kingpost (the platform's admin, for one).
+  const builtIn = panes.firstChild; // `first` extensions go above it, in their order
   for (const extension of config.extensions || []) {
     const element = h("section", { class: "pane wide", "data-extension": extension.title }, h("h2", {}, extension.title));
-    panes.append(element);
+    panes.insertBefore(element, extension.first ? builtIn : null);
     try {
       const module = await import(extension.module);
       await module.mount(element, { ...context, api: extension.api });
