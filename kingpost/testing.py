@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from kingpost.logs import AccessLog, RequestIdFilter, TextFormatter, access_log, use_access_log
+from kingpost.ports import free_port as free_port
 
 # The line ``kingpost serve`` logs once its socket is bound (text or JSON format), and
 # the supervisor's line when it forked workers. The port is followed by " (" or ":".
