@@ -178,9 +178,8 @@ class KeyGuard:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", request_id.encode()),
-            (b"x-baseten-error-source", b"04"),
-            (b"x-baseten-error-code", b"700"),
-            *reply.headers,
+            (b"x-baseten-request-id", request_id.encode()),
+            *reply.headers,  # the error table's, the platform's error headers among them
         ]
         status = reply.status
         if scope["type"] == "websocket":
