@@ -82,18 +82,28 @@ def _supervise(workers: list[BaseProcess]) -> int:
                 worker.join()
                 running.remove(worker)
                 code = worker.exitcode or 0
+                if stopping and code == -signal.SIGTERM:
+                    code = 0  # our own stop reached a worker before it set up its handlers
                 if code != 0 and exit_code == 0:
                     exit_code = code if code > 0 else 1
                 if not stopping:
-                    logger.error(
-                        "worker %d exited with code %s: stopping the others", worker.pid, code
-                    )
+                    logger.error("worker %d %s: stopping the others", worker.pid, _ended(code))
                     stopping = True
                     _terminate(running)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return exit_code
+
+
+def _ended(code: int) -> str:
+    """How a worker ended, naming the signal that killed it (a native crash, say)."""
+    if code < 0:
+        try:
+            return f"died of {signal.Signals(-code).name}"
+        except ValueError:
+            return f"died of signal {-code}"
+    return f"exited with code {code}"
 
 
 def _terminate(workers: list[BaseProcess]) -> None:
