@@ -104,6 +104,7 @@ def test_a_kill_during_work_loses_nothing_and_runs_nothing_after_success(
 
     wait_until(slow_one_mid_run, 60, "a slow request in progress")
     assert first.process is not None
+    killed_at = time.time()
     os.killpg(first.process.pid, signal.SIGKILL)
     first.process.wait(10)
     killed_pid = first.process.pid
@@ -155,6 +156,10 @@ def test_a_kill_during_work_loses_nothing_and_runs_nothing_after_success(
     inversions = 0
     for a in range(TOTAL):
         t = first_start[a]
+        # Work the killed worker had claimed but not started comes back only after its
+        # lease: judge the order of starts well before the kill, while one worker ran.
+        if t > killed_at - slack:
+            continue
         waiting_better = (prio < prio[a]) & (submitted < t - slack) & (first_start > t + slack)
         inversions += int(waiting_better.sum())
     assert inversions == 0
