@@ -88,18 +88,7 @@ class AsyncQueueApp:
             store,
             AsgiInvoke(inner),
             sender,
-            WorkerSettings(
-                queue=queue,
-                concurrency=settings.concurrency or slots,
-                lease_seconds=settings.lease_seconds,
-                poll_interval=settings.poll_interval_seconds,
-                keep_outputs=settings.keep_outputs,
-                retention_seconds=settings.result_retention_seconds,
-                webhook_max_attempts=settings.webhook_max_attempts,
-                webhook_initial_delay_ms=settings.webhook_initial_delay_ms,
-                webhook_max_delay_ms=settings.webhook_max_delay_ms,
-                webhook_lease_seconds=settings.lease_seconds,
-            ),
+            WorkerSettings.from_config(settings, queue, slots),
             admission,
         )
         routes = AsyncRoutes(

@@ -64,18 +64,7 @@ class PlatformAsync:
             self.store,
             AsgiInvoke(on_replica),
             self.sender,
-            WorkerSettings(
-                queue=queue,
-                concurrency=config.concurrency or 4,
-                lease_seconds=config.lease_seconds,
-                poll_interval=config.poll_interval_seconds,
-                keep_outputs=config.keep_outputs,
-                retention_seconds=config.result_retention_seconds,
-                webhook_max_attempts=config.webhook_max_attempts,
-                webhook_initial_delay_ms=config.webhook_initial_delay_ms,
-                webhook_max_delay_ms=config.webhook_max_delay_ms,
-                webhook_lease_seconds=config.lease_seconds,
-            ),
+            WorkerSettings.from_config(config, queue, 4),
         )
         self.workers.append(worker)
         self._started = asyncio.ensure_future(worker.start())

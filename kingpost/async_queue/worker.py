@@ -26,12 +26,15 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kingpost.async_queue.invoke import Invoke, InvokeFailure
 from kingpost.async_queue.policy import backoff_seconds, classify
 from kingpost.async_queue.store import AsyncStore, Claim, Outcome, WebhookJob
 from kingpost.async_queue.webhooks import WebhookSender
+
+if TYPE_CHECKING:
+    from kingpost.config import AsyncQueueConfig
 
 logger = logging.getLogger("kingpost.async")
 
@@ -79,6 +82,22 @@ class WorkerSettings:
     webhook_max_delay_ms: int = 30_000
     webhook_lease_seconds: float = 30.0  # renewed while a delivery is under way
     purge_interval: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: AsyncQueueConfig, queue: str, concurrency: int) -> WorkerSettings:
+        """The settings of ``config.async_queue`` for one queue's worker."""
+        return cls(
+            queue=queue,
+            concurrency=config.concurrency or concurrency,
+            lease_seconds=config.lease_seconds,
+            poll_interval=config.poll_interval_seconds,
+            keep_outputs=config.keep_outputs,
+            retention_seconds=config.result_retention_seconds,
+            webhook_max_attempts=config.webhook_max_attempts,
+            webhook_initial_delay_ms=config.webhook_initial_delay_ms,
+            webhook_max_delay_ms=config.webhook_max_delay_ms,
+            webhook_lease_seconds=config.lease_seconds,
+        )
 
 
 class AsyncWorker:
