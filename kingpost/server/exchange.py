@@ -103,6 +103,9 @@ class Deadline:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         task, self._task = self._task, None
+        # The callback is the exchange's own method: dropping it ends the reference
+        # cycle, so the request is freed by its refcount, not by the cycle collector.
+        self._on_expire = None
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
