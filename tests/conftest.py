@@ -42,3 +42,18 @@ def start_in_process() -> Iterator[Callable[..., InProcessServer]]:
     yield start
     for server in reversed(started):
         server.stop()
+
+
+@pytest.fixture
+def readme_screenshot(tmp_path: Path) -> Callable[[str], Path]:
+    """Where a test writes a screenshot: ``docs/NAME`` (shown in the README) only when
+    ``KINGPOST_UPDATE_SCREENSHOTS=1``, else a temporary file, so test runs leave the
+    checkout as it was."""
+    import os
+
+    def target(name: str) -> Path:
+        if os.environ.get("KINGPOST_UPDATE_SCREENSHOTS") == "1":
+            return ROOT / "docs" / name
+        return tmp_path / name
+
+    return target

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +11,6 @@ import httpx
 import pytest
 
 from kingpost.testing import ServerProcess
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-SCREENSHOT = ROOT / "docs" / "playground.png"
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +149,9 @@ def test_charts_draw_request_rate_latency_and_tokens(page: Any, server: ServerPr
         assert painted > 100, chart
 
 
-def test_screenshot_for_the_readme(page: Any, server: ServerProcess) -> None:
+def test_screenshot_for_the_readme(
+    page: Any, server: ServerProcess, readme_screenshot: Callable[[str], Path]
+) -> None:
     page.fill("[data-testid=predict-input]", '{"text": "hello", "times": 2}')
     page.click("[data-testid=predict-send]")
     page.fill("[data-testid=chat-max-tokens]", "24")
@@ -170,9 +169,9 @@ def test_screenshot_for_the_readme(page: Any, server: ServerProcess) -> None:
         "document.querySelector('[data-testid=chat-state]').textContent === 'done'",
         timeout=10_000,
     )
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    assert SCREENSHOT.stat().st_size > 10_000
+    screenshot = readme_screenshot("playground.png")
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
 
 
 def test_docs_page_renders_the_routes_without_leaving_the_server(

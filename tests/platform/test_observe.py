@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observe.conftest import chromium_path
-from tests.platform.conftest import MODELS, ROOT, PlatformProcess, model_copy, wait_for
+from tests.platform.conftest import MODELS, PlatformProcess, model_copy, wait_for
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra: pip install 'kingpost[otel]'")
 pytest.importorskip("opentelemetry.proto", reason="the test extra has opentelemetry-proto")
 from tests.observe.otlp_receiver import OTLPReceiver
 
-SCREENSHOT = ROOT / "docs" / "playground-platform.png"
 MODEL = "shop"
 TRACE_ID = "5bf92f3577b34da6a3ce929d0e0e4737"
 PARENT_ID = "10f067aa0ba902b8"
@@ -174,7 +173,10 @@ def browser() -> Iterator[Any]:
 
 
 def test_the_playground_pane_lists_deployments_and_its_promote_button_promotes(
-    platform: PlatformProcess, deployments: dict[str, str], browser: Any
+    platform: PlatformProcess,
+    deployments: dict[str, str],
+    browser: Any,
+    readme_screenshot: Callable[[str], Path],
 ) -> None:
     v1, v2 = deployments["v1"], deployments["v2"]
     context = browser.new_context(viewport={"width": 1280, "height": 820})
@@ -238,9 +240,9 @@ def test_the_playground_pane_lists_deployments_and_its_promote_button_promotes(
         assert _points(page, "chart-rate") >= 2
         badge = page.inner_text("#readiness")
         assert badge.endswith("replicas ready"), badge
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
-        assert SCREENSHOT.stat().st_size > 10_000
+        screenshot = readme_screenshot("playground-platform.png")
+        page.screenshot(path=str(screenshot), full_page=True)
+        assert screenshot.stat().st_size > 10_000
         assert outside == [] and errors == []
     finally:
         context.close()
