@@ -168,6 +168,7 @@ class Exchange:
     """Per-request state shared by the route handler, the hook and the stream."""
 
     __slots__ = (
+        "__weakref__",
         "_abandoned",
         "_disconnect_callbacks",
         "_disconnect_event",
@@ -279,7 +280,7 @@ class Exchange:
 
     def watch_disconnect(self) -> None:
         """Start noticing the client leaving (only once the body has been read)."""
-        if self._watcher is None and not self.disconnected:
+        if self._watcher is None and not self.disconnected and not self.finished:
             self._watcher = self._loop.create_task(self._watch())
 
     def on_disconnect(self, callback: Callable[[], None]) -> None:
@@ -337,7 +338,7 @@ class Exchange:
     def close(self) -> None:
         """The response is complete: stop watching."""
         self.finished = True
-        watcher = self._watcher
+        watcher, self._watcher = self._watcher, None  # its frame holds us: no cycle via it
         if watcher is not None and not watcher.done():
             watcher.cancel()
 

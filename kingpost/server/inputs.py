@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 from starlette.requests import Request
@@ -27,6 +29,30 @@ def model_request(ex: Exchange, body: bytes) -> Request:
     """A Request for a hook that declares one; built only for such hooks."""
     request = Request(ex.scope, ex.receive_after_body)
     request._body = body  # the body was read already; hand the model the same bytes
-    request.state.watch_disconnect = ex.thread_event
+    request.state.watch_disconnect = WatchDisconnect(ex)
     request.state.request_id = ex.request_id
     return request
+
+
+class WatchDisconnect:
+    """``request.state.watch_disconnect()``: the exchange's ``threading.Event``, set when
+    the client goes away (or the request times out).
+
+    The exchange is held weakly: the request's scope keeps this object, and the
+    exchange keeps the scope, so a strong hold would make every such request a
+    reference cycle left to the cycle collector. Asked after the request is over,
+    it answers an event that is already set.
+    """
+
+    __slots__ = ("_exchange",)
+
+    def __init__(self, ex: Exchange) -> None:
+        self._exchange = weakref.ref(ex)
+
+    def __call__(self) -> threading.Event:
+        ex = self._exchange()
+        if ex is not None:
+            return ex.thread_event()
+        gone = threading.Event()
+        gone.set()
+        return gone
