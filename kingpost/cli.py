@@ -122,9 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_async_commands(commands)
 
     from kingpost.auth.commands import add_keys_command
-    from kingpost.platform.commands import add_commands
+    from kingpost.platform.commands import add_commands, add_key_store_arguments
 
-    add_keys_command(commands.add_parser)
+    add_keys_command(commands.add_parser, add_key_store_arguments)
     add_commands(commands)
     return parser
 
@@ -191,8 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         return predict_command(args)
     if args.command == "keys":
         from kingpost.auth.commands import keys_command
+        from kingpost.auth.keys import KeyStoreError
+        from kingpost.platform.commands import key_store
 
-        return keys_command(args)
+        try:
+            store = key_store(args)
+        except KeyStoreError as exc:
+            print(f"kingpost: {exc}", file=sys.stderr)
+            return 2
+        return keys_command(args, store)
     if args.command == "async":
         return async_command(args)
     from kingpost.platform.commands import COMMANDS, run

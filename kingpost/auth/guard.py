@@ -54,6 +54,7 @@ class RouteAccess:
     scope: str | None
     environment: str | None = None
     group: str = "invoke"
+    model: str | None = None  # None: the guard's own model
 
 
 def classify_path(path: str, method: str, opened: Collection[str] = ()) -> RouteAccess:
@@ -65,7 +66,7 @@ def classify_path(path: str, method: str, opened: Collection[str] = ()) -> Route
         environment = match["env"] or match["named"]
         rest = match["rest"] or "/"
         local = rest[len("/sync") :] if rest.startswith("/sync/") else rest
-    dialect = _dialect(local)
+    dialect = path_dialect(local)
     if local == "/" and match is None and method in ("GET", "HEAD"):
         return RouteAccess(dialect, None, environment, "liveness")
     if local in _READINESS:
@@ -83,7 +84,13 @@ def classify_path(path: str, method: str, opened: Collection[str] = ()) -> Route
     return RouteAccess(dialect, "admin" if group == "metrics" else "invoke", environment, group)
 
 
-def _dialect(local: str) -> Dialect:
+def classify_request(scope: Scope, opened: Collection[str] = ()) -> RouteAccess:
+    """``classify_path`` for an ASGI scope (what KeyGuard calls)."""
+    return classify_path(scope["path"], scope.get("method", "GET"), opened)
+
+
+def path_dialect(local: str) -> Dialect:
+    """The error dialect of a path as a model server answers it (``/v1/messages``: Anthropic)."""
     if local == "/v1/messages" or local.startswith("/v1/messages/"):
         return ErrorDialect.ANTHROPIC
     if local.startswith("/v1/") and not any(local.startswith(p) for p in _KINGPOST_V1):
@@ -96,7 +103,7 @@ def route_dialects(router: Router) -> Callable[[str], Dialect]:
 
     def dialect_of(path: str) -> Dialect:
         route = router.resolve(path)
-        return route.dialect if isinstance(route, Route) else _dialect(path)
+        return route.dialect if isinstance(route, Route) else path_dialect(path)
 
     return dialect_of
 
@@ -119,10 +126,13 @@ class KeyGuard:
         environment: str | None = None,
         quotas: Quotas | None = None,
         opened: Collection[str] = (),
-        classify: Callable[[str, str, Collection[str]], RouteAccess] = classify_path,
+        classify: Callable[[Scope, Collection[str]], RouteAccess] = classify_request,
         dialect_of: Callable[[str], Dialect] | None = None,
         log_refusals: bool = True,
+        required: Callable[[], bool] | None = None,
     ) -> None:
+        """``required``, when given, says whether keys are on at all right now (the
+        platform's are once any key exists); while it is false every request passes."""
         unknown = set(opened) - set(OPENABLE)
         if unknown:
             raise ValueError(f"only {', '.join(OPENABLE)} can be opened, not {sorted(unknown)}")
@@ -135,13 +145,17 @@ class KeyGuard:
         self.classify = classify
         self.dialect_of = dialect_of
         self.log_refusals = log_refusals
+        self.required = required
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        access = self.classify(scope["path"], scope.get("method", "GET"), self.opened)
+        if self.required is not None and not self.required():
+            await self.app(scope, receive, send)
+            return
+        access = self.classify(scope, self.opened)
         if access.scope is None:
             await self.app(scope, receive, send)
             return
@@ -149,7 +163,8 @@ class KeyGuard:
         try:
             key = await verify_key(self.store, presented_key(scope["headers"]))
             environment = access.environment or self.environment
-            refusal = key.refusal(access.scope, self.model, environment)
+            model = self.model if access.model is None else access.model
+            refusal = key.refusal(access.scope, model, environment)
             if refusal is not None:
                 raise PermissionDeniedError(refusal)
             admission = self.quotas.admit(key.id, quota_of(key))

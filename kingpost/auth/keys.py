@@ -41,6 +41,10 @@ class UnknownKeyError(LookupError):
     """No key with that id in the store (``kingpost keys revoke``)."""
 
 
+class KeyStoreError(Exception):
+    """The store could not be read or changed (the message says why)."""
+
+
 @dataclass(frozen=True)
 class ApiKey:
     """One key's record: everything but the key itself.

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kingpost.errors import InvalidRequestError
 from kingpost.platform.declarative import load_file
-from kingpost.platform.errors import InvalidRequestError
 from tests.platform.conftest import ROOT, PlatformProcess, model_copy, wait_for
 
 
