@@ -11,6 +11,7 @@ client.wait_deployed(deployment["id"], "production")
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -45,7 +46,7 @@ class AdminClient:
         base_url: str,
         timeout: float = 60.0,
         api_key: str | None = None,
-        verify: bool = True,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         key = api_key or os.environ.get(KEY_VARIABLE)
