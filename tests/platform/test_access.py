@@ -27,6 +27,7 @@ from kingpost.scaffold import create_model_dir
 from tests.platform.conftest import MODELS, PlatformProcess, wait_for
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+ASYNC = {"model_input": {"prompt": "later"}}
 MESSAGES = {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 # (method, path, extra headers, body, needed scope, error dialect)
 ROUTES: list[tuple[str, str, dict[str, str], Any, str, str]] = [
@@ -37,7 +38,7 @@ ROUTES: list[tuple[str, str, dict[str, str], Any, str, str]] = [
     ("POST", "/models/keyed/production/sync/v1/messages", {}, MESSAGES, "invoke", "anthropic"),
     ("GET", "/models/keyed/production/sync/v1/models", {}, None, "invoke", "openai"),
     ("POST", "/models/keyed/production/wake", {}, None, "invoke", "kingpost"),
-    ("POST", "/models/keyed/production/async_predict", {}, {"model_input": {}}, "async", "kingpost"),
+    ("POST", "/models/keyed/production/async_predict", {}, ASYNC, "async", "kingpost"),
     ("GET", "/models/keyed/production/async_queue_status", {}, None, "async", "kingpost"),
     ("GET", "/async_request/abc", {}, None, "async", "kingpost"),
     ("GET", "/admin/v1/models", {}, None, "admin", "kingpost"),
