@@ -11,6 +11,13 @@ where the server can send one, else a close before accept (the client sees 403).
 
 The key's header is taken out of what the app sees, so a key never reaches a
 model or a custom server's logs; ``scope["auth"]`` holds the key's record.
+
+Pages a person opens in a browser (``browser_groups``) also take the key as the
+password of HTTP Basic: their 401 asks for it, and the browser then sends it
+with the page's own requests. A browser sends such credentials to cross-site
+requests too, so a request so authenticated may change something only when
+the browser says it comes from this server's own pages (``Sec-Fetch-Site:
+same-origin``).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from kingpost.auth.keys import ApiKey, KeyStore, presented_key, verify_key
+from kingpost.auth.keys import ApiKey, KeyStore, basic_key, presented_key, verify_key
 from kingpost.errors import (
     AuthenticationError,
     PermissionDeniedError,
@@ -44,6 +51,8 @@ _READINESS = frozenset({"/v1/models/model", "/v1/models/model/loaded", "/ping"})
 _KINGPOST_V1 = frozenset({"/v1/models/model", "/v1/websocket"})
 _ASYNC = re.compile(r"^/(?:async_predict|async_queue_status|async_request(?:/.*)?)$")
 _CLOSE_POLICY_VIOLATION = 1008
+_BASIC_CHALLENGE = (b"www-authenticate", b'Basic realm="kingpost", charset="UTF-8"')
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ class KeyGuard:
         dialect_of: Callable[[str], Dialect] | None = None,
         log_refusals: bool = True,
         required: Callable[[], bool] | None = None,
+        browser_groups: Collection[str] = (),
     ) -> None:
         """``required``, when given, says whether keys are on at all right now (the
         platform's are once any key exists); while it is false every request passes."""
@@ -146,6 +156,7 @@ class KeyGuard:
         self.dialect_of = dialect_of
         self.log_refusals = log_refusals
         self.required = required
+        self.browser_groups = frozenset(browser_groups)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -161,7 +172,7 @@ class KeyGuard:
             return
         started = time.perf_counter()
         try:
-            key = await verify_key(self.store, presented_key(scope["headers"]))
+            key = await verify_key(self.store, self._presented(scope, access))
             environment = access.environment or self.environment
             model = self.model if access.model is None else access.model
             refusal = key.refusal(access.scope, model, environment)
@@ -176,6 +187,20 @@ class KeyGuard:
         with admission:
             await self.app(scope, receive, send)
 
+    def _presented(self, scope: Scope, access: RouteAccess) -> str | None:
+        headers = scope["headers"]
+        presented = presented_key(headers)
+        if presented is not None or access.group not in self.browser_groups:
+            return presented
+        presented = basic_key(headers)
+        unsafe = scope.get("method", "GET") not in _SAFE_METHODS
+        if presented is not None and unsafe and (b"sec-fetch-site", b"same-origin") not in headers:
+            raise PermissionDeniedError(
+                "a key sent by a browser changes nothing unless the request comes from "
+                "this server's own pages; send it as Authorization: Bearer"
+            )
+        return presented
+
     async def _refuse(
         self,
         scope: Scope,
@@ -188,6 +213,7 @@ class KeyGuard:
         request_id = request_id_of(scope)
         dialect = self.dialect_of(scope["path"]) if self.dialect_of else access.dialect
         reply = refusal(exc, dialect)
+        browser = isinstance(exc, AuthenticationError) and access.group in self.browser_groups
         body = reply.body
         headers = [
             (b"content-type", b"application/json"),
@@ -195,6 +221,7 @@ class KeyGuard:
             (b"x-request-id", request_id.encode()),
             (b"x-baseten-request-id", request_id.encode()),
             *reply.headers,  # the error table's, the platform's error headers among them
+            *((_BASIC_CHALLENGE,) if browser else ()),  # a browser asks for the key
         ]
         status = reply.status
         if scope["type"] == "websocket":

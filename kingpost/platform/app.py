@@ -106,6 +106,7 @@ class PlatformApp:
                 quotas=Quotas(key_quota),
                 classify=lambda scope, _: classify_platform(scope, platform.snapshot),
                 required=keys.required,
+                browser_groups={"admin"},  # the playground, opened with the key as password
             )
         if tracing is not None and tracing.tracer is not None:
             # Only then is the routing hop a span: with tracing off, nothing is wrapped.

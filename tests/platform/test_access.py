@@ -4,6 +4,7 @@ the platform's own commands keep working with an admin key. One platform per mod
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import time
@@ -361,3 +362,41 @@ def test_platform_commands_send_the_admin_key(platform: PlatformProcess, keys: K
     assert "keyed" in models.stdout
     without = platform.cli("models", "--api-key", keys.invoke)
     assert without.returncode == 1 and "scope" in without.stderr
+
+
+# -- the playground in a browser: HTTP Basic with the key as password -----------------------
+
+
+def test_the_playground_asks_a_browser_for_the_key_and_takes_it_as_basic_password(
+    platform: PlatformProcess, keys: Keys
+) -> None:
+    refused = httpx.get(platform.url("/playground"))
+    assert refused.status_code == 401
+    assert 'Basic realm="kingpost"' in refused.headers["www-authenticate"]
+    assert "Basic" not in call(platform, ROUTES[0]).headers["www-authenticate"]  # not for models
+    page = httpx.get(platform.url("/playground"), auth=("", keys.admin))
+    assert page.status_code == 200 and "html" in page.headers["content-type"]
+    assert httpx.get(platform.url("/admin/v1/models"), auth=("me", keys.admin)).status_code == 200
+    assert httpx.get(platform.url("/playground"), auth=("", keys.invoke)).status_code == 403
+    assert httpx.get(platform.url("/playground"), auth=("", "kp_wrongwrong_x")).status_code == 401
+    # Basic is no key for a model's routes.
+    assert call(platform, ROUTES[0], authorization=basic(keys.admin)).status_code == 401
+
+
+def test_a_browser_s_key_changes_nothing_from_another_site(
+    platform: PlatformProcess, keys: Keys
+) -> None:
+    url = platform.url("/admin/v1/models")
+    for site in (None, "cross-site", "same-site"):
+        headers = {"authorization": basic(keys.admin)}
+        if site is not None:
+            headers["sec-fetch-site"] = site
+        reply = httpx.post(url, json={"name": "csrf"}, headers=headers)
+        assert reply.status_code == 403, (site, reply.text)
+    assert all(m["name"] != "csrf" for m in platform.admin.models())
+    same = {"authorization": basic(keys.admin), "sec-fetch-site": "same-origin"}
+    assert httpx.post(url, json={"name": "from-the-page"}, headers=same).status_code == 201
+
+
+def basic(key: str) -> str:
+    return "Basic " + base64.b64encode(f"playground:{key}".encode()).decode()

@@ -95,7 +95,7 @@ def test_watch_refreshes_within_its_interval(
     async def scenario() -> float:
         watcher = asyncio.create_task(second.watch(interval=0.05))
         try:
-            key, record = await asyncio.to_thread(first.create, KeySpec())
+            _, record = await asyncio.to_thread(first.create, KeySpec())
             started = time.monotonic()
             while not await second.candidates(record.id):
                 assert time.monotonic() - started < 5, "the new key was never seen"

@@ -60,7 +60,9 @@ def test_which_binds_need_a_key(tmp_path: Path) -> None:
             assert open_bind_refusal(PlatformOptions(host=host), keys) is None
         for host in ("0.0.0.0", "::", "192.0.2.7", "example.internal"):
             assert open_bind_refusal(PlatformOptions(host=host), keys) is not None
-        assert open_bind_refusal(PlatformOptions(host="0.0.0.0", insecure_no_keys=True), keys) is None
+        assert (
+            open_bind_refusal(PlatformOptions(host="0.0.0.0", insecure_no_keys=True), keys) is None
+        )
         _, record = keys.store.create(KeySpec(scopes=frozenset({"admin"})))
         assert open_bind_refusal(PlatformOptions(host="0.0.0.0"), keys) is None
         keys.store.revoke(record.id)  # a revoked key lets no one in: it does not count
