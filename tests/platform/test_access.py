@@ -19,7 +19,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from kingpost.auth import KeySpec
 from kingpost.platform.keystore import PlatformKeyStore
@@ -93,7 +93,10 @@ def keys(module_dir: Path) -> Keys:
 @pytest.fixture(scope="module")
 def platform(module_dir: Path, keys: Keys) -> Iterator[PlatformProcess]:
     file = module_dir / "kingpost.yaml"
-    file.write_text("platform:\n  model_quotas:\n    socket: {concurrency: 1}\nmodels: {}\n")
+    # Applied by the platform through its own admin API, with a key of its own.
+    file.write_text(
+        "platform:\n  model_quotas:\n    socket: {concurrency: 1}\nmodels: {declared: {}}\n"
+    )
     process = PlatformProcess(module_dir / "home", str(file), api_key=keys.admin)
     process.start()
     try:
@@ -238,10 +241,23 @@ def test_a_websocket_needs_a_key_at_the_handshake(platform: PlatformProcess, key
         assert busy.value.response.status_code == 429
         assert int(busy.value.response.headers["retry-after"]) >= 1
         ws.send("done")
-    with connect(url, additional_headers={"x-api-key": keys.invoke}, open_timeout=10) as ws:
+    with open_socket(url, keys.invoke) as ws:
         ws.send("again")
         assert ws.recv(timeout=10) == "production: again"
         ws.send("done")
+
+
+def open_socket(url: str, key: str) -> ClientConnection:
+    """A websocket of ``socket``, once the model's one place is free again: the place of
+    one that just closed is given back when the platform has relayed its close."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return connect(url, additional_headers={"x-api-key": key}, open_timeout=10)
+        except InvalidStatus as exc:
+            if exc.response.status_code != 429 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 # -- the SDKs, with their own auth headers --------------------------------------------------
@@ -296,7 +312,7 @@ def test_a_model_past_its_concurrency_gets_429_for_http_too(
     platform: PlatformProcess, keys: Keys
 ) -> None:
     url = f"ws://127.0.0.1:{platform.port}/models/socket/production/websocket"
-    with connect(url, additional_headers={"x-api-key": keys.invoke}, open_timeout=10) as ws:
+    with open_socket(url, keys.invoke) as ws:
         ws.send("hold")
         assert ws.recv(timeout=10) == "production: hold"
         route = ("POST", "/models/socket/production/sync/v1/chat/completions", {}, CHAT, "", "")
@@ -362,6 +378,30 @@ def test_platform_commands_send_the_admin_key(platform: PlatformProcess, keys: K
     assert "keyed" in models.stdout
     without = platform.cli("models", "--api-key", keys.invoke)
     assert without.returncode == 1 and "scope" in without.stderr
+
+
+def test_kingpost_yaml_is_applied_with_keys_on(platform: PlatformProcess) -> None:
+    names = lambda: {model["name"] for model in platform.admin.models()}  # noqa: E731
+    wait_for(lambda: "declared" in names(), 20, "the file's model", interval=0.2)
+
+
+def test_predict_and_async_commands_send_a_key(platform: PlatformProcess, keys: Keys) -> None:
+    def kingpost(*args: str, key: str = "") -> subprocess.CompletedProcess[str]:
+        env = {**platform.env, "KINGPOST_API_KEY": key}
+        command = [sys.executable, "-m", "kingpost", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    target = platform.url("/models/keyed/production")
+    predicted = kingpost("predict", "--url", target + "/predict", "-d", "{}", key=keys.invoke)
+    assert predicted.returncode == 0, predicted.stderr
+    refused = kingpost("predict", "--url", target + "/predict", "-d", "{}", key=keys.async_only)
+    assert refused.returncode == 1 and "error 403" in refused.stderr
+    submitted = kingpost(
+        "async", "submit", "--url", target, "-d", "{}", "--api-key", keys.async_only
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    status = kingpost("async", "status", submitted.stdout.strip(), "--url", platform.base_url)
+    assert status.returncode == 1 and "401" in status.stderr
 
 
 # -- the playground in a browser: HTTP Basic with the key as password -----------------------
