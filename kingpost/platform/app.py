@@ -149,8 +149,10 @@ class PlatformApp:
                     f"no route for {path}: use Host: model-{{model}}.… or /models/{{model}}/…"
                 )
         except TooManyRequestsError as exc:  # a model's quota: in the route's dialect
-            dialect = invocation_dialect(invocation) if isinstance(invocation, Invocation) else None
-            await _send_error(send, exc, dialect or ErrorDialect.KINGPOST)
+            dialect = ErrorDialect.KINGPOST
+            if isinstance(invocation, Invocation):
+                dialect = invocation_dialect(invocation)
+            await _send_error(send, exc, dialect)
         except RequestError as exc:
             await _send_error(send, exc)
         except (ClientGone, UpstreamError):
@@ -161,10 +163,12 @@ class PlatformApp:
         if not self.model_quotas:
             return _NO_QUOTA
         model = self.platform.snapshot.find_model(invocation.model)
-        quota = self.model_quotas.get(model.name) if model is not None else None
+        if model is None:
+            return _NO_QUOTA  # unknown: a 404 follows
+        quota = self.model_quotas.get(model.name)
         if quota is None:
             return _NO_QUOTA
-        return self._model_usage.admit(model.name, quota)  # type: ignore[union-attr]
+        return self._model_usage.admit(model.name, quota)
 
     async def _invoke(
         self, invocation: Invocation, scope: Scope, receive: Receive, send: Send
