@@ -109,8 +109,10 @@ class PlatformProcess:
         return Path(self._log.name).read_text(errors="replace")
 
     def close(self) -> None:
-        self.stop()
+        # The client's idle connection first: over TLS the server's close of it waits
+        # for the client's close_notify, which an idle client never sends.
         self.admin.close()
+        self.stop()
         self._log.close()
         os.unlink(self._log.name)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anthropic
@@ -120,5 +121,9 @@ def test_up_speaks_https_to_httpx_and_both_sdks(
                 model="m", max_tokens=16, messages=[{"role": "user", "content": "tls"}]
             )
             assert message.content
+        process.admin.close()
+        started = time.monotonic()
+        process.stop()
+        assert time.monotonic() - started < 10
     finally:
         process.close()
