@@ -6,13 +6,15 @@ Once any key exists (in the state store, or given with ``--api-key`` /
 endpoints ``async``, the admin API and the platform's pages ``admin``.
 
     keys = PlatformKeys(PlatformKeyStore(store), api_keys=["an-operator-key-0123"])
-    access = classify_platform(scope, snapshot)   # RouteAccess(scope="invoke", model="echo", ...)
+    rules = RouteRules(lambda: platform.snapshot)
+    rules(scope)        # RouteAccess(scope="invoke", model="echo", environment="production", ...)
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 
 from kingpost.auth.guard import RouteAccess, path_dialect
 from kingpost.auth.keys import ChainedKeyStore, MemoryKeyStore, static_key
@@ -45,19 +47,54 @@ class PlatformKeys:
 
     def __init__(self, store: PlatformKeyStore, api_keys: Sequence[str] = ()) -> None:
         self.store = store
-        self.operator = MemoryKeyStore(static_key(key, name="command line") for key in api_keys)
         self.internal_key = "kp-internal-" + secrets.token_urlsafe(32)
         register_secret(self.internal_key)
-        internal = MemoryKeyStore([static_key(self.internal_key, name="kingpost up")])
-        self.checked = ChainedKeyStore([self.operator, internal, store])
+        # Its own calls are never held back by the per-key quota (a key's own quota wins).
+        internal = replace(
+            static_key(self.internal_key, name="kingpost up"), rate=1e9, concurrency=1_000_000
+        )
+        operator = [static_key(key, name="command line") for key in api_keys]
+        self.given = len(operator)
+        self.checked = ChainedKeyStore([MemoryKeyStore([*operator, internal]), store])
 
     def required(self) -> bool:
         """Whether keys are on: any record exists (a revoked one too), or one was given."""
-        return bool(len(self.operator) or len(self.store))
+        return bool(self.given or len(self.store))
 
     def usable(self) -> int:
         """Keys a caller could use now (the internal one not counted)."""
-        return len(self.operator) + self.store.usable()
+        return self.given + self.store.usable()
+
+
+class RouteRules:
+    """``classify_platform`` for ``KeyGuard(classify=...)``, remembered per (host, path,
+    method) until the platform's snapshot changes: the rule of a route is worked out
+    once, not for every request. Bounded: long paths are not kept, and the memo starts
+    over when full."""
+
+    MAX_ENTRIES = 4096
+    MAX_PATH = 512
+
+    def __init__(self, snapshot_of: Callable[[], Snapshot]) -> None:
+        self.snapshot_of = snapshot_of
+        self._snapshot: Snapshot | None = None
+        self._memo: dict[tuple[bytes | None, str, str], RouteAccess] = {}
+
+    def __call__(self, scope: Scope, opened: Collection[str] = ()) -> RouteAccess:
+        snapshot = self.snapshot_of()
+        if snapshot is not self._snapshot:
+            self._memo.clear()
+            self._snapshot = snapshot
+        path: str = scope["path"]
+        key = (host_of(scope), path, scope.get("method", "GET"))
+        found = self._memo.get(key)
+        if found is None:
+            found = classify_platform(scope, snapshot)
+            if len(path) <= self.MAX_PATH:
+                if len(self._memo) >= self.MAX_ENTRIES:
+                    self._memo.clear()
+                self._memo[key] = found
+        return found
 
 
 def invocation_dialect(invocation: Invocation) -> ErrorDialect:

@@ -25,7 +25,7 @@ from kingpost.platform.access import (
     ADMIN_PREFIX,
     LIVENESS,
     PlatformKeys,
-    classify_platform,
+    RouteRules,
     host_of,
     invocation_dialect,
 )
@@ -104,7 +104,7 @@ class PlatformApp:
                 keys.checked,
                 model="",
                 quotas=Quotas(key_quota),
-                classify=lambda scope, _: classify_platform(scope, platform.snapshot),
+                classify=RouteRules(lambda: platform.snapshot),
                 required=keys.required,
                 browser_groups={"admin"},  # the playground, opened with the key as password
             )

@@ -22,9 +22,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from kingpost.auth import KeySpec
+from kingpost.platform.access import RouteRules, classify_platform
 from kingpost.platform.keystore import PlatformKeyStore
 from kingpost.platform.store import StateStore
 from kingpost.scaffold import create_model_dir
+from kingpost.server.errors import ErrorDialect
 from tests.platform.conftest import MODELS, PlatformProcess, wait_for
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
@@ -140,6 +142,57 @@ def model_requests(platform: PlatformProcess, keys: Keys) -> float:
         for sample in family.samples
         if sample.name.endswith("_total") and sample.labels.get("model_name") == "keyed"
     )
+
+
+# -- the rule of each route (no process) ---------------------------------------------------
+
+
+def scope_of(path: str, method: str = "GET", host: bytes = b"127.0.0.1") -> dict[str, Any]:
+    return {"type": "http", "path": path, "method": method, "headers": [(b"host", host)]}
+
+
+def test_each_platform_route_has_its_scope_model_environment_and_dialect(tmp_path: Path) -> None:
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        model = store.create_model("echo")
+        snapshot = store.snapshot()
+    finally:
+        store.close()
+    rule = lambda path, **kw: classify_platform(scope_of(path, **kw), snapshot)  # noqa: E731
+    by_id = rule(f"/models/{model.id}/environments/staging/sync/v1/messages", method="POST")
+    assert (by_id.scope, by_id.model, by_id.environment) == ("invoke", "echo", "staging")
+    assert by_id.dialect is ErrorDialect.ANTHROPIC
+    hosted = rule("/development/websocket", host=b"model-echo.example")
+    assert (hosted.scope, hosted.model, hosted.environment) == ("invoke", "echo", "development")
+    regional = rule("/sync/v1/embeddings", host=b"model-echo-production.example", method="POST")
+    assert (regional.environment, regional.dialect) == ("production", ErrorDialect.OPENAI)
+    deployment = rule("/models/echo/deployment/abc123/predict", method="POST")
+    assert deployment.environment is None  # a key limited to environments cannot reach it
+    assert rule("/models/echo/production/async_predict", method="POST").scope == "async"
+    assert rule("/async_request/r1").scope == "async"
+    for admin in ("/admin/v1/models", "/metrics", "/playground", "/docs", "/openapi.json"):
+        assert rule(admin).scope == "admin", admin
+    assert rule("/").scope is None and rule("/healthz").scope is None
+    assert rule("/", method="POST").scope == "invoke"  # only GET / is liveness
+    assert rule("/nothing/here").scope == "invoke"  # unknown paths are not open
+
+
+def test_route_rules_are_remembered_until_the_snapshot_changes(tmp_path: Path) -> None:
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        current = [store.snapshot()]  # before the model exists
+        created = store.create_model("named")
+        rules = RouteRules(lambda: current[0])
+        path = f"/models/{created.id}/production/predict"
+        first = rules(scope_of(path))
+        assert first.model == created.id  # unknown to that snapshot: kept as given
+        assert rules(scope_of(path)) is first
+        current[0] = store.snapshot()
+        assert rules(scope_of(path)).model == "named"
+        long = "/models/named/production/sync/" + "x" * RouteRules.MAX_PATH
+        assert rules(scope_of(long)) is not rules(scope_of(long))  # long paths are not kept
+    finally:
+        store.close()
 
 
 # -- no key, a wrong key, a revoked key: 401 in the route's dialect ----------------------
