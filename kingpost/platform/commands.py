@@ -89,7 +89,7 @@ AUTOSCALING_FLAGS = {
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up = commands.add_parser("up", help="run the platform: many models behind one address")
     up.add_argument("file", nargs="?", type=Path, help="kingpost.yaml (default: ./kingpost.yaml)")
-    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--host", default="127.0.0.1", help="beyond loopback only with a key")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--home", type=Path, default=None, help="state, deployments, logs")
     up.add_argument("--state", default=None, help="postgresql://... to share state")
@@ -184,9 +184,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     apply.add_argument("file", type=Path)
 
 
-def add_admin_arguments(parser: argparse.ArgumentParser, default: Any = None) -> None:
+def add_admin_arguments(
+    parser: argparse.ArgumentParser,
+    default: Any = None,
+    where: str = "admin URL ($KINGPOST_PLATFORM)",
+) -> None:
     """Where a command finds the admin API, and the key it sends there."""
-    parser.add_argument("--platform", default=default, help="admin URL ($KINGPOST_PLATFORM)")
+    parser.add_argument("--platform", default=default, help=where)
     parser.add_argument(
         "--api-key", default=default, metavar="KEY", help=f"an admin key (${KEY_VARIABLE})"
     )
@@ -194,7 +198,7 @@ def add_admin_arguments(parser: argparse.ArgumentParser, default: Any = None) ->
 
 def add_key_store_arguments(parser: argparse.ArgumentParser) -> None:
     """``kingpost keys``: the platform's keys, through its admin API or in its state."""
-    add_admin_arguments(parser, argparse.SUPPRESS)
+    add_admin_arguments(parser, argparse.SUPPRESS, "the keys of the platform at this admin URL")
     parser.add_argument("--home", type=Path, help="the platform's home (its state.db)")
     parser.add_argument("--state", help="the platform's postgresql:// state")
 
