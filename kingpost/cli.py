@@ -119,12 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     body.add_argument("-f", "--file", help="file with the JSON request body ('-' for stdin)")
     predict.add_argument("--stream", action="store_true", help="print chunks as they arrive")
     predict.add_argument("--timeout", type=float, default=1200.0)
+    predict.add_argument("--api-key", metavar="KEY", help="the server's key ($KINGPOST_API_KEY)")
     add_async_commands(commands)
 
     from kingpost.auth.commands import add_keys_command
-    from kingpost.platform.commands import add_commands
+    from kingpost.platform.commands import add_commands, add_key_store_arguments
 
-    add_keys_command(commands.add_parser)
+    add_keys_command(commands.add_parser, add_key_store_arguments)
     add_commands(commands)
     return parser
 
@@ -135,6 +136,7 @@ def add_async_commands(commands: argparse._SubParsersAction) -> None:  # type: i
     url_help = "server URL (for submit, a platform target such as .../environments/staging)"
     submit = actions.add_parser("submit", help="queue a request; prints its request id")
     submit.add_argument("--url", default="http://127.0.0.1:8080", help=url_help)
+    submit.add_argument("--api-key", metavar="KEY", help="the server's key ($KINGPOST_API_KEY)")
     body = submit.add_mutually_exclusive_group(required=True)
     body.add_argument("-d", "--data", help="model_input as JSON")
     body.add_argument("-f", "--file", help="file with model_input as JSON ('-' for stdin)")
@@ -152,6 +154,7 @@ def add_async_commands(commands: argparse._SubParsersAction) -> None:  # type: i
         action = actions.add_parser(name, help=text)
         action.add_argument("request_id")
         action.add_argument("--url", default="http://127.0.0.1:8080", help="server URL")
+        action.add_argument("--api-key", metavar="KEY", help="the server's key ($KINGPOST_API_KEY)")
         if name == "result":
             action.add_argument("--wait", action="store_true", help="wait until it finishes")
             action.add_argument("--timeout", type=float, default=600.0)
@@ -191,8 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         return predict_command(args)
     if args.command == "keys":
         from kingpost.auth.commands import keys_command
+        from kingpost.auth.keys import KeyStoreError
+        from kingpost.platform.commands import key_store
 
-        return keys_command(args)
+        try:
+            store = key_store(args)
+        except KeyStoreError as exc:
+            print(f"kingpost: {exc}", file=sys.stderr)
+            return 2
+        return keys_command(args, store)
     if args.command == "async":
         return async_command(args)
     from kingpost.platform.commands import COMMANDS, run
@@ -311,7 +321,7 @@ def predict_command(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"kingpost: the request body is not usable JSON: {exc}", file=sys.stderr)
         return 2
-    return run_predict(PredictCall(args.url, body, args.stream, args.timeout))
+    return run_predict(PredictCall(args.url, body, args.stream, args.timeout, args.api_key))
 
 
 if __name__ == "__main__":
@@ -325,6 +335,7 @@ def async_command(args: argparse.Namespace) -> int:
     from kingpost.client import read_body
 
     call = AsyncCall(args.action, url=args.url, request_id=getattr(args, "request_id", None))
+    call.api_key = args.api_key
     call.wait = getattr(args, "wait", False)
     call.timeout = getattr(args, "timeout", 600.0)
     if args.action == "submit":

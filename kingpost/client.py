@@ -4,11 +4,13 @@
     kingpost predict --url http://127.0.0.1:8080/v1/chat/completions -f chat.json --stream
 
 JSON replies are printed indented; streams are printed as their chunks arrive.
+A server with keys is given one with ``--api-key`` or ``$KINGPOST_API_KEY``.
 A failed call prints the server's error message and returns a non-zero code.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -19,6 +21,13 @@ import orjson
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_FAILED = 1
+KEY_VARIABLE = "KINGPOST_API_KEY"
+
+
+def key_headers(api_key: str | None) -> dict[str, str]:
+    """``Authorization: Bearer`` for ``api_key``, else ``$KINGPOST_API_KEY``, else nothing."""
+    key = api_key or os.environ.get(KEY_VARIABLE)
+    return {"authorization": f"Bearer {key}"} if key else {}
 
 
 @dataclass
@@ -27,6 +36,7 @@ class PredictCall:
     body: bytes = b"{}"
     stream: bool = False
     timeout: float = 1200.0
+    api_key: str | None = None
 
     @property
     def target(self) -> str:
@@ -49,7 +59,7 @@ def read_body(data: str | None, file: str | None) -> bytes:
 
 def run_predict(call: PredictCall, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Make the call and print the outcome; returns the process exit code."""
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **key_headers(call.api_key)}
     try:
         with (
             httpx.Client(timeout=httpx.Timeout(call.timeout, connect=10.0)) as client,

@@ -15,22 +15,31 @@
     │   └── UpstreamConnectError     it could not be reached at all
     └── RequestError                 answering one request; carries its HTTP status
         ├── InvalidInputError           400 the body is not what the route takes
-        │   └── InvalidParameterError   400 names the parameter (OpenAI ``param``)
+        │   ├── InvalidParameterError   400 names the parameter (OpenAI ``param``)
+        │   └── InvalidRequestError     400 a bad name, setting or file (the platform)
         ├── AuthenticationError         401 no API key, or a wrong, expired or revoked one
         ├── PermissionDeniedError       403 a key used outside its scope, model or environment
-        ├── HookNotFoundError           404 the model lacks the hook a route calls
-        │   ├── RouteNotFoundError      404 no route has this path
-        │   └── SchemaNotFoundError     404 the model declares no input or output type
+        ├── NotFoundError               404 an unknown model, environment or deployment;
+        │   │                               a deactivated one (the platform)
+        │   └── HookNotFoundError       404 the model lacks the hook a route calls
+        │       ├── RouteNotFoundError  404 no route has this path
+        │       └── SchemaNotFoundError 404 the model declares no input or output type
         ├── MethodNotAllowedError       405
+        ├── ConflictError               409 a promotion already under way; a name taken
         ├── PayloadTooLargeError        413 the body is over ``runtime.max_request_bytes``
         ├── TooManyRequestsError        429 a key past its rate or concurrency quota
         ├── ClientDisconnectedError     499 the client left before the reply
         ├── UpstreamUnavailableError    502 a custom server is down or restarting
+        ├── ReplicaFailedError          502 a platform replica crashed or broke off its reply
         ├── NotReadyError               503 loading, unhealthy or shutting down
         │   ├── BatcherClosedError      503 a batcher was closed
-        │   └── OverloadedError         503 every slot busy and ``runtime.max_queue`` waiting
+        │   ├── OverloadedError         503 every slot busy and ``runtime.max_queue`` waiting
+        │   └── UnavailableError        503 no platform replica in time, too many parked
         └── RequestTimeoutError         504 past ``runtime.request_timeout`` (a TimeoutError)
-            └── StreamReadTimeoutError  504 no chunk within ``streaming_read_timeout``
+            ├── StreamReadTimeoutError  504 no chunk within ``streaming_read_timeout``
+            └── GatewayTimeoutError     504 no reply from a platform replica within the limit
+
+A ``retry_after`` (whole seconds) on an error becomes its ``Retry-After`` header.
 
 Code anywhere raises the specific class; the server renders it once, in the
 error dialect of the route that failed (``kingpost.server.errors``): raising
@@ -50,20 +59,25 @@ __all__ = [
     "BatcherClosedError",
     "ClientDisconnectedError",
     "ConfigError",
+    "ConflictError",
+    "GatewayTimeoutError",
     "HookNotFoundError",
     "InstallError",
     "InvalidInputError",
     "InvalidParameterError",
+    "InvalidRequestError",
     "KingpostError",
     "MethodNotAllowedError",
     "MissingRequirementsError",
     "ModelDefinitionError",
     "ModelFilesNotFoundError",
     "ModelLoadError",
+    "NotFoundError",
     "NotReadyError",
     "OverloadedError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "ReplicaFailedError",
     "RequestError",
     "RequestTimeoutError",
     "RequirementConflictError",
@@ -73,6 +87,7 @@ __all__ = [
     "SecretNotFoundError",
     "StreamReadTimeoutError",
     "TooManyRequestsError",
+    "UnavailableError",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamUnavailableError",
@@ -179,7 +194,17 @@ class PermissionDeniedError(RequestError):
     status_code = 403
 
 
-class HookNotFoundError(RequestError):
+class InvalidRequestError(InvalidInputError):
+    """A bad name, setting or file given to the platform (HTTP 400)."""
+
+
+class NotFoundError(RequestError):
+    """What the request names does not exist, or no longer answers (HTTP 404)."""
+
+    status_code = 404
+
+
+class HookNotFoundError(NotFoundError):
     """The model does not implement the hook the route calls (HTTP 404)."""
 
     status_code = 404
@@ -201,6 +226,12 @@ class MethodNotAllowedError(RequestError):
     def __init__(self, message: str, allow: str = "") -> None:
         super().__init__(message)
         self.allow = allow
+
+
+class ConflictError(RequestError):
+    """The change clashes with the state: a promotion under way, a name taken (HTTP 409)."""
+
+    status_code = 409
 
 
 class PayloadTooLargeError(RequestError):
@@ -227,6 +258,12 @@ class UpstreamUnavailableError(RequestError):
     status_code = 502
 
 
+class ReplicaFailedError(RequestError):
+    """A platform replica crashed or broke off the reply it had begun (HTTP 502)."""
+
+    status_code = 502
+
+
 class NotReadyError(RequestError):
     """The server cannot take the request now: loading, unhealthy or shutting down."""
 
@@ -245,9 +282,22 @@ class OverloadedError(NotReadyError):
         self.retry_after = max(1, math.ceil(retry_after))
 
 
+class UnavailableError(NotReadyError):
+    """No platform replica in time, too many requests parked, a deployment that failed
+    to start (HTTP 503); ``retry_after`` seconds, when given, become ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = None if retry_after is None else max(1, math.ceil(retry_after))
+
+
 class RequestTimeoutError(RequestError, TimeoutError):
     status_code = 504
 
 
 class StreamReadTimeoutError(RequestTimeoutError):
     """A stream produced no chunk within ``runtime.streaming_read_timeout``."""
+
+
+class GatewayTimeoutError(RequestTimeoutError):
+    """No reply from a platform replica began within the sync limit (HTTP 504)."""

@@ -84,8 +84,9 @@ _UNLIMITED = Admission(None)
 class Quotas:
     """Quota bookkeeping for every caller of one server (event-loop thread only)."""
 
-    def __init__(self, default: Quota | None = None) -> None:
+    def __init__(self, default: Quota | None = None, subject: str = "this API key") -> None:
         self.default = default or Quota()
+        self.subject = subject  # who the refusal speaks of
         self._usage: dict[str, _Usage] = {}
 
     def admit(self, caller: str, quota: Quota | None) -> Admission:
@@ -98,7 +99,7 @@ class Quotas:
             usage = self._usage[caller] = _Usage(quota.capacity)
         if quota.concurrency is not None and usage.active >= quota.concurrency:
             raise TooManyRequestsError(
-                f"too many requests at once for this API key (limit {quota.concurrency})", 1
+                f"too many requests at once for {self.subject} (limit {quota.concurrency})", 1
             )
         if quota.rate is not None:
             now = time.monotonic()
@@ -107,7 +108,7 @@ class Quotas:
             if usage.tokens < 1:
                 wait = (1 - usage.tokens) / quota.rate
                 raise TooManyRequestsError(
-                    f"rate limit of {quota.rate:g} requests per second exceeded for this API key",
+                    f"rate limit of {quota.rate:g} requests per second exceeded for {self.subject}",
                     wait,
                 )
             usage.tokens -= 1

@@ -7,7 +7,8 @@
     kingpost async cancel REQUEST_ID
 
 ``--url`` is the server (default http://127.0.0.1:8080), or a platform target
-such as http://127.0.0.1:8080/environments/staging for ``submit``.
+such as http://127.0.0.1:8080/environments/staging for ``submit``; a key, when
+the server has keys, comes from ``--api-key`` or ``$KINGPOST_API_KEY``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
+
+from kingpost.client import key_headers
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -37,6 +40,7 @@ class AsyncCall:
     options: dict[str, Any] = field(default_factory=dict)
     wait: bool = False
     timeout: float = 600.0
+    api_key: str | None = None
 
 
 def server_root(url: str) -> str:
@@ -48,7 +52,8 @@ def server_root(url: str) -> str:
 def run_async(call: AsyncCall, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Make the call and print the outcome; returns the process exit code."""
     try:
-        with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
+        timeout = httpx.Timeout(30.0, connect=10.0)
+        with httpx.Client(timeout=timeout, headers=key_headers(call.api_key)) as client:
             return _run(client, call, out, err)
     except httpx.HTTPError as exc:
         print(f"kingpost: cannot reach {call.url}: {exc}", file=err)

@@ -1,7 +1,9 @@
-"""``kingpost keys create|list|revoke`` over a keys file.
+"""``kingpost keys create|list|revoke`` over a keys file, or a store given by the caller.
 
-The platform gives the same commands its own store (its admin API); here the
-store is ``--keys-file`` (default ``$KINGPOST_KEYS_FILE`` or ``./kingpost-keys.yaml``).
+Here the store is ``--keys-file`` (default ``$KINGPOST_KEYS_FILE`` or
+``./kingpost-keys.yaml``); the platform adds its own options (``--platform URL``,
+``--home``, ``--state``) through ``store_options`` and hands ``keys_command``
+its store. The options are taken before or after the action.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from kingpost.auth.keyfile import FileKeyStore
-from kingpost.auth.keys import SCOPES, KeySpec, KeyStore, UnknownKeyError
+from kingpost.auth.keys import SCOPES, KeySpec, KeyStore, KeyStoreError, UnknownKeyError
 from kingpost.errors import ConfigError
 
 DEFAULT_KEYS_FILE = "kingpost-keys.yaml"
@@ -41,16 +43,18 @@ def parse_expiry(text: str, now: float | None = None) -> float:
     return moment.timestamp()
 
 
-def add_keys_command(commands: Callable[..., argparse.ArgumentParser]) -> None:
+def add_keys_command(
+    commands: Callable[..., argparse.ArgumentParser],
+    store_options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
     """Add ``keys`` to the ``kingpost`` command (``commands`` is ``add_parser``)."""
-    keys = commands("keys", help="create, list and revoke API keys")
-    keys.add_argument(
-        "--keys-file",
-        type=Path,
-        default=Path(os.environ.get("KINGPOST_KEYS_FILE", DEFAULT_KEYS_FILE)),
-    )
+    where = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    where.add_argument("--keys-file", type=Path, help="a keys file, for kingpost serve")
+    if store_options is not None:
+        store_options(where)
+    keys = commands("keys", help="create, list and revoke API keys", parents=[where])
     actions = keys.add_subparsers(dest="keys_command", required=True)
-    create = actions.add_parser("create", help="make a key; it is shown once")
+    create = actions.add_parser("create", help="make a key; it is shown once", parents=[where])
     create.add_argument("--name", default="")
     create.add_argument("--scope", action="append", choices=SCOPES, help="repeatable")
     create.add_argument("--model", action="append", default=[], help="limit to this model")
@@ -58,14 +62,19 @@ def add_keys_command(commands: Callable[..., argparse.ArgumentParser]) -> None:
     create.add_argument("--expires", help="30d, 12h, or an ISO date")
     create.add_argument("--rate", type=float, help="requests per second")
     create.add_argument("--concurrency", type=int, help="requests at once")
-    actions.add_parser("list", help="the keys (never their secret)")
-    revoke = actions.add_parser("revoke", help="stop a key working")
+    actions.add_parser("list", help="the keys (never their secret)", parents=[where])
+    revoke = actions.add_parser("revoke", help="stop a key working", parents=[where])
     revoke.add_argument("id")
+
+
+def keys_file(args: argparse.Namespace) -> Path:
+    default = Path(os.environ.get("KINGPOST_KEYS_FILE", DEFAULT_KEYS_FILE))
+    return Path(getattr(args, "keys_file", default))
 
 
 def keys_command(args: argparse.Namespace, store: KeyStore | None = None) -> int:
     try:
-        store = store or FileKeyStore(args.keys_file)
+        store = store or FileKeyStore(keys_file(args))
         if args.keys_command == "create":
             spec = KeySpec(
                 name=args.name,
@@ -85,7 +94,7 @@ def keys_command(args: argparse.Namespace, store: KeyStore | None = None) -> int
         elif args.keys_command == "revoke":
             record = store.revoke(args.id)
             print(f"revoked {record.id}")
-    except (ConfigError, UnknownKeyError, ValueError, OSError) as exc:
+    except (ConfigError, KeyStoreError, UnknownKeyError, ValueError, OSError) as exc:
         print(f"kingpost: {exc}", file=sys.stderr)
         return 2
     return 0

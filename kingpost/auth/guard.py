@@ -11,6 +11,13 @@ where the server can send one, else a close before accept (the client sees 403).
 
 The key's header is taken out of what the app sees, so a key never reaches a
 model or a custom server's logs; ``scope["auth"]`` holds the key's record.
+
+Pages a person opens in a browser (``browser_groups``) also take the key as the
+password of HTTP Basic: their 401 asks for it, and the browser then sends it
+with the page's own requests. A browser sends such credentials to cross-site
+requests too, so a request so authenticated may change something only when
+the browser says it comes from this server's own pages (``Sec-Fetch-Site:
+same-origin``).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from kingpost.auth.keys import ApiKey, KeyStore, presented_key, verify_key
+from kingpost.auth.keys import ApiKey, KeyStore, basic_key, presented_key, verify_key
 from kingpost.errors import (
     AuthenticationError,
     PermissionDeniedError,
@@ -44,6 +51,8 @@ _READINESS = frozenset({"/v1/models/model", "/v1/models/model/loaded", "/ping"})
 _KINGPOST_V1 = frozenset({"/v1/models/model", "/v1/websocket"})
 _ASYNC = re.compile(r"^/(?:async_predict|async_queue_status|async_request(?:/.*)?)$")
 _CLOSE_POLICY_VIOLATION = 1008
+_BASIC_CHALLENGE = (b"www-authenticate", b'Basic realm="kingpost", charset="UTF-8"')
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class RouteAccess:
     scope: str | None
     environment: str | None = None
     group: str = "invoke"
+    model: str | None = None  # None: the guard's own model
 
 
 def classify_path(path: str, method: str, opened: Collection[str] = ()) -> RouteAccess:
@@ -65,7 +75,7 @@ def classify_path(path: str, method: str, opened: Collection[str] = ()) -> Route
         environment = match["env"] or match["named"]
         rest = match["rest"] or "/"
         local = rest[len("/sync") :] if rest.startswith("/sync/") else rest
-    dialect = _dialect(local)
+    dialect = path_dialect(local)
     if local == "/" and match is None and method in ("GET", "HEAD"):
         return RouteAccess(dialect, None, environment, "liveness")
     if local in _READINESS:
@@ -83,7 +93,13 @@ def classify_path(path: str, method: str, opened: Collection[str] = ()) -> Route
     return RouteAccess(dialect, "admin" if group == "metrics" else "invoke", environment, group)
 
 
-def _dialect(local: str) -> Dialect:
+def classify_request(scope: Scope, opened: Collection[str] = ()) -> RouteAccess:
+    """``classify_path`` for an ASGI scope (what KeyGuard calls)."""
+    return classify_path(scope["path"], scope.get("method", "GET"), opened)
+
+
+def path_dialect(local: str) -> Dialect:
+    """The error dialect of a path as a model server answers it (``/v1/messages``: Anthropic)."""
     if local == "/v1/messages" or local.startswith("/v1/messages/"):
         return ErrorDialect.ANTHROPIC
     if local.startswith("/v1/") and not any(local.startswith(p) for p in _KINGPOST_V1):
@@ -96,7 +112,7 @@ def route_dialects(router: Router) -> Callable[[str], Dialect]:
 
     def dialect_of(path: str) -> Dialect:
         route = router.resolve(path)
-        return route.dialect if isinstance(route, Route) else _dialect(path)
+        return route.dialect if isinstance(route, Route) else path_dialect(path)
 
     return dialect_of
 
@@ -119,10 +135,14 @@ class KeyGuard:
         environment: str | None = None,
         quotas: Quotas | None = None,
         opened: Collection[str] = (),
-        classify: Callable[[str, str, Collection[str]], RouteAccess] = classify_path,
+        classify: Callable[[Scope, Collection[str]], RouteAccess] = classify_request,
         dialect_of: Callable[[str], Dialect] | None = None,
         log_refusals: bool = True,
+        required: Callable[[], bool] | None = None,
+        browser_groups: Collection[str] = (),
     ) -> None:
+        """``required``, when given, says whether keys are on at all right now (the
+        platform's are once any key exists); while it is false every request passes."""
         unknown = set(opened) - set(OPENABLE)
         if unknown:
             raise ValueError(f"only {', '.join(OPENABLE)} can be opened, not {sorted(unknown)}")
@@ -135,21 +155,27 @@ class KeyGuard:
         self.classify = classify
         self.dialect_of = dialect_of
         self.log_refusals = log_refusals
+        self.required = required
+        self.browser_groups = frozenset(browser_groups)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        access = self.classify(scope["path"], scope.get("method", "GET"), self.opened)
+        if self.required is not None and not self.required():
+            await self.app(scope, receive, send)
+            return
+        access = self.classify(scope, self.opened)
         if access.scope is None:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         try:
-            key = await verify_key(self.store, presented_key(scope["headers"]))
+            key = await verify_key(self.store, self._presented(scope, access))
             environment = access.environment or self.environment
-            refusal = key.refusal(access.scope, self.model, environment)
+            model = self.model if access.model is None else access.model
+            refusal = key.refusal(access.scope, model, environment)
             if refusal is not None:
                 raise PermissionDeniedError(refusal)
             admission = self.quotas.admit(key.id, quota_of(key))
@@ -160,6 +186,20 @@ class KeyGuard:
         scope["headers"] = [h for h in scope["headers"] if h[0] not in _CREDENTIAL_HEADERS]
         with admission:
             await self.app(scope, receive, send)
+
+    def _presented(self, scope: Scope, access: RouteAccess) -> str | None:
+        headers = scope["headers"]
+        presented = presented_key(headers)
+        if presented is not None or access.group not in self.browser_groups:
+            return presented
+        presented = basic_key(headers)
+        unsafe = scope.get("method", "GET") not in _SAFE_METHODS
+        if presented is not None and unsafe and (b"sec-fetch-site", b"same-origin") not in headers:
+            raise PermissionDeniedError(
+                "a key sent by a browser changes nothing unless the request comes from "
+                "this server's own pages; send it as Authorization: Bearer"
+            )
+        return presented
 
     async def _refuse(
         self,
@@ -173,6 +213,7 @@ class KeyGuard:
         request_id = request_id_of(scope)
         dialect = self.dialect_of(scope["path"]) if self.dialect_of else access.dialect
         reply = refusal(exc, dialect)
+        browser = isinstance(exc, AuthenticationError) and access.group in self.browser_groups
         body = reply.body
         headers = [
             (b"content-type", b"application/json"),
@@ -180,6 +221,7 @@ class KeyGuard:
             (b"x-request-id", request_id.encode()),
             (b"x-baseten-request-id", request_id.encode()),
             *reply.headers,  # the error table's, the platform's error headers among them
+            *((_BASIC_CHALLENGE,) if browser else ()),  # a browser asks for the key
         ]
         status = reply.status
         if scope["type"] == "websocket":

@@ -14,6 +14,8 @@ a slow one would only slow every request. Keys given on the command line
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -39,6 +41,10 @@ _KEY_SHAPE = re.compile(rf"^{KEY_PREFIX}([a-z0-9]{{{_ID_LENGTH}}})_[A-Za-z0-9]+$
 
 class UnknownKeyError(LookupError):
     """No key with that id in the store (``kingpost keys revoke``)."""
+
+
+class KeyStoreError(Exception):
+    """The store could not be read or changed (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -276,3 +282,18 @@ def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         elif name == b"x-api-key" and value.strip():
             fallback = value.strip().decode("latin-1")
     return fallback
+
+
+def basic_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The password of ``Authorization: Basic`` (what a browser sends after its prompt)."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credentials = value.strip().partition(b" ")
+            if scheme.lower() != b"basic":
+                return None
+            try:
+                decoded = base64.b64decode(credentials.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return None
+            return decoded.decode("latin-1").partition(":")[2] or None
+    return None

@@ -15,12 +15,14 @@
     POST   /admin/v1/deployments/{id}/promote {"environment", "rolling", ...}
     POST   /admin/v1/deployments/{id}/activate, /deactivate
     GET    /admin/v1/deployments/{id}/logs?follow=&tail=
+    GET    /admin/v1/keys                                    POST {"name", "scopes", ...}
+    DELETE /admin/v1/keys/{id}                               (revokes it; the record stays)
 
 and, beside it, the platform's ``/metrics`` and (unless ``--no-playground``)
 ``/playground``, ``/docs`` and ``/openapi.json`` (``platform.pages``).
 
 ``{model}`` is a model's id or name. Errors are ``{"error": "..."}`` with the
-status of ``platform.errors``.
+status of its class in ``kingpost.errors``.
 """
 
 from __future__ import annotations
@@ -28,21 +30,25 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from kingpost.auth.keys import KeySpec, UnknownKeyError
+from kingpost.errors import InvalidRequestError, NotFoundError, RequestError
 from kingpost.platform.controller import Platform
-from kingpost.platform.errors import InvalidRequestError, NotFoundError, PlatformError
+from kingpost.platform.keystore import PlatformKeyStore
 from kingpost.platform.pages import add_pages
 from kingpost.platform.router import ENVIRONMENT, Invocation
 from kingpost.platform.settings import Autoscaling
+from kingpost.server.errors import ErrorTable
 
 PREFIX = "/admin/v1"
+EDGE_ERRORS = ErrorTable()
 
 
 class NewModel(BaseModel):
@@ -56,6 +62,17 @@ class NewEnvironment(BaseModel):
     autoscaling: Autoscaling = Field(default_factory=lambda: Autoscaling())
 
 
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="", max_length=200)
+    scopes: list[Literal["invoke", "async", "admin"]] = Field(default=["invoke"], min_length=1)
+    models: list[str] = Field(default_factory=list)
+    environments: list[str] = Field(default_factory=list)
+    expires_at: float | None = None
+    rate: float | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, ge=1)
+
+
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     environment: str = "production"
@@ -65,7 +82,9 @@ class PromoteRequest(BaseModel):
     step_interval: float = Field(default=10.0, ge=0, le=3600)
 
 
-def build_admin(platform: Platform, playground: bool = True) -> FastAPI:
+def build_admin(
+    platform: Platform, playground: bool = True, keys: PlatformKeyStore | None = None
+) -> FastAPI:
     app = FastAPI(
         title="Kingpost platform admin API",
         docs_url=f"{PREFIX}/docs",
@@ -73,9 +92,11 @@ def build_admin(platform: Platform, playground: bool = True) -> FastAPI:
         redoc_url=None,
     )
 
-    @app.exception_handler(PlatformError)
-    async def platform_error(_: Request, exc: PlatformError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, exc.status_code)
+    @app.exception_handler(RequestError)
+    async def platform_error(_: Request, exc: RequestError) -> Response:
+        reply = EDGE_ERRORS.reply(exc)
+        headers = {name.decode(): value.decode() for name, value in reply.headers}
+        return Response(reply.body, reply.status, headers, media_type="application/json")
 
     @app.exception_handler(SQLAlchemyError)
     async def store_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -231,8 +252,40 @@ def build_admin(platform: Platform, playground: bool = True) -> FastAPI:
         path = platform.logs_dir / f"{deployment_id}.log"
         return StreamingResponse(_read_log(str(path), follow, tail), media_type="text/plain")
 
+    if keys is not None:
+        add_key_routes(app, keys)
     add_pages(app, platform.metrics, PREFIX, playground)
     return app
+
+
+def add_key_routes(app: FastAPI, keys: PlatformKeyStore) -> None:
+    """``kingpost keys --platform URL``: the keys in the platform's state store."""
+
+    @app.get(f"{PREFIX}/keys")
+    async def list_keys() -> list[dict[str, object]]:
+        return [record.public() for record in await asyncio.to_thread(keys.list)]
+
+    @app.post(f"{PREFIX}/keys", status_code=201)
+    async def create_key(body: NewKey) -> dict[str, object]:
+        spec = KeySpec(
+            name=body.name,
+            scopes=frozenset(body.scopes),
+            models=frozenset(body.models),
+            environments=frozenset(body.environments),
+            expires_at=body.expires_at,
+            rate=body.rate,
+            concurrency=body.concurrency,
+        )
+        key, record = await asyncio.to_thread(keys.create, spec)
+        return {"key": key, **record.public()}  # the only time the key is shown
+
+    @app.delete(f"{PREFIX}/keys/{{key_id}}")
+    async def revoke_key(key_id: str) -> dict[str, object]:
+        try:
+            record = await asyncio.to_thread(keys.revoke, key_id)
+        except UnknownKeyError as exc:
+            raise NotFoundError(str(exc)) from None
+        return record.public()
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from kingpost.platform.errors import InvalidRequestError
+from kingpost.errors import InvalidRequestError
 
 _SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".venv", "node_modules", ".mypy_cache"})
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")

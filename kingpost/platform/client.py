@@ -1,5 +1,8 @@
 """A client of the admin API; the ``kingpost`` platform commands use nothing else.
 
+Once the platform has keys, calls carry one with the admin scope: ``api_key=``,
+else ``$KINGPOST_API_KEY``, as ``Authorization: Bearer``.
+
 client = AdminClient("http://127.0.0.1:8080")
 deployment = client.deploy(Path("examples/echo"), model="echo", environment="production")
 client.wait_deployed(deployment["id"], "production")
@@ -8,17 +11,20 @@ client.wait_deployed(deployment["id"], "production")
 from __future__ import annotations
 
 import os
+import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from kingpost.auth.keys import ApiKey, KeySpec, KeyStoreError, UnknownKeyError
 from kingpost.platform import bundle
 
 DEFAULT_PLATFORM = "http://127.0.0.1:8080"
 PLATFORM_VARIABLE = "KINGPOST_PLATFORM"
+KEY_VARIABLE = "KINGPOST_API_KEY"
 API = "/admin/v1"
 
 
@@ -35,9 +41,23 @@ def platform_url(explicit: str | None) -> str:
 
 
 class AdminClient:
-    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 60.0,
+        api_key: str | None = None,
+        verify: bool | ssl.SSLContext = True,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url + API, timeout=timeout, trust_env=False)
+        key = api_key or os.environ.get(KEY_VARIABLE)
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(
+            base_url=self.base_url + API,
+            timeout=timeout,
+            trust_env=False,
+            headers=headers,
+            verify=verify,
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -189,6 +209,18 @@ class AdminClient:
     def wake(self, model: str, environment: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/models/{model}/environments/{environment}/wake"))
 
+    # -- keys ------------------------------------------------------------------------
+
+    def keys(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/keys"))
+
+    def create_key(self, **spec: Any) -> dict[str, Any]:
+        """A new key: ``key`` holds it (shown this once), the rest is its record."""
+        return dict(self._call("POST", "/keys", json=spec))
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/keys/{key_id}"))
+
     # -- waiting ---------------------------------------------------------------------
 
     def wait_deployed(
@@ -249,3 +281,62 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={_cell(v)}" for k, v in value.items())
     return str(value)
+
+
+class AdminKeyStore:
+    """``kingpost keys --platform URL``: the keys of a running platform, through its admin API.
+
+    Only what the command needs (create, list, revoke); the platform checks keys itself.
+    """
+
+    def __init__(self, client: AdminClient) -> None:
+        self.client = client
+
+    async def candidates(self, key_id: str | None) -> Sequence[ApiKey]:
+        raise NotImplementedError("the platform checks its keys itself")
+
+    def create(self, spec: KeySpec) -> tuple[str, ApiKey]:
+        body = {
+            "name": spec.name,
+            "scopes": sorted(spec.scopes),
+            "models": sorted(spec.models),
+            "environments": sorted(spec.environments),
+            "expires_at": spec.expires_at,
+            "rate": spec.rate,
+            "concurrency": spec.concurrency,
+        }
+        answer = self._call(lambda: self.client.create_key(**body))
+        return str(answer.pop("key")), _key_record(answer)
+
+    def list(self) -> list[ApiKey]:
+        return [_key_record(entry) for entry in self._call(self.client.keys)]
+
+    def revoke(self, key_id: str) -> ApiKey:
+        try:
+            answer = self.client.revoke_key(key_id)
+        except AdminError as exc:
+            if exc.status_code == 404:
+                raise UnknownKeyError(str(exc)) from None
+            raise KeyStoreError(str(exc)) from None
+        return _key_record(answer)
+
+    def _call(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except AdminError as exc:
+            raise KeyStoreError(str(exc)) from None
+
+
+def _key_record(entry: dict[str, Any]) -> ApiKey:
+    """A record as the admin API lists it (no hash; revoked as a flag)."""
+    return ApiKey(
+        id=str(entry["id"]),
+        hash="",
+        name=str(entry.get("name") or ""),
+        scopes=frozenset(entry.get("scopes") or ()),
+        models=frozenset(entry.get("models") or ()),
+        environments=frozenset(entry.get("environments") or ()),
+        created_at=float(entry.get("created_at") or 0.0),
+        expires_at=entry.get("expires_at"),
+        revoked_at=0.0 if entry.get("revoked") else None,
+    )

@@ -2,7 +2,12 @@
 
 ``up`` runs the platform; every other command calls a running platform's admin
 API (``--platform URL`` or ``$KINGPOST_PLATFORM``, default
-http://127.0.0.1:8080), prints a table, or JSON with ``--json``.
+http://127.0.0.1:8080; once the platform has keys, with an admin key from
+``--api-key`` or ``$KINGPOST_API_KEY``), prints a table, or JSON with ``--json``.
+``kingpost keys`` reaches the platform's keys through the same admin API
+(``--platform URL``) or, with ``--home DIR`` / ``--state URL``, in its state
+store directly (to make the first key before ``kingpost up`` listens beyond
+loopback).
 """
 
 from __future__ import annotations
@@ -17,8 +22,17 @@ from typing import Any
 import orjson
 import yaml
 
-from kingpost.platform.client import AdminClient, AdminError, platform_url, render_table
-from kingpost.platform.errors import PlatformError
+from kingpost.auth.keys import KeyStore, KeyStoreError
+from kingpost.errors import RequestError
+from kingpost.limits import Quota
+from kingpost.platform.client import (
+    KEY_VARIABLE,
+    AdminClient,
+    AdminError,
+    AdminKeyStore,
+    platform_url,
+    render_table,
+)
 
 COMMANDS = frozenset(
     {
@@ -75,7 +89,7 @@ AUTOSCALING_FLAGS = {
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up = commands.add_parser("up", help="run the platform: many models behind one address")
     up.add_argument("file", nargs="?", type=Path, help="kingpost.yaml (default: ./kingpost.yaml)")
-    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--host", default="127.0.0.1", help="beyond loopback only with a key")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--home", type=Path, default=None, help="state, deployments, logs")
     up.add_argument("--state", default=None, help="postgresql://... to share state")
@@ -88,10 +102,28 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         action="store_false",
         help="do not serve /playground and /docs (the admin's pages)",
     )
+    keys = up.add_argument_group("API keys")
+    keys.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="accept this key, every scope (repeatable; also $KINGPOST_API_KEYS), beside "
+        "the keys of `kingpost keys`",
+    )
+    keys.add_argument("--key-rate", type=float, help="requests per second per key")
+    keys.add_argument("--key-concurrency", type=int, help="requests at once per key")
+    keys.add_argument(
+        "--insecure-no-keys",
+        action="store_true",
+        help="listen beyond loopback although no key exists (every route open)",
+    )
+    up.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate")
+    up.add_argument("--ssl-keyfile", type=Path, help="the certificate's private key")
 
     def client_command(name: str, help: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help)
-        parser.add_argument("--platform", default=None, help="admin URL ($KINGPOST_PLATFORM)")
+        add_admin_arguments(parser)
         parser.add_argument("--json", action="store_true", help="print JSON")
         return parser
 
@@ -152,14 +184,56 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     apply.add_argument("file", type=Path)
 
 
+def add_admin_arguments(
+    parser: argparse.ArgumentParser,
+    default: Any = None,
+    where: str = "admin URL ($KINGPOST_PLATFORM)",
+) -> None:
+    """Where a command finds the admin API, and the key it sends there."""
+    parser.add_argument("--platform", default=default, help=where)
+    parser.add_argument(
+        "--api-key", default=default, metavar="KEY", help=f"an admin key (${KEY_VARIABLE})"
+    )
+
+
+def add_key_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """``kingpost keys``: the platform's keys, through its admin API or in its state."""
+    add_admin_arguments(parser, argparse.SUPPRESS, "the keys of the platform at this admin URL")
+    parser.add_argument("--home", type=Path, help="the platform's home (its state.db)")
+    parser.add_argument("--state", help="the platform's postgresql:// state")
+
+
+def key_store(args: argparse.Namespace) -> KeyStore | None:
+    """The store ``kingpost keys`` works on: None for the keys file (``--keys-file``)."""
+    if getattr(args, "platform", None):
+        client = AdminClient(platform_url(args.platform), api_key=getattr(args, "api_key", None))
+        return AdminKeyStore(client)
+    home, state = getattr(args, "home", None), getattr(args, "state", None)
+    if home is None and state is None:
+        return None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from kingpost.platform.keystore import PlatformKeyStore
+    from kingpost.platform.settings import DEFAULT_HOME, PlatformOptions
+    from kingpost.platform.store import StateStore
+
+    options = PlatformOptions(home=(home or DEFAULT_HOME).expanduser(), state_url=state)
+    try:
+        if state is None:
+            options.home.mkdir(parents=True, exist_ok=True)
+        return PlatformKeyStore(StateStore(options.database_url))
+    except (OSError, SQLAlchemyError) as exc:
+        raise KeyStoreError(f"cannot open the platform's state: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "up":
         return _up(args)
     handler = _HANDLERS[args.command]
     try:
-        with AdminClient(platform_url(args.platform)) as client:
+        with AdminClient(platform_url(args.platform), api_key=args.api_key) as client:
             return handler(client, args)
-    except (AdminError, PlatformError) as exc:
+    except (AdminError, RequestError) as exc:
         print(f"kingpost: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -167,10 +241,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from kingpost.auth.settings import KeySettings
+    from kingpost.errors import ConfigError, InvalidRequestError
     from kingpost.platform.declarative import DEFAULT_FILE, load_file
-    from kingpost.platform.errors import InvalidRequestError
     from kingpost.platform.settings import DEFAULT_HOME, PlatformOptions
     from kingpost.platform.up import run_platform
+
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        print("kingpost: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return 2
+    try:
+        keys = KeySettings.from_sources(
+            api_keys=args.api_key, rate=args.key_rate, concurrency=args.key_concurrency
+        )
+    except (ConfigError, ValueError) as exc:
+        print(f"kingpost: {exc}", file=sys.stderr)
+        return 2
 
     file = (
         args.file if args.file is not None else (DEFAULT_FILE if DEFAULT_FILE.is_file() else None)
@@ -183,6 +269,10 @@ def _up(args: argparse.Namespace) -> int:
         file=file,
         log_level=args.log_level,
         playground=args.playground,
+        api_keys=keys.api_keys,
+        insecure_no_keys=args.insecure_no_keys,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
     if file is not None:
         try:
@@ -191,7 +281,19 @@ def _up(args: argparse.Namespace) -> int:
             print(f"kingpost: {exc}", file=sys.stderr)
             return 2
         for key, value in section.model_dump(exclude_none=True).items():
-            setattr(options, key, value)
+            if key == "key_quota":
+                options.key_quota = Quota(**value)
+            elif key == "model_quotas":
+                options.model_quotas = {name: Quota(**q) for name, q in value.items()}
+            else:
+                setattr(options, key, value)
+    if keys.quota.limited:  # the flags win over the file
+        rate, concurrency = options.key_quota.rate, options.key_quota.concurrency
+        options.key_quota = Quota(
+            rate=rate if args.key_rate is None else args.key_rate,
+            burst=options.key_quota.burst,
+            concurrency=concurrency if args.key_concurrency is None else args.key_concurrency,
+        )
     if args.park_timeout is not None:
         options.park_timeout = args.park_timeout
     if args.park_limit is not None:
@@ -323,8 +425,8 @@ def _wake(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def _apply(client: AdminClient, args: argparse.Namespace) -> int:
+    from kingpost.errors import InvalidRequestError
     from kingpost.platform.declarative import apply_file
-    from kingpost.platform.errors import InvalidRequestError
 
     done = []
     try:

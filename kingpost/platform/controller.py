@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kingpost.errors import InvalidRequestError, NotFoundError
 from kingpost.platform import bundle, promotion
-from kingpost.platform.errors import InvalidRequestError, NotFoundError
 from kingpost.platform.metrics import PlatformMetrics
 from kingpost.platform.pool import PoolKey, PoolOptions, ReplicaPool
 from kingpost.platform.replica import ReplicaFactory, ReplicaSpec

@@ -2,6 +2,8 @@
 
     platform:                       # read by `kingpost up` (flags win)
       park_timeout: 60
+      key_quota: {rate: 20, concurrency: 4}        # each API key
+      model_quotas: {echo: {rate: 100, concurrency: 16}}   # each model, all callers
     models:
       echo:
         directory: ./examples/echo  # relative to this file
@@ -26,12 +28,21 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kingpost.errors import InvalidRequestError
 from kingpost.platform import bundle
 from kingpost.platform.client import AdminClient
-from kingpost.platform.errors import InvalidRequestError
 from kingpost.platform.settings import Autoscaling
 
 DEFAULT_FILE = Path("kingpost.yaml")
+
+
+class QuotaSection(BaseModel):
+    """A rate (requests per second, bursts of ``burst``) and a number at once."""
+
+    model_config = ConfigDict(extra="forbid")
+    rate: float | None = Field(default=None, gt=0)
+    burst: float | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1)
 
 
 class PlatformSection(BaseModel):
@@ -41,6 +52,8 @@ class PlatformSection(BaseModel):
     request_timeout: float | None = Field(default=None, gt=0)
     replica_start_timeout: float | None = Field(default=None, gt=0)
     development_idle: float | None = Field(default=None, ge=0)
+    key_quota: QuotaSection | None = None  # each key, unless the key has its own
+    model_quotas: dict[str, QuotaSection] | None = None  # each model (by name), all callers
 
 
 class ModelSection(BaseModel):

@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kingpost.errors import UnavailableError
 from kingpost.platform.autoscaler import Autoscaler
-from kingpost.platform.errors import UnavailableError
 from kingpost.platform.metrics import PoolStats
 from kingpost.platform.replica import (
     Receive,

@@ -24,7 +24,7 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from kingpost.platform.errors import ConflictError
+from kingpost.errors import ConflictError
 from kingpost.platform.store import DeploymentRecord, EnvironmentRecord
 from kingpost.platform.traffic import Traffic
 

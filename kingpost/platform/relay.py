@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from kingpost.platform.errors import (
+from kingpost.errors import (
     GatewayTimeoutError,
     PayloadTooLargeError,
     ReplicaFailedError,

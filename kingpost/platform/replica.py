@@ -76,7 +76,7 @@ class Replica(Protocol):
         Returns the status of the reply (for the platform's metrics; None if unknown).
 
         Raises ReplicaUnreachableError when nothing was sent (another replica may
-        take the request), PlatformError subclasses for other failures before the
+        take the request), RequestError subclasses for other failures before the
         reply began.
         """
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kingpost.limits import Quota
+
 DEFAULT_HOME = Path(os.environ.get("KINGPOST_HOME", "~/.kingpost")).expanduser()
 
 
@@ -79,6 +81,19 @@ class PlatformOptions:
     playground: bool = True  # /playground and /docs for the platform's admin
     python: str | None = None  # interpreter that runs replicas (default: this one)
     extra_replica_args: list[str] = field(default_factory=list)
+    # Keys given as they are (--api-key, KINGPOST_API_KEYS; every scope), beside the
+    # store's; and whether a non-loopback --host may go without any key.
+    api_keys: tuple[str, ...] = ()
+    insecure_no_keys: bool = False
+    # Per key (a key's own rate or concurrency wins), and per model over all callers.
+    key_quota: Quota = field(default_factory=Quota)
+    model_quotas: dict[str, Quota] = field(default_factory=dict)
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_certfile is not None else "http"
 
     @property
     def database_url(self) -> str:

@@ -27,7 +27,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from kingpost.platform.errors import ConflictError, InvalidRequestError, NotFoundError
+from kingpost.errors import ConflictError, InvalidRequestError, NotFoundError
 from kingpost.platform.settings import Autoscaling
 
 PRODUCTION = "production"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from kingpost.platform.errors import PlatformError
+from kingpost.errors import RequestError
 from kingpost.platform.replica import Message, Receive, Scope, Send
 from kingpost.platform.router import Invocation
 
@@ -73,7 +73,7 @@ class TracedForward:
         token = self._context.attach(trace.set_span_in_context(span))
         try:
             await self.forward(pool, invocation, {**scope, "headers": headers}, receive, noted)
-        except PlatformError as exc:
+        except RequestError as exc:
             status = status or exc.status_code
             raise
         except BaseException as exc:

@@ -1,15 +1,19 @@
 """``kingpost up``: the platform's composition root, run on uvicorn.
 
-It builds the state store, the replica factory, the platform, the admin API
-and the app, listens, and then applies ``kingpost.yaml`` (when given) through
-its own admin API, exactly as ``kingpost apply`` would.
+It builds the state store, its keys, the replica factory, the platform, the
+admin API and the app, listens (refusing a non-loopback address without any
+key unless told ``--insecure-no-keys``), and then applies ``kingpost.yaml``
+(when given) through its own admin API, exactly as ``kingpost apply`` would,
+with a key that lives only in this process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
+import sys
 import threading
 
 import uvicorn
@@ -17,10 +21,12 @@ from sqlalchemy.engine import make_url
 
 from kingpost.observe import tracing
 from kingpost.observe.tracing import Tracing
+from kingpost.platform.access import PlatformKeys
 from kingpost.platform.admin import build_admin
 from kingpost.platform.app import AsyncRoutes, PlatformApp
 from kingpost.platform.controller import Platform
 from kingpost.platform.edge import EdgeProtocol
+from kingpost.platform.keystore import PlatformKeyStore
 from kingpost.platform.process_replica import ProcessOptions, ProcessReplicaFactory
 from kingpost.platform.relay import Limits
 from kingpost.platform.replica import ReplicaFactory
@@ -47,8 +53,17 @@ def build_platform(
         )
         factory = ProcessReplicaFactory(process)
     platform = Platform(options, store, factory)
-    admin = build_admin(platform, playground=options.playground)
-    return PlatformApp(platform, admin, async_routes, tracing=configure_tracing())
+    keys = PlatformKeys(PlatformKeyStore(store), options.api_keys)
+    admin = build_admin(platform, playground=options.playground, keys=keys.store)
+    return PlatformApp(
+        platform,
+        admin,
+        async_routes,
+        tracing=configure_tracing(),
+        keys=keys,
+        key_quota=options.key_quota,
+        model_quotas=options.model_quotas,
+    )
 
 
 def configure_tracing() -> Tracing | None:
@@ -74,8 +89,14 @@ def run_platform(options: PlatformOptions) -> int:
         shown = make_url(options.database_url).render_as_string(hide_password=True)
         logger.error("cannot open the state store %s: %s", shown, str(exc).splitlines()[0])
         return 1
+    refusal = open_bind_refusal(options, app.keys)
+    if refusal is not None:
+        print(f"kingpost: {refusal}", file=sys.stderr)
+        app.platform.store.close()
+        return 2
     if options.file is not None:
-        app.on_startup = lambda: _apply_when_listening(options)
+        internal_key = app.keys.internal_key if app.keys is not None else None
+        app.on_startup = lambda: _apply_when_listening(options, internal_key)
     config = uvicorn.Config(
         app,
         host=options.host,
@@ -89,6 +110,8 @@ def run_platform(options: PlatformOptions) -> int:
         server_header=False,
         proxy_headers=False,  # the platform is the edge: the client address is the peer's
         timeout_graceful_shutdown=int(options.replica_grace),
+        ssl_certfile=options.ssl_certfile,
+        ssl_keyfile=options.ssl_keyfile,
     )
     server = uvicorn.Server(config)
     # TCP_NODELAY on the listening socket, inherited by accepted ones: a reply's head
@@ -99,16 +122,41 @@ def run_platform(options: PlatformOptions) -> int:
         logger.error("cannot listen on %s:%d: %s", options.host, options.port, exc)
         return 1
     logger.info(
-        "platform on http://%s:%d (home %s, state %s)",
+        "platform on %s://%s:%d (home %s, state %s%s)",
+        options.scheme,
         options.host,
         options.port,
         options.home,
         "postgresql" if options.shared else "sqlite",
+        ", API keys required" if app.keys is not None and app.keys.required() else "",
     )
     with asyncio.Runner(loop_factory=_new_event_loop) as runner:
         runner.run(server.serve(sockets=[sock]))
     app.platform.store.close()
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any interface
+
+
+def open_bind_refusal(options: PlatformOptions, keys: PlatformKeys | None) -> str | None:
+    """Why ``kingpost up`` will not listen on ``options.host``, or None."""
+    if is_loopback(options.host) or options.insecure_no_keys:
+        return None
+    if keys is not None and keys.usable():
+        return None
+    return (
+        f"refusing to listen on {options.host} without an API key: anyone who can reach it "
+        f"could deploy and run code. Make one (kingpost keys --home {options.home} create "
+        "--scope admin), give --api-key or $KINGPOST_API_KEYS, bind 127.0.0.1, or pass "
+        "--insecure-no-keys"
+    )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -129,7 +177,7 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _apply_when_listening(options: PlatformOptions) -> None:
+def _apply_when_listening(options: PlatformOptions, api_key: str | None) -> None:
     from kingpost.platform.client import AdminClient
     from kingpost.platform.declarative import apply_file
 
@@ -137,7 +185,9 @@ def _apply_when_listening(options: PlatformOptions) -> None:
     file = options.file
 
     def apply() -> None:
-        client = AdminClient(f"http://{_connect_host(options.host)}:{options.port}")
+        address = f"{options.scheme}://{_connect_host(options.host)}:{options.port}"
+        # Over TLS to itself: the certificate names the public host, not 127.0.0.1.
+        client = AdminClient(address, api_key=api_key, verify=options.ssl_certfile is None)
         try:
             client.wait_until_up(60.0)
             for line in apply_file(client, file):

@@ -164,3 +164,27 @@ def test_paths_map_to_their_dialect_and_scope() -> None:
     assert classify_path("/async_request/abc", "GET").scope == "async"
     assert classify_path("/v1/models/model", "GET", {"readiness"}).scope is None
     assert classify_path("/environments/e/sync/", "GET").scope == "invoke"
+
+
+async def test_keys_are_off_while_required_says_so(store: MemoryKeyStore) -> None:
+    app, on = Recorder(), [False]
+    async with client(KeyGuard(app, store, required=lambda: on[0])) as http:
+        assert (await http.post("/predict")).status_code == 200
+        on[0] = True
+        assert (await http.post("/predict")).status_code == 401
+    assert len(app.scopes) == 1
+
+
+async def test_browser_groups_take_basic_and_ask_for_it(store: MemoryKeyStore) -> None:
+    app = Recorder()
+    guard = KeyGuard(app, store, browser_groups={"docs"})
+    async with client(guard) as http:
+        refused = await http.get("/docs")
+        assert refused.status_code == 401
+        assert refused.headers.get_list("www-authenticate")[-1].startswith("Basic ")
+        assert (await http.get("/docs", auth=("", KEY))).status_code == 200
+        assert (await http.post("/predict", auth=("", KEY))).status_code == 401  # not a page
+        assert (await http.post("/docs", auth=("", KEY))).status_code == 403  # whose page?
+        same = {"sec-fetch-site": "same-origin"}
+        assert (await http.post("/docs", auth=("", KEY), headers=same)).status_code == 200
+    assert all(b"authorization" not in dict(scope["headers"]) for scope in app.scopes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -27,19 +28,36 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
 class PlatformProcess:
-    """``kingpost up --home HOME`` on a free 127.0.0.1 port."""
+    """``kingpost up --home HOME`` on a free 127.0.0.1 port.
 
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    With ``api_key`` (an admin key the platform accepts), the admin client, the
+    readiness poll and ``cli`` send it; ``verify`` (an SSL context) means HTTPS.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        api_key: str | None = None,
+        verify: ssl.SSLContext | None = None,
+    ) -> None:
         self.home = home
         self.args = list(args)
         self.env = {**ENV, **(env or {})}
+        self.env.pop("KINGPOST_API_KEY", None)
+        if api_key is not None:
+            self.env["KINGPOST_API_KEY"] = api_key
+        self.api_key = api_key
+        self.verify = verify
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if verify is not None else "http"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the object
             prefix="kingpost-up-", suffix=".log", delete=False
         )
-        self.admin = AdminClient(self.base_url)
+        self.admin = AdminClient(self.base_url, api_key=api_key, verify=verify or True)
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -54,11 +72,16 @@ class PlatformProcess:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
+        headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        verify: ssl.SSLContext | bool = self.verify or True
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"kingpost up exited:\n{self.logs()}")
             try:
-                if httpx.get(self.url("/admin/v1/status"), timeout=1).status_code == 200:
+                status = httpx.get(
+                    self.url("/admin/v1/status"), timeout=1, headers=headers, verify=verify
+                ).status_code
+                if status == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -86,8 +109,10 @@ class PlatformProcess:
         return Path(self._log.name).read_text(errors="replace")
 
     def close(self) -> None:
-        self.stop()
+        # The client's idle connection first: over TLS the server's close of it waits
+        # for the client's close_notify, which an idle client never sends.
         self.admin.close()
+        self.stop()
         self._log.close()
         os.unlink(self._log.name)
 

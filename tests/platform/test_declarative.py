@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kingpost.errors import InvalidRequestError
 from kingpost.platform.declarative import load_file
-from kingpost.platform.errors import InvalidRequestError
 from tests.platform.conftest import ROOT, PlatformProcess, model_copy, wait_for
 
 
@@ -18,6 +18,9 @@ def test_the_documented_example_is_valid() -> None:
     assert declared.models["echo"].environments["production"].concurrency_target == 4
     assert declared.models["parrot"].development
     assert declared.platform.park_timeout == 60
+    assert declared.platform.key_quota is not None and declared.platform.key_quota.concurrency == 32
+    assert declared.platform.model_quotas is not None
+    assert declared.platform.model_quotas["echo"].rate == 500
 
 
 def test_a_bad_file_names_the_field(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from kingpost.errors import ConflictError, InvalidRequestError, NotFoundError
 from kingpost.platform import bundle
-from kingpost.platform.errors import ConflictError, InvalidRequestError, NotFoundError
 from kingpost.platform.settings import Autoscaling
 from kingpost.platform.store import StateStore
 from tests.platform.conftest import MODELS
