@@ -38,6 +38,7 @@ SERVICE_S = 0.2
 CONCURRENCY = 4
 MAX_QUEUE = 8
 CLIENT_TIMEOUT_S = 30.0
+SENDERS = 64  # requests the client has open at once, at most
 RSS_TOLERANCE = 0.10
 
 SOAK_MODEL = f"""
@@ -95,38 +96,50 @@ def wait_idle(server: ServerProcess, timeout: float = 30.0) -> float:
 
 
 async def offer_load(server: ServerProcess, seconds: float, rate: float, warm_up: float) -> dict:
+    """Requests arrive every 1/rate s (open loop) and are sent by ``SENDERS`` tasks.
+
+    The senders bound what the client itself holds: an arrival that finds every
+    sender busy waits in the client's queue, and one that waited over a second is
+    counted as ``late`` (the client, not the server, fell behind; the run still
+    counts, but the offered rate was not met).
+    """
     outcomes: collections.Counter[str] = collections.Counter()
     pid = server.process.pid if server.process else 0
     samples: list[tuple[float, int]] = []
-    # Idle connections are dropped before the server's 5 s keep-alive would close them.
-    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400, keepalive_expiry=2)
+    arrivals: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+    late = 0
+    limits = httpx.Limits(max_connections=SENDERS, max_keepalive_connections=SENDERS)
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S, limits=limits) as client:
 
-        async def one(n: int) -> None:
-            try:
-                reply = await client.post(server.url("/predict"), json={"n": n})
-                outcomes[str(reply.status_code)] += 1
-            except httpx.HTTPError as exc:
-                outcomes[type(exc).__name__] += 1
+        async def sender() -> None:
+            nonlocal late
+            while (item := await arrivals.get()) is not None:
+                n, due = item
+                if time.monotonic() - due > 1.0:
+                    late += 1
+                try:
+                    reply = await client.post(server.url("/predict"), json={"n": n})
+                    outcomes[str(reply.status_code)] += 1
+                except httpx.HTTPError as exc:
+                    outcomes[type(exc).__name__] += 1
 
-        tasks: set[asyncio.Task[None]] = set()
+        senders = [asyncio.create_task(sender()) for _ in range(SENDERS)]
         started = time.monotonic()
         sent = 0
         next_sample = started + warm_up
         while (now := time.monotonic()) - started < seconds:
             due = int((now - started) * rate)
             while sent < due:
-                task = asyncio.create_task(one(sent))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                arrivals.put_nowait((sent, started + sent / rate))
                 sent += 1
             if now >= next_sample:
                 samples.append((now - started, rss_bytes(pid)))
                 next_sample = now + 5
             await asyncio.sleep(0.002)
-        if tasks:
-            await asyncio.wait(tasks, timeout=CLIENT_TIMEOUT_S + 5)
-    return {"sent": sent, "outcomes": dict(outcomes), "samples": samples}
+        for _ in senders:
+            arrivals.put_nowait(None)
+        await asyncio.wait(senders, timeout=CLIENT_TIMEOUT_S + 5)
+    return {"sent": sent, "outcomes": dict(outcomes), "samples": samples, "late": late}
 
 
 async def drop_streams(port: int, count: int, parallel: int) -> int:
@@ -178,7 +191,8 @@ def soak(root: Path, minutes: float) -> bool:
     growth = end_rss / warm_rss - 1
     print(
         f"soak: {minutes:g} min at {rate:.0f} req/s offered (capacity {capacity:.0f}/s): "
-        f"sent {result['sent']}, outcomes {outcomes}, lost {lost}"
+        f"sent {result['sent']}, outcomes {outcomes}, lost {lost}, "
+        f"late {result['late']} (waited over 1 s for a free sender)"
     )
     print(
         f"soak: RSS after warm-up {warm_rss / 2**20:.1f} MiB, peak {peak_rss / 2**20:.1f} MiB, "
