@@ -96,7 +96,7 @@ def route_dialects(router: Router) -> Callable[[str], Dialect]:
 
     def dialect_of(path: str) -> Dialect:
         route = router.resolve(path)
-        return route.dialect if isinstance(route, Route) else _dialect(path)
+        return route.dialect if isinstance(route, Route) else _dialect(router.local_path(path))
 
     return dialect_of
 
