@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -208,3 +210,61 @@ def test_token_counts_answer_under_the_platform_prefixes(
     claude = anthropic.Anthropic(base_url=server.url(prefix), api_key="unused", max_retries=0)
     messages = claude.messages.count_tokens(model="scripted", messages=user("Hello"))
     assert counted.input_tokens == messages.input_tokens > len("Hello")
+
+
+# ---- client deadlines on streams ----------------------------------------------------------
+
+SLOW = "|".join(["<pause>"] * 50)  # 5 s of nothing
+
+
+def test_a_stream_past_its_deadline_ends_with_an_openai_error_event(server: ServerProcess) -> None:
+    client = openai.OpenAI(
+        base_url=server.url("/v1"),
+        api_key="unused",
+        max_retries=0,
+        default_headers={"Request-Timeout-Ms": "400"},
+    )
+    started = time.monotonic()
+    stream = client.chat.completions.create(
+        model="scripted", messages=user(f"Hel|lo|{SLOW}|never"), stream=True
+    )
+    received: list[str] = []
+    with pytest.raises(openai.APIError, match="deadline"):
+        for chunk in stream:
+            received += [c.delta.content or "" for c in chunk.choices]
+    assert "".join(received) == "Hello"
+    assert time.monotonic() - started < 3  # stopped at the deadline, not at the end
+
+
+def test_a_stream_past_its_deadline_ends_with_an_anthropic_error_event(
+    server: ServerProcess,
+) -> None:
+    at = str(int((time.time() + 0.4) * 1000))
+    claude = anthropic.Anthropic(
+        base_url=server.url(""),
+        api_key="unused",
+        max_retries=0,
+        default_headers={"Request-Deadline-Ms": at},
+    )
+    started = time.monotonic()
+    with (
+        pytest.raises(anthropic.APIStatusError, match="deadline"),
+        claude.messages.stream(
+            model="scripted", max_tokens=100, messages=user(f"a|{SLOW}|never")
+        ) as stream,
+    ):
+        stream.get_final_message()
+    assert time.monotonic() - started < 3
+
+
+def test_a_stream_whose_first_chunk_is_past_the_deadline_is_a_504(server: ServerProcess) -> None:
+    started = time.monotonic()
+    response = httpx.post(
+        server.url("/v1/completions"),
+        json={"model": "scripted", "prompt": f"{SLOW}|late", "stream": True},
+        headers={"Request-Timeout-Ms": "300"},
+        timeout=30,
+    )
+    assert response.status_code == 504
+    assert "timeout" in response.json()["error"]["message"]
+    assert time.monotonic() - started < 3
