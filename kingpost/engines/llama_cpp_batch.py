@@ -344,7 +344,7 @@ class BatchScheduler:
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._finish(sequence, "stop")
             return
-        piece = self._token_bytes(token)
+        piece = self._token_bytes(token, special=not sequence.params.skip_special_tokens)
         logprob = self._logprob(sequence, token, piece) if sequence.params.logprobs else None
         sequence.generated += 1
         self.generated_tokens += 1
@@ -384,8 +384,8 @@ class BatchScheduler:
 
     # ---- token text and logprobs --------------------------------------------------
 
-    def _token_bytes(self, token: int) -> bytes:
-        size = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, 256, 0, False)
+    def _token_bytes(self, token: int, special: bool = False) -> bytes:
+        size = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, 256, 0, special)
         return self._piece.raw[: max(size, 0)]
 
     def _logprob(self, sequence: Sequence, token: int, piece: bytes) -> TokenLogprob:
