@@ -85,6 +85,10 @@ class LlamaCppConfig(BaseModel):
     prefix_cache: bool = True
     """Keep each finished sequence's KV cache in its slot, so that a later prompt
     sharing its start (a system prompt, a growing chat) decodes only the rest."""
+    compute_nice: int = Field(10, ge=0, le=19)
+    """How much lower than the server's own threads the decode threads run (a nice
+    value, Linux): while a long prompt keeps every core busy, the event loop still
+    answers readiness and streams at once. 0 runs them alike."""
     verbose: bool = False
 
 
@@ -183,6 +187,7 @@ class LlamaCppModel(LLMEndpoints):
             context_length=settings.context_length,
             prefix_cache=settings.prefix_cache,
             grammar_first=settings.grammar_first,
+            compute_nice=settings.compute_nice,
         )
         self._scheduler.start()
         if settings.embeddings:
