@@ -125,7 +125,6 @@ class NativeCallReader:
         self._text = ""  # the reply so far
         self._sent = 0  # how much of it has been emitted
         self._calls_at = -1
-        self._names = {tool.name for tool in policy.tools}
 
     def feed(self, text: str) -> str:
         if not self._active:
@@ -147,10 +146,9 @@ class NativeCallReader:
 
     def finish(self, *, cut_off: bool = False) -> tuple[str, list[ParsedToolCall]]:
         if self._calls_at >= 0:
-            held = self._text[self._calls_at :]
-            calls = self.syntax.read_calls(held, self._names, cut_off=cut_off)
+            _, calls = self.policy.parse_native(self._text, cut_off=cut_off)
             if calls:
-                return "", calls if self.policy.parallel else calls[:1]
+                return "", calls
         return self._release(len(self._text)), []
 
     def _release(self, upto: int) -> str:

@@ -432,14 +432,18 @@ class ToolPolicy:
             return None
         return self.syntax.layout(self.offered(), self.parallel)
 
-    def parse_native(self, text: str) -> tuple[str, list[ParsedToolCall]]:
-        """A native reply split into its text and its calls (none: all of it is text)."""
+    def parse_native(
+        self, text: str, *, cut_off: bool = False
+    ) -> tuple[str, list[ParsedToolCall]]:
+        """A native reply split into its text and its calls (none: all of it is text);
+        ``cut_off``: the token limit ended it, so the last call may be truncated."""
         if self.syntax is None or not self.may_call:
             return text, []
         at = self.syntax.find(text)
         if at < 0:
             return text, []
-        calls = self.syntax.read_calls(text[at:], {tool.name for tool in self.tools})
+        names = {tool.name for tool in self.tools}
+        calls = self.syntax.read_calls(text[at:], names, cut_off=cut_off)
         if not calls:
             return text, []
         if not self.parallel:

@@ -164,3 +164,20 @@ def test_paths_map_to_their_dialect_and_scope() -> None:
     assert classify_path("/async_request/abc", "GET").scope == "async"
     assert classify_path("/v1/models/model", "GET", {"readiness"}).scope is None
     assert classify_path("/environments/e/sync/", "GET").scope == "invoke"
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/responses/resp_1", "/environments/production/sync/v1/responses/resp_1/cancel"]
+)
+def test_a_mounted_route_under_the_platform_grammar_refuses_in_its_api_s_dialect(
+    path: str,
+) -> None:
+    from kingpost.auth import route_dialects
+    from kingpost.server.routing import Mount, Router
+
+    router = Router([Mount("/v1/responses", _no_app)])  # type: ignore[arg-type]
+    assert route_dialects(router)(path) is ErrorDialect.OPENAI
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    return None
