@@ -432,9 +432,7 @@ class ToolPolicy:
             return None
         return self.syntax.layout(self.offered(), self.parallel)
 
-    def parse_native(
-        self, text: str, *, cut_off: bool = False
-    ) -> tuple[str, list[ParsedToolCall]]:
+    def parse_native(self, text: str, *, cut_off: bool = False) -> tuple[str, list[ParsedToolCall]]:
         """A native reply split into its text and its calls (none: all of it is text);
         ``cut_off``: the token limit ended it, so the last call may be truncated."""
         if self.syntax is None or not self.may_call:
