@@ -23,7 +23,12 @@ Measures, on the gemma-3-270m GGUF and alternating the contenders round by round
 5. what deciding a token costs (sampling and grammar, apart from the decode), in
    process: free text, a JSON schema on candidates first, and ``grammar_first``.
 
-``--sections decode,constrained,prefix,sampling`` picks which to run.
+6. readiness while one client streams ~1,500-token chat prompts back to back: p50 and
+   p99 of concurrent ``GET /v1/models/model`` against the same server idle, and against
+   a server whose decode threads run at its own priority (``compute_nice: 0``).
+
+``--sections decode,constrained,prefix,sampling`` picks which to run (``readiness``
+too, run only when named).
 
 Prints medians and the ratios. Needs the llama extra: pip install 'kingpost[llama]'.
 """
@@ -37,6 +42,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -419,6 +425,105 @@ def prefix_section(args: argparse.Namespace, record: Record) -> None:
         uncached.stop()
 
 
+# ---- readiness under long prompts -------------------------------------------------------
+
+READINESS_SENTENCE = "the quick brown fox jumps over the lazy dog near the river bank."
+
+
+def long_chat_prompt(n: int, tokens: int = 1500) -> list[dict[str, str]]:
+    """A chat of about ``tokens`` prompt tokens, its start unique to ``n`` (no cache hit)."""
+    sentences = " ".join(f"{n}.{i}: {READINESS_SENTENCE}" for i in range(tokens // 20))
+    return [{"role": "user", "content": f"Request {n}. Summarise: {sentences}"}]
+
+
+def readiness_latencies(url: str, seconds: float, interval: float = 0.01) -> list[float]:
+    """Latencies of readiness requests sent every ``interval`` for ``seconds``."""
+    latencies: list[float] = []
+    with httpx.Client(timeout=30) as client:
+        client.get(url).raise_for_status()  # the connection is open before timing
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            client.get(url).raise_for_status()
+            latencies.append(time.perf_counter() - start)
+            time.sleep(max(interval - (time.perf_counter() - start), 0))
+    return latencies
+
+
+def long_prompt_load(url: str, stop: threading.Event, sent: list[int]) -> None:
+    """One client streaming ~1,500-token chats back to back until ``stop``."""
+    with httpx.Client(timeout=600) as client:
+        while not stop.is_set():
+            body = {
+                "messages": long_chat_prompt(len(sent)),
+                "max_tokens": 8,
+                "temperature": 0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            with client.stream("POST", url, json=body) as response:
+                response.raise_for_status()
+                for line in response.iter_lines():
+                    if line.startswith("data: {") and '"usage":{' in line:
+                        usage = json.loads(line[6:]).get("usage") or {}
+                        sent.append(int(usage.get("prompt_tokens") or 0))
+
+
+def loaded_readiness(server: ServerProcess, seconds: float) -> tuple[list[float], list[int]]:
+    """Readiness latencies while one client streams long chats; the chats' prompt sizes."""
+    stop, sent = threading.Event(), []
+    loader = threading.Thread(
+        target=long_prompt_load, args=(server.url("/v1/chat/completions"), stop, sent)
+    )
+    loader.start()
+    time.sleep(1.0)  # the first long prompt is being worked on
+    try:
+        return readiness_latencies(server.url("/v1/models/model"), seconds), sent
+    finally:
+        stop.set()
+        loader.join(timeout=600)
+
+
+def readiness_section(args: argparse.Namespace) -> None:
+    """p50 / p99 of readiness requests while one client streams ~1,500-token chats back to
+    back, against the same server idle, in the same run (goal: p99 under 20 ms); and the
+    same load with the decode threads at the server's own priority (``compute_nice: 0``)."""
+    seconds = args.readiness_seconds
+    results: dict[str, tuple[list[float], list[int]]] = {}
+    for label, nice in (("default", 10), ("compute_nice 0", 0)):
+        server = served_copy(prefix_cache=False, max_concurrent_sequences=2, compute_nice=nice)
+        try:
+            if label == "default":
+                results["idle server"] = (
+                    readiness_latencies(server.url("/v1/models/model"), seconds),
+                    [],
+                )
+            results[f"long chats, {label}"] = loaded_readiness(server, seconds)
+        finally:
+            server.stop()
+
+    def quantiles(values: list[float]) -> tuple[float, float]:
+        cuts = statistics.quantiles(values, n=100)
+        return 1000 * statistics.median(values), 1000 * cuts[98]
+
+    print(f"readiness: GET /v1/models/model every 10 ms for {seconds:g} s")
+    summary = {}
+    for label, (latencies, sent) in results.items():
+        p50, p99 = summary[label] = quantiles(latencies)
+        chats = (
+            f" ({len(sent)} chats of {statistics.median(sent):.0f} prompt tokens)" if sent else ""
+        )
+        print(f"  {label:28s} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms{chats}")
+    idle_p50, idle_p99 = summary["idle server"]
+    for label in ("long chats, default", "long chats, compute_nice 0"):
+        p50, p99 = summary[label]
+        verdict = "meets" if p99 < 20 else "misses"
+        print(
+            f"readiness under {label}: p99 {p99:.2f} ms ({verdict} the 20 ms goal); "
+            f"against idle: p50 {p50 / idle_p50:.2f}x, p99 {p99 / idle_p99:.2f}x"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=128)
@@ -427,8 +532,9 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         default="decode,constrained,prefix,sampling",
-        help="comma-separated: decode, constrained, prefix, sampling",
+        help="comma-separated: decode, constrained, prefix, sampling, readiness",
     )
+    parser.add_argument("--readiness-seconds", type=float, default=20.0)
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     results: dict[str, list[float]] = {}
@@ -449,6 +555,8 @@ def main() -> None:
         prefix_section(args, record)
     if "sampling" in sections:
         sampling_section(args, record)
+    if "readiness" in sections:
+        readiness_section(args)
 
     median = {name: statistics.median(values) for name, values in results.items()}
     threads = os.cpu_count() or 1

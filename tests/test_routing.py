@@ -79,6 +79,22 @@ def test_a_mount_takes_every_path_under_its_prefix_before_the_fallback() -> None
     assert router.resolve("/administrator") is forward
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/environments/production/sync/v1/responses/resp_1",
+        "/production/sync/v1/responses/resp_1/input_items",
+        "/development/sync/v1/responses/resp_1/cancel",
+        "/deployment/abc123/sync/v1/responses/resp_1",
+    ],
+)
+def test_a_mount_is_reached_through_the_platform_grammar(path: str) -> None:
+    mount = Mount("/v1/responses", _no_op)  # type: ignore[arg-type]
+    forward = Route("/", _no_op, name="forward")
+    assert Router([mount], fallback=forward).resolve(path) is mount
+    assert Router.local_path(path).startswith("/v1/responses/resp_1")
+
+
 def test_any_model_name_reaches_the_model_routes_only_where_asked() -> None:
     predict = Route("/v1/models/model:predict", _no_op, ("POST",))
     named = Router([predict], any_model_name=True)

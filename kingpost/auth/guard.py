@@ -112,7 +112,7 @@ def route_dialects(router: Router) -> Callable[[str], Dialect]:
 
     def dialect_of(path: str) -> Dialect:
         route = router.resolve(path)
-        return route.dialect if isinstance(route, Route) else path_dialect(path)
+        return route.dialect if isinstance(route, Route) else path_dialect(router.local_path(path))
 
     return dialect_of
 

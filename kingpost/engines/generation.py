@@ -17,6 +17,32 @@ StopReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
+class FramedCall:
+    """One way to write a tool call: ``prefix``, a JSON value matching ``schema``, ``suffix``."""
+
+    prefix: str
+    schema: dict[str, Any]
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
+class CallLayout:
+    """Required tool calls in a model family's own markers, for the engine to enforce.
+
+    The output is ``opening``, then one call written as any of ``options`` (more, joined
+    by ``separator``, when ``parallel``), then ``closing``: Qwen's
+    ``<tool_call>{...}</tool_call>`` is one option per tool with those as prefix and
+    suffix; Mistral's ``[TOOL_CALLS][{...}, {...}]`` opens with ``[TOOL_CALLS][``.
+    """
+
+    options: tuple[FramedCall, ...]
+    opening: str = ""
+    separator: str = "\n"
+    closing: str = ""
+    parallel: bool = True
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """How to pick each next token; ``temperature == 0`` means greedy (deterministic)."""
 
@@ -31,14 +57,36 @@ class SamplingParams:
     top_logprobs: int = 0
     json_schema: dict[str, Any] | None = None
     """When set, the output is constrained (by grammar) to JSON matching this schema."""
+    call_layout: CallLayout | None = None
+    """When set (instead of ``json_schema``), the output is constrained to tool calls
+    written in the model's own markers."""
+    skip_special_tokens: bool = True
+    """Leave control tokens out of the text; off where a model's call markers are such
+    tokens (Mistral's ``[TOOL_CALLS]``)."""
+
+
+@dataclass(frozen=True)
+class TurnCall:
+    """A tool call an earlier assistant turn made."""
+
+    id: str
+    name: str
+    arguments: str
+    """Its arguments as JSON text."""
 
 
 @dataclass(frozen=True)
 class ChatTurn:
-    """One turn of a conversation, already reduced to plain text."""
+    """One turn of a conversation, reduced to text (and, for a template that renders tools
+    itself, the calls an assistant turn made or the call a ``tool`` turn answers)."""
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    calls: tuple[TurnCall, ...] = ()
+    call_id: str | None = None
+    """For a ``tool`` turn: the call it is the result of."""
+    name: str | None = None
+    """For a ``tool`` turn: the tool's name, when known."""
 
 
 @dataclass(frozen=True)

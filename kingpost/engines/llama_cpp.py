@@ -16,6 +16,8 @@ engine (:mod:`kingpost.engines.llm_endpoints`).
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import importlib
 import json
 import logging
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kingpost.engines.generation import (
+    CallLayout,
     ChatTurn,
     GeneratedToken,
     GenerationOutcome,
@@ -82,6 +85,10 @@ class LlamaCppConfig(BaseModel):
     prefix_cache: bool = True
     """Keep each finished sequence's KV cache in its slot, so that a later prompt
     sharing its start (a system prompt, a growing chat) decodes only the rest."""
+    compute_nice: int = Field(10, ge=0, le=19)
+    """How much lower than the server's own threads the decode threads run (a nice
+    value, Linux): while a long prompt keeps every core busy, the event loop still
+    answers readiness and streams at once. 0 runs them alike."""
     verbose: bool = False
 
 
@@ -141,7 +148,7 @@ class LlamaCppModel(LLMEndpoints):
             import llama_cpp
 
             from kingpost.engines.llama_cpp_batch import BatchScheduler
-            from kingpost.engines.llama_cpp_templates import chat_template
+            from kingpost.engines.llama_cpp_templates import chat_template, native_tool_syntax
         except ImportError as error:
             raise ModelLoadError(
                 f"the llama_cpp engine needs llama-cpp-python ({error}): "
@@ -161,6 +168,7 @@ class LlamaCppModel(LLMEndpoints):
             raise ModelLoadError(f"llama.cpp could not load the GGUF at {path}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self._template = chat_template(self._model, self._vocab, settings.chat_format)
+        self.tool_syntax = native_tool_syntax(self._template)
         params = llama_cpp.llama_context_default_params()
         params.n_seq_max = settings.max_concurrent_sequences
         params.n_ctx = settings.context_length * settings.max_concurrent_sequences
@@ -179,6 +187,7 @@ class LlamaCppModel(LLMEndpoints):
             context_length=settings.context_length,
             prefix_cache=settings.prefix_cache,
             grammar_first=settings.grammar_first,
+            compute_nice=settings.compute_nice,
         )
         self._scheduler.start()
         if settings.embeddings:
@@ -194,6 +203,12 @@ class LlamaCppModel(LLMEndpoints):
     def render_chat(self, turns: list[ChatTurn]) -> str:
         assert self._template is not None, "load() has not run"
         return self._template.render(turns)
+
+    def render_chat_with_tools(
+        self, turns: list[ChatTurn], tools: list[dict[str, Any]] | None
+    ) -> str:
+        assert self._template is not None, "load() has not run"
+        return self._template.render(turns, tools=tools)
 
     def render_prefilled(self, turns: list[ChatTurn]) -> str:
         from kingpost.engines.llama_cpp_templates import continue_final_turn
@@ -220,6 +235,9 @@ class LlamaCppModel(LLMEndpoints):
         if schema is not None:
             self._grammar(schema)
 
+    def check_call_layout(self, layout: CallLayout) -> None:
+        self._layout_grammar(layout)
+
     async def generate(
         self, request: GenerationRequest
     ) -> AsyncGenerator[GeneratedToken | GenerationOutcome, None]:
@@ -227,8 +245,14 @@ class LlamaCppModel(LLMEndpoints):
 
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
-        schema = request.params.json_schema
-        grammar = self._grammar(schema) if schema is not None else None
+        params = request.params
+        grammar = (
+            self._layout_grammar(params.call_layout)
+            if params.call_layout is not None
+            else self._grammar(params.json_schema)
+            if params.json_schema is not None
+            else None
+        )
 
         def emit(event: Any) -> None:
             if not sequence.cancelled:
@@ -266,15 +290,23 @@ class LlamaCppModel(LLMEndpoints):
     def _grammar(self, schema: dict[str, Any]) -> str:
         # Not sort_keys: the grammar writes properties in the order the schema lists them.
         key = json.dumps(schema)
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        return self._cached_grammar(key, lambda: json_schema_to_gbnf(key))
+
+    def _layout_grammar(self, layout: CallLayout) -> str:
+        """The grammar of required calls in the model's own markers."""
+        key = "layout " + json.dumps(dataclasses.asdict(layout))
+        return self._cached_grammar(key, lambda: layout_gbnf(layout))
+
+    def _cached_grammar(self, key: str, build: Any) -> str:
         with self._grammar_lock:  # plans are made on worker threads
             grammar = self._grammars.get(key)
             if grammar is not None:
                 self._grammars.move_to_end(key)
-                return grammar
-        from llama_cpp.llama_grammar import json_schema_to_gbnf
-
+                return str(grammar)
         try:
-            grammar = strict_json_strings(json_schema_to_gbnf(key))
+            grammar = strict_json_strings(build())
         except Exception as error:
             raise InvalidParameterError(
                 None, f"the JSON schema cannot be enforced: {error}"
@@ -284,6 +316,30 @@ class LlamaCppModel(LLMEndpoints):
             if len(self._grammars) > _GRAMMAR_CACHE_SIZE:
                 self._grammars.popitem(last=False)
         return grammar
+
+
+def layout_gbnf(layout: CallLayout) -> str:
+    """GBNF for ``layout``: its opening, one call (or several, joined), its closing; each
+    call a prefix, JSON following that option's schema (in its property order), a suffix."""
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    literal = converter._format_literal
+    options = []
+    for index, option in enumerate(layout.options):
+        schema = converter.resolve_refs(copy.deepcopy(option.schema), "stdin")
+        rule = converter.visit(schema, f"call{index}")
+        parts = [literal(option.prefix)] if option.prefix else []
+        parts += [rule] + ([literal(option.suffix)] if option.suffix else [])
+        options.append(" ".join(parts))
+    call = converter._add_rule("call", " | ".join(f"( {option} )" for option in options))
+    body = call
+    if layout.parallel:
+        separator = f"{literal(layout.separator)} " if layout.separator else ""
+        body = f"{call} ( {separator}{call} )*"
+    edges = [literal(text) if text else "" for text in (layout.opening, layout.closing)]
+    converter._add_rule("root", " ".join(part for part in (edges[0], body, edges[1]) if part))
+    return str(converter.format_grammar())
 
 
 # llama-cpp-python's JSON grammar lets a string hold raw control characters (a newline,

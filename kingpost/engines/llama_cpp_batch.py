@@ -19,6 +19,8 @@ import codecs
 import ctypes
 import logging
 import math
+import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -158,6 +160,18 @@ def common_prefix(cached: list[int], prompt: list[int]) -> int:
     return int(differ[0]) if len(differ) else size
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux: per thread; threads it
+    starts later, such as llama.cpp's OpenMP team, inherit it). Nothing elsewhere."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + nice)
+    except OSError as error:
+        logger.warning("could not lower the decode thread's priority: %s", error)
+
+
 class BatchScheduler:
     """Runs sequences through a llama.cpp context on one thread, batched step by step."""
 
@@ -171,8 +185,10 @@ class BatchScheduler:
         context_length: int,
         prefix_cache: bool = True,
         grammar_first: bool = False,
+        compute_nice: int = 0,
     ) -> None:
         self._ctx = context
+        self._compute_nice = compute_nice
         self._grammar_first = grammar_first
         self._vocab = vocab
         self._memory = llama_cpp.llama_get_memory(context)
@@ -237,6 +253,7 @@ class BatchScheduler:
     # ---- the scheduler thread -----------------------------------------------------
 
     def _run(self) -> None:
+        lower_thread_priority(self._compute_nice)  # llama.cpp's compute threads inherit it
         while True:
             with self._wakeup:
                 while not self._closed and not self._waiting and not self._active:
@@ -344,7 +361,7 @@ class BatchScheduler:
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._finish(sequence, "stop")
             return
-        piece = self._token_bytes(token)
+        piece = self._token_bytes(token, special=not sequence.params.skip_special_tokens)
         logprob = self._logprob(sequence, token, piece) if sequence.params.logprobs else None
         sequence.generated += 1
         self.generated_tokens += 1
@@ -384,8 +401,8 @@ class BatchScheduler:
 
     # ---- token text and logprobs --------------------------------------------------
 
-    def _token_bytes(self, token: int) -> bytes:
-        size = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, 256, 0, False)
+    def _token_bytes(self, token: int, special: bool = False) -> bytes:
+        size = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, 256, 0, special)
         return self._piece.raw[: max(size, 0)]
 
     def _logprob(self, sequence: Sequence, token: int, piece: bytes) -> TokenLogprob:

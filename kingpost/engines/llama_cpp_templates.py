@@ -5,11 +5,16 @@ authors wrote it. ``engine.chat_format`` names one of llama.cpp's built-in forma
 (``gemma``, ``chatml``, ``llama3``...) instead. A GGUF without a template (a base
 model, say) gets its family's turn format, picked from ``general.architecture``;
 only a family with no known format has no chat (completions and embeddings work).
+
+A Jinja template that renders tools itself (Qwen's, Llama 3.1's, Mistral's...) also gets
+the request's tools, earlier calls and tool results, in the shape it was written for;
+:func:`kingpost.engines.tool_calls.syntax_for_template` names the family's call markers.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 from typing import Any, Protocol
 
@@ -17,6 +22,7 @@ import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from kingpost.engines.generation import ChatTurn
+from kingpost.engines.tool_calls import ToolSyntax, syntax_for_template, template_handles_tools
 from kingpost.errors import ConfigError
 from kingpost.protocols import InvalidParameterError
 
@@ -59,9 +65,16 @@ ARCHITECTURE_FORMATS: dict[str, str] = {
 
 
 class ChatTemplate(Protocol):
-    def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True) -> str:
+    def render(
+        self,
+        turns: list[ChatTurn],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
         """The prompt for a conversation, ending where the assistant's reply begins
-        (or, with ``add_generation_prompt=False``, after the last turn, closed)."""
+        (or, with ``add_generation_prompt=False``, after the last turn, closed); ``tools``
+        (OpenAI's shape) reach a template that renders them, others ignore them."""
         ...
 
 
@@ -71,7 +84,13 @@ class BuiltinChatTemplate:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True) -> str:
+    def render(
+        self,
+        turns: list[ChatTurn],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
         messages = (llama_cpp.llama_chat_message * len(turns))()
         encoded = [(turn.role.encode(), turn.content.encode()) for turn in turns]
         for message, (role, content) in zip(messages, encoded, strict=True):
@@ -95,19 +114,72 @@ class JinjaChatTemplate:
     """The Jinja chat template a GGUF carries in its metadata."""
 
     def __init__(self, template: str, *, bos_token: str, eos_token: str) -> None:
+        self.source = template
         self._formatters = {
             add: Jinja2ChatFormatter(
                 template, eos_token=eos_token, bos_token=bos_token, add_generation_prompt=add
             )
             for add in (True, False)
         }
+        self.arguments_as_object = self._takes_object_arguments()
 
-    def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True) -> str:
-        messages: Any = [{"role": turn.role, "content": turn.content} for turn in turns]
+    def render(
+        self,
+        turns: list[ChatTurn],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
+        messages: Any = [self._message(turn) for turn in turns]
         try:
-            return str(self._formatters[add_generation_prompt](messages=messages).prompt)
+            formatter = self._formatters[add_generation_prompt]
+            listed: Any = tools or None
+            return str(formatter(messages=messages, tools=listed).prompt)
         except ValueError as error:  # templates raise_exception() on what they refuse
             raise InvalidParameterError("messages", str(error)) from None
+
+    def _message(self, turn: ChatTurn) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+        if turn.calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": self._arguments(call.arguments)},
+                }
+                for call in turn.calls
+            ]
+        if turn.role == "tool":
+            message["tool_call_id"] = turn.call_id
+            if turn.name:
+                message["name"] = turn.name
+        return message
+
+    def _arguments(self, arguments: str) -> Any:
+        if not self.arguments_as_object:
+            return arguments
+        try:
+            return json.loads(arguments)
+        except ValueError:
+            return arguments
+
+    def _takes_object_arguments(self) -> bool:
+        """Whether the template writes a call's arguments given as an object as JSON (most
+        ``tojson`` them, as Hugging Face passes them); else they are passed as text."""
+        probe = {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]}
+        messages: Any = [{"role": "user", "content": "hi"}, probe]
+        try:
+            rendered = str(self._formatters[False](messages=messages).prompt)
+        except Exception:  # a template that refuses the probe: keep objects
+            return True
+        return '"probe_key"' in rendered or "'probe_key'" not in rendered
+
+
+_PROBE_CALL = {
+    "id": "call_probe",
+    "type": "function",
+    "function": {"name": "probe_tool", "arguments": {"probe_key": "probe value"}},
+}
 
 
 def continue_final_turn(template: ChatTemplate, turns: list[ChatTurn]) -> str:
@@ -138,7 +210,13 @@ class NoChatTemplate:
     def __init__(self, architecture: str) -> None:
         self.architecture = architecture
 
-    def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True) -> str:
+    def render(
+        self,
+        turns: list[ChatTurn],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
         raise InvalidParameterError(
             "messages",
             f"this model has no chat template and its architecture ({self.architecture}) "
@@ -163,6 +241,21 @@ def chat_template(model: Any, vocab: Any, chat_format: str | None) -> ChatTempla
         bos_token=_token_text(vocab, llama_cpp.llama_vocab_bos(vocab)),
         eos_token=_token_text(vocab, llama_cpp.llama_vocab_eos(vocab)),
     )
+
+
+def native_tool_syntax(template: ChatTemplate) -> ToolSyntax | None:
+    """The call markers of a GGUF template that renders tools itself (logged), or None."""
+    if not isinstance(template, JinjaChatTemplate):
+        return None
+    syntax = syntax_for_template(template.source)
+    if syntax is not None:
+        logger.info("the chat template renders tools: calls are read in the %r format", syntax.name)
+    elif template_handles_tools(template.source):
+        logger.info(
+            "the chat template renders tools in a format not read here: tools are "
+            "described in the prompt instead"
+        )
+    return syntax
 
 
 def architecture_template(architecture: str) -> ChatTemplate:

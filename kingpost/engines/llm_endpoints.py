@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from starlette.responses import Response
 
 from kingpost.engines.generation import (
+    CallLayout,
     ChatTurn,
     GeneratedToken,
     GenerationOutcome,
@@ -46,7 +47,7 @@ from kingpost.engines.llm_replies import (
 )
 from kingpost.engines.response_store import ResponseStore
 from kingpost.engines.stored_responses import StoredResponses
-from kingpost.engines.tool_calls import ToolPolicy
+from kingpost.engines.tool_calls import ToolPolicy, ToolSyntax
 from kingpost.protocols import (
     ChatCompletionRequest,
     ChatCompletionStream,
@@ -91,6 +92,9 @@ class LLMEndpoints(abc.ABC):
     default_top_k: int = 40
     default_max_tokens: int | None = None
     """Output tokens for a request that sets no limit (None: what the context leaves)."""
+    tool_syntax: ToolSyntax | None = None
+    """The model's own tool-call format, when its chat template renders tools (then
+    ``render_chat_with_tools`` renders them); None: tools are described in the prompt."""
 
     def __init__(self, config: dict[str, Any], default_top_k: int, model_dir: Any = None) -> None:
         """What every engine keeps from the constructor keywords Kingpost passes."""
@@ -124,8 +128,19 @@ class LLMEndpoints(abc.ABC):
         """
         return self.render_chat(turns[:-1]) + turns[-1].content
 
+    def render_chat_with_tools(
+        self, turns: list[ChatTurn], tools: list[dict[str, Any]] | None
+    ) -> str:
+        """The prompt with the tools (OpenAI's shape) rendered by the model's own template;
+        engines that set ``tool_syntax`` override this."""
+        return self.render_chat(turns)
+
     def check_sampling(self, schema: dict[str, Any] | None) -> None:
         """Raise InvalidParameterError if the engine cannot enforce ``schema``."""
+        return None
+
+    def check_call_layout(self, layout: CallLayout) -> None:
+        """Raise InvalidParameterError if the engine cannot enforce ``layout``."""
         return None
 
     async def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
@@ -138,7 +153,7 @@ class LLMEndpoints(abc.ABC):
         body = parse_request(ChatCompletionRequest, inputs)
         if body.stream and body.n > 1:
             raise InvalidParameterError("n", "streaming supports n=1 only")
-        policy = chat_tool_policy(body)
+        policy = self._tool_policy(chat_tool_policy(body))
         schema = body.response_format.schema_or_none() if body.response_format else None
         turns = chat_turns(body, policy)
         continuing = bool(getattr(body, "continue_final_message", False))
@@ -185,10 +200,8 @@ class LLMEndpoints(abc.ABC):
                 continue
             if event.text:
                 yield stream.text(event.text, event.logprobs if body.logprobs else None)
-            if event.call is not None:
-                yield stream.tool_call(
-                    0, new_id("call_"), event.call.name, event.call.arguments_json
-                )
+            for index, call in enumerate(event.calls):
+                yield stream.tool_call(index, new_id("call_"), call.name, call.arguments_json)
             yield stream.finish(_finish_reason(event), _usage([event], plan.prompt_tokens))
 
     # ---- OpenAI completions -------------------------------------------------------
@@ -258,11 +271,13 @@ class LLMEndpoints(abc.ABC):
             body = parse_request(
                 ResponsesRequest, {**inputs, "input": [*history, *_raw_input(inputs)]}
             )
-        policy = responses_tool_policy(body)
+        policy = self._tool_policy(responses_tool_policy(body))
         schema = body.text.format.schema_or_none() if body.text else None
         plan = await _off_loop(
             lambda: self._plan(
-                self.render_chat(responses_turns(body, policy)),
+                self._render(
+                    responses_turns(body, policy), prefilled=False, schema=schema, policy=policy
+                ),
                 self._sampling(body, limit=body.max_output_tokens, schema=schema),
                 [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
                 policy,
@@ -277,17 +292,14 @@ class LLMEndpoints(abc.ABC):
             stream = self._stream_response(body, plan, ResponseStream(model, request=body), keep)
             return _reporting_errors(stream, openai_stream_error)
         end = await collect_reply(self.generate, plan)
-        calls = (
-            [
-                OutputFunctionCall(
-                    name=end.call.name,
-                    arguments=end.call.arguments_json,
-                    status="incomplete" if end.call.truncated else "completed",
-                )
-            ]
-            if end.call
-            else []
-        )
+        calls = [
+            OutputFunctionCall(
+                name=call.name,
+                arguments=call.arguments_json,
+                status="incomplete" if call.truncated else "completed",
+            )
+            for call in end.calls
+        ]
         result = response_object(
             end.text if not calls or end.text else None,
             model=model,
@@ -368,11 +380,9 @@ class LLMEndpoints(abc.ABC):
             if event.text:
                 yield stream.text(event.text)
             if isinstance(event, ReplyEnd):
-                if event.call is not None:
+                for call in event.calls:
                     yield stream.function_call(
-                        event.call.name,
-                        event.call.arguments_json,
-                        complete=not event.call.truncated,
+                        call.name, call.arguments_json, complete=not call.truncated
                     )
                 usage = ResponseUsage.of(
                     event.outcome.prompt_tokens,
@@ -386,7 +396,7 @@ class LLMEndpoints(abc.ABC):
 
     async def messages(self, inputs: dict[str, Any]) -> HookResult:
         body = parse_request(MessagesRequest, inputs)
-        policy = anthropic_tool_policy(body)
+        policy = self._tool_policy(anthropic_tool_policy(body))
         turns = anthropic_turns(body, policy)
         # A last assistant message is a prefill: the reply continues it in place.
         prefilled = bool(body.messages) and body.messages[-1].role == "assistant"
@@ -405,7 +415,7 @@ class LLMEndpoints(abc.ABC):
         if body.stream:
             return _reporting_errors(self._stream_message(plan, model), anthropic_stream_error)
         end = await collect_reply(self.generate, plan)
-        tool_uses = [ToolUseBlock(name=end.call.name, input=end.call.arguments)] if end.call else []
+        tool_uses = [ToolUseBlock(name=call.name, input=call.arguments) for call in end.calls]
         stop_reason, stop_sequence = _anthropic_stop(end)
         return message(
             end.text or None,
@@ -424,8 +434,8 @@ class LLMEndpoints(abc.ABC):
             if event.text:
                 yield stream.text(event.text)
             if isinstance(event, ReplyEnd):
-                if event.call is not None:
-                    yield stream.tool_use(event.call.name, event.call.arguments)
+                for call in event.calls:
+                    yield stream.tool_use(call.name, call.arguments)
                 stop_reason, stop_sequence = _anthropic_stop(event)
                 yield stream.finish(
                     stop_reason,
@@ -438,7 +448,7 @@ class LLMEndpoints(abc.ABC):
     async def count_tokens(self, inputs: dict[str, Any]) -> HookResult:
         """The prompt tokens of an Anthropic messages request: ``{"input_tokens": N}``."""
         body = parse_request(MessagesRequest, {"max_tokens": 1, **inputs})
-        policy = anthropic_tool_policy(body)
+        policy = self._tool_policy(anthropic_tool_policy(body))
         turns = anthropic_turns(body, policy)
         prefilled = body.messages[-1].role == "assistant" and turns[-1].role == "assistant"
         prompt = self._render(turns, prefilled=prefilled, schema=None, policy=policy)
@@ -447,7 +457,9 @@ class LLMEndpoints(abc.ABC):
     async def input_tokens(self, inputs: dict[str, Any]) -> HookResult:
         """The input tokens of an OpenAI responses request, as ``/v1/responses/input_tokens``."""
         body = parse_request(ResponsesRequest, inputs)
-        prompt = self.render_chat(responses_turns(body, responses_tool_policy(body)))
+        policy = self._tool_policy(responses_tool_policy(body))
+        turns = responses_turns(body, policy)
+        prompt = self._render(turns, prefilled=False, schema=None, policy=policy)
         count = len(await asyncio.to_thread(self.tokenize, prompt))
         return {"object": "response.input_tokens", "input_tokens": count}
 
@@ -476,8 +488,10 @@ class LLMEndpoints(abc.ABC):
         policy: ToolPolicy,
     ) -> str:
         if not prefilled:
+            if policy.native:
+                return self.render_chat_with_tools(turns, policy.tool_definitions())
             return self.render_chat(turns)
-        if schema is not None or policy.call_schema() is not None:
+        if schema is not None or (policy.call_schema() or policy.call_layout()) is not None:
             # the grammar would start a new JSON value after the prefilled text
             raise InvalidParameterError(
                 "messages",
@@ -485,6 +499,12 @@ class LLMEndpoints(abc.ABC):
                 "or a forced tool call",
             )
         return self.render_prefilled(turns)
+
+    def _tool_policy(self, policy: ToolPolicy) -> ToolPolicy:
+        """The request's tool policy, in the model's own call format when it has one."""
+        if self.tool_syntax is None:
+            return policy
+        return dataclasses.replace(policy, syntax=self.tool_syntax)
 
     def _model_name(self, requested: str) -> str:
         return requested or self.served_model_name
@@ -534,9 +554,18 @@ class LLMEndpoints(abc.ABC):
                 f"the prompt is {len(tokens)} tokens; the context holds {self.context_length}",
             )
         max_tokens = min(sampling.max_tokens or self.default_max_tokens or room, room)
-        schema = policy.call_schema() or sampling.json_schema
+        layout = policy.call_layout()
+        schema = None if layout is not None else policy.call_schema() or sampling.json_schema
         self.check_sampling(schema)
-        params = dataclasses.replace(sampling, max_tokens=max_tokens, json_schema=schema)
+        if layout is not None:
+            self.check_call_layout(layout)
+        params = dataclasses.replace(
+            sampling,
+            max_tokens=max_tokens,
+            json_schema=schema,
+            call_layout=layout,
+            skip_special_tokens=not (policy.native and policy.may_call),
+        )
         operation = "text_completion" if param == "prompt" else "chat"
         return GenerationPlan(
             GenerationRequest(tokens, params, stop),
@@ -602,8 +631,8 @@ def _raw_input(inputs: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _finish_reason(end: ReplyEnd) -> Any:
-    if end.call is not None:
-        return "length" if end.call.truncated else "tool_calls"
+    if end.calls:
+        return "length" if end.truncated else "tool_calls"
     return "length" if end.outcome.reason == "length" else "stop"
 
 
@@ -615,16 +644,13 @@ def _usage(ends: list[ReplyEnd], prompt_tokens: int, per_prompt: int = 0) -> Usa
 
 
 def _chat_choice(index: int, end: ReplyEnd, want_logprobs: bool | None) -> ChatChoice:
-    calls = (
-        [
-            ToolCall(
-                id=new_id("call_"),
-                function=FunctionCall(name=end.call.name, arguments=end.call.arguments_json),
-            )
-        ]
-        if end.call
-        else None
-    )
+    calls = [
+        ToolCall(
+            id=new_id("call_"),
+            function=FunctionCall(name=call.name, arguments=call.arguments_json),
+        )
+        for call in end.calls
+    ] or None
     return ChatChoice(
         index=index,
         message=ChatCompletionMessage(content=None if calls else end.text, tool_calls=calls),
@@ -634,8 +660,8 @@ def _chat_choice(index: int, end: ReplyEnd, want_logprobs: bool | None) -> ChatC
 
 
 def _anthropic_stop(end: ReplyEnd) -> tuple[Any, str | None]:
-    if end.call is not None:
-        return ("max_tokens" if end.call.truncated else "tool_use"), None
+    if end.calls:
+        return ("max_tokens" if end.truncated else "tool_use"), None
     if end.outcome.stop_sequence is not None:
         return "stop_sequence", end.outcome.stop_sequence
     return ("max_tokens" if end.outcome.reason == "length" else "end_turn"), None

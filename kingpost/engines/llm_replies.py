@@ -55,12 +55,18 @@ class ReplyDelta:
 @dataclass
 class ReplyEnd:
     outcome: GenerationOutcome
-    call: ParsedToolCall | None = None
+    calls: list[ParsedToolCall] = field(default_factory=list)
+    """The tool calls the reply made (several, in a native syntax, for parallel calls)."""
     text: str = ""
     """Text released at the end (held back while it might have been a tool call)."""
     logprobs: list[TokenLogprob] = field(default_factory=list)
     """Logprobs of the tokens behind ``text``."""
     all_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    @property
+    def truncated(self) -> bool:
+        """A call was cut off by the token limit."""
+        return any(call.truncated for call in self.calls)
 
 
 class ToolCallReader:
@@ -88,7 +94,7 @@ class ToolCallReader:
                 return text
         return ""
 
-    def finish(self, *, cut_off: bool = False) -> tuple[str, ParsedToolCall | None]:
+    def finish(self, *, cut_off: bool = False) -> tuple[str, list[ParsedToolCall]]:
         """What is left to emit as text, and the call if the reply was one.
 
         ``cut_off``: the token limit ended the reply, so a call may be incomplete; it is
@@ -100,7 +106,62 @@ class ToolCallReader:
             call = self.policy.parse_truncated(held)
         elif call is None and cut_off and self.policy.call_schema() is not None:
             call = self.policy.parse_truncated(held)  # a required call cut before its first "{"
-        return ("", call) if call is not None else (held, None)
+        return ("", [call]) if call is not None else (held, [])
+
+
+class NativeCallReader:
+    """Reads a reply in the model's own call markers (``policy.syntax``).
+
+    Text streams until the calls' trigger appears (text that could be the start of
+    it is held back meanwhile); from the trigger on, the rest is held and read as
+    calls at the end (text again if it does not parse).
+    """
+
+    def __init__(self, policy: ToolPolicy) -> None:
+        assert policy.syntax is not None
+        self.policy = policy
+        self.syntax = policy.syntax
+        self._active = policy.may_call
+        self._text = ""  # the reply so far
+        self._sent = 0  # how much of it has been emitted
+        self._calls_at = -1
+
+    def feed(self, text: str) -> str:
+        if not self._active:
+            return text
+        self._text += text
+        if self._calls_at >= 0:
+            return ""
+        syntax = self.syntax
+        at = syntax.find(self._text)
+        if at >= 0:
+            self._calls_at = at
+            return self._release(at)
+        if syntax.at_start:
+            if self._text.strip() and not syntax.may_begin(self._text):
+                self._active = False  # an ordinary answer: stream the rest as it comes
+                return self._release(len(self._text))
+            return ""
+        return self._release(len(self._text) - _partial_suffix(self._text, syntax.trigger))
+
+    def finish(self, *, cut_off: bool = False) -> tuple[str, list[ParsedToolCall]]:
+        if self._calls_at >= 0:
+            _, calls = self.policy.parse_native(self._text, cut_off=cut_off)
+            if calls:
+                return "", calls
+        return self._release(len(self._text)), []
+
+    def _release(self, upto: int) -> str:
+        released, self._sent = self._text[self._sent : upto], max(self._sent, upto)
+        return released
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """The length of the longest end of ``text`` that begins ``marker``."""
+    for size in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:size]):
+            return size
+    return 0
 
 
 async def collect_reply(generate: Generate, plan: GenerationPlan) -> ReplyEnd:
@@ -119,7 +180,9 @@ async def read_reply(
 ) -> AsyncIterator[ReplyDelta | ReplyEnd]:
     """Text deltas (stop sequences cut, possible tool calls held back), then one ReplyEnd."""
     matcher = StopMatcher(plan.request.stop)
-    reader = ToolCallReader(plan.policy)
+    reader: ToolCallReader | NativeCallReader = (
+        NativeCallReader(plan.policy) if plan.policy.native else ToolCallReader(plan.policy)
+    )
     logprobs: list[TokenLogprob] = []
     all_logprobs: list[TokenLogprob] = []
     produced = 0
@@ -161,10 +224,11 @@ async def read_reply(
         watch.finish(
             first_token_at, outcome.prompt_tokens, outcome.completion_tokens, outcome.reason
         )
-        text, call = reader.finish(cut_off=outcome.reason == "length")
-        if call is None and plan.policy.call_schema() is not None:
+        text, calls = reader.finish(cut_off=outcome.reason == "length")
+        policy = plan.policy
+        if not calls and (policy.call_schema() or policy.call_layout()) is not None:
             text = ""  # a required call that never got its name: nothing of it is shown
-        yield ReplyEnd(outcome, call, text, logprobs, all_logprobs)
+        yield ReplyEnd(outcome, calls, text, logprobs, all_logprobs)
     finally:
         if not watch.finished:  # stopped: the client left, or the engine failed
             watch.finish(first_token_at, plan.prompt_tokens, produced, "abort")

@@ -1,11 +1,18 @@
-"""Tool calling for engines whose models have no native tool format.
+"""Tool calling: in a model family's own markers, or prompt-based where it has none.
 
-The model is told about the tools in the system turn and asked to answer a call
-with a bare JSON object ``{"name": ..., "arguments": {...}}``. When a call is
-required (OpenAI ``tool_choice: "required"`` or a named function, Anthropic
-``any`` / ``tool``) the output is constrained to that shape by the engine's
-grammar, so it always parses; with ``auto`` the reply is read as a call only if
-it is such an object naming one of the tools.
+**Native** (a :class:`ToolSyntax`): when a model's chat template renders tools itself,
+the tools and earlier calls and results go through it, and the reply is read in the
+family's markers (Qwen / Hermes ``<tool_call>{...}</tool_call>``, Llama 3.x's bare
+``{"name", "parameters"}``, Mistral's ``[TOOL_CALLS][...]``, and the others in
+:data:`SYNTAXES`), several calls in one reply included. A required call is constrained
+to those markers (:meth:`ToolPolicy.call_layout`).
+
+**Prompt-based** (no syntax): the model is told about the tools in the system turn and
+asked to answer a call with a bare JSON object ``{"name": ..., "arguments": {...}}``.
+When a call is required (OpenAI ``tool_choice: "required"`` or a named function,
+Anthropic ``any`` / ``tool``) the output is constrained to that shape by the engine's
+grammar, so it always parses; with ``auto`` the reply is read as a call only if it is
+such an object naming one of the tools.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from kingpost.engines.generation import CallLayout, FramedCall
 
 ToolMode = Literal["none", "auto", "required"]
 
@@ -45,6 +54,339 @@ class ParsedToolCall:
         return json.dumps(self.arguments)
 
 
+_DECODER = json.JSONDecoder()
+
+
+@dataclass(frozen=True)
+class ToolSyntax:
+    """How one model family writes tool calls, as its chat template shows it.
+
+    A reply's calls begin at ``trigger`` (anywhere, or only at its start when
+    ``at_start``); what comes before is text. Each call is then a JSON value, either
+    holding the name and arguments (``name_key``, ``arguments_key``; a list holds
+    several), or, with ``header``, the arguments after a header that names the tool.
+    ``fillers`` are the markers around and between calls. The ``opening``,
+    ``call_prefix`` (``{name}`` is the tool's), ``call_suffix``, ``separator`` and
+    ``closing`` are how a required call is written under the grammar.
+    """
+
+    name: str
+    detect: tuple[str, ...]
+    """All of these are in a template of this family."""
+    trigger: str
+    at_start: bool = False
+    fillers: tuple[str, ...] = ()
+    header: re.Pattern[str] | None = None
+    name_key: str = "name"
+    arguments_key: str = "arguments"
+    opening: str = ""
+    call_prefix: str = ""
+    call_suffix: str = ""
+    separator: str = "\n"
+    closing: str = ""
+    parallel: bool = True
+    keyed_by_name: bool = False
+    """A call is written ``{"<tool name>": {arguments}}``."""
+
+    def find(self, text: str) -> int:
+        """Where the calls begin in ``text``, or -1."""
+        if self.at_start:
+            stripped = text.lstrip()
+            opens = stripped.startswith((self.trigger, *self.fillers))
+            return len(text) - len(stripped) if opens else -1
+        return text.find(self.trigger)
+
+    def may_begin(self, text: str) -> bool:
+        """Whether ``text``, the start of a reply, is or could become the calls' start."""
+        stripped = text.lstrip()
+        return any(
+            stripped.startswith(opener) or opener.startswith(stripped)
+            for opener in (self.trigger, *self.fillers)
+        )
+
+    def read_calls(
+        self, text: str, names: set[str], *, cut_off: bool = False
+    ) -> list[ParsedToolCall] | None:
+        """The calls written in ``text`` (from the trigger on); None if it does not parse.
+
+        ``cut_off``: the token limit ended the reply, so the last call may be written
+        only in part; it is kept (truncated) when its name is known.
+        """
+        calls: list[ParsedToolCall] = []
+        at = 0
+        while True:
+            at = self._skip(text, at)
+            if at >= len(text):
+                return calls or None
+            name: str | None = None
+            if self.header is not None:
+                match = self.header.match(text, at)
+                if match is None:
+                    return (calls or None) if cut_off else None
+                name, at = match["name"].strip(), self._skip_space(text, match.end())
+            try:
+                value, at = _DECODER.raw_decode(text, at)
+            except ValueError:
+                if not cut_off:
+                    return None
+                partial = text[at:].rstrip()
+                calls += self._truncated(partial, name, names)
+                return calls or None
+            for item in value if isinstance(value, list) and name is None else [value]:
+                call = self._call(item, name, names)
+                if call is None:
+                    return None
+                calls.append(call)
+
+    def _truncated(self, partial: str, name: str | None, names: set[str]) -> list[ParsedToolCall]:
+        value = complete_json_prefix(partial) if partial else {}
+        items = value if isinstance(value, list) and name is None else [value]
+        if not items:
+            return []
+        calls = [call for item in items[:-1] if (call := self._call(item, name, names))]
+        last = self._call(items[-1], name, names)
+        if last is not None:
+            arguments = partial if name is not None else json.dumps(last.arguments)
+            calls.append(ParsedToolCall(last.name, last.arguments, truncated_arguments=arguments))
+        return calls
+
+    def layout(self, tools: list[ToolSpec], parallel: bool) -> CallLayout:
+        options = tuple(
+            FramedCall(
+                self.call_prefix.replace("{name}", tool.name),
+                self._payload_schema(tool),
+                self.call_suffix,
+            )
+            for tool in tools
+        )
+        return CallLayout(
+            options, self.opening, self.separator, self.closing, parallel and self.parallel
+        )
+
+    def _payload_schema(self, tool: ToolSpec) -> dict[str, Any]:
+        parameters = tool.parameters or {"type": "object"}
+        if self.header is not None:
+            return parameters
+        if self.keyed_by_name:
+            properties = {tool.name: parameters}
+            return {"type": "object", "properties": properties, "required": [tool.name]}
+        return {
+            "type": "object",
+            "properties": {self.name_key: {"const": tool.name}, self.arguments_key: parameters},
+            "required": [self.name_key, self.arguments_key],
+        }
+
+    def _call(self, item: Any, name: str | None, names: set[str]) -> ParsedToolCall | None:
+        if not isinstance(item, dict):
+            return None
+        if name is None:
+            if isinstance(item.get("function"), dict):  # {"type": "function", "function": ...}
+                item = item["function"]
+            name = item.get(self.name_key, item.get("name"))
+            if name is None and len(item) == 1:  # {"tool name": {arguments}}
+                name, arguments = next(iter(item.items()))
+            else:
+                arguments = item.get(self.arguments_key, item.get("arguments", {}))
+                if "parameters" in item and self.arguments_key not in item:
+                    arguments = item["parameters"]
+        else:
+            arguments = item
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                return None
+        if name not in names or not isinstance(arguments, dict):
+            return None
+        return ParsedToolCall(name=name, arguments=arguments)
+
+    def _skip(self, text: str, at: int) -> int:
+        """Past whitespace, the trigger (a marker, unless the call's JSON opens with it),
+        fillers and separators."""
+        markers = self.fillers if self.at_start else (self.trigger, *self.fillers)
+        markers = (*markers, ",", ";")
+        while True:
+            at = self._skip_space(text, at)
+            for marker in markers:
+                if marker and text.startswith(marker, at):
+                    at += len(marker)
+                    break
+            else:
+                return at
+
+    @staticmethod
+    def _skip_space(text: str, at: int) -> int:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        return at
+
+
+def _header(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _ds(words: str) -> str:
+    """A DeepSeek marker: ``tool calls begin`` in full-width bars (U+FF5C), its words
+    joined by U+2581."""
+    return "<\uff5c" + words.replace(" ", "\u2581") + "\uff5c>"
+
+
+# The families llama.cpp's server recognises by their chat template, most specific first.
+SYNTAXES: tuple[ToolSyntax, ...] = (
+    ToolSyntax(  # Hermes 2/3 Pro, Qwen 2.5 / 3 (JSON inside <tool_call>)
+        "hermes",
+        ("<tool_call>",),
+        "<tool_call>",
+        fillers=("</tool_call>",),
+        call_prefix="<tool_call>\n",
+        call_suffix="\n</tool_call>",
+    ),
+    ToolSyntax(  # Functionary v3.1 on Llama 3.1
+        "functionary-v3.1",
+        ("<|start_header_id|>", "<function="),
+        "<function=",
+        fillers=("</function>",),
+        header=_header(r"(?P<name>[^>]+)>"),
+        call_prefix="<function={name}>",
+        call_suffix="</function>",
+    ),
+    ToolSyntax(  # Functionary v3.2
+        "functionary-v3.2",
+        (">>>all",),
+        ">>>",
+        header=_header(r"(?P<name>[^\n]+)\n"),
+        call_prefix=">>>{name}\n",
+    ),
+    ToolSyntax(  # Llama 3.1 / 3.2 / 3.3: the reply is the call's JSON
+        "llama3",
+        ("<|start_header_id|>ipython<|end_header_id|>",),
+        "{",
+        at_start=True,
+        fillers=("<|python_tag|>",),
+        arguments_key="parameters",
+        parallel=False,
+    ),
+    ToolSyntax(  # Magistral / Mistral Small 3.2+: [TOOL_CALLS]name[ARGS]{...}
+        "magistral",
+        ("[TOOL_CALLS]", "[ARGS]"),
+        "[TOOL_CALLS]",
+        header=_header(r"(?P<name>[^\[\s]+)\[ARGS\]"),
+        call_prefix="[TOOL_CALLS]{name}[ARGS]",
+        separator="",
+    ),
+    ToolSyntax(  # Mistral Nemo: [TOOL_CALLS][{...}, {...}]
+        "mistral-nemo",
+        ("[TOOL_CALLS]",),
+        "[TOOL_CALLS]",
+        opening="[TOOL_CALLS][",
+        separator=", ",
+        closing="]",
+    ),
+    ToolSyntax(  # Firefunction v2
+        "firefunction-v2",
+        (" functools[",),
+        "functools",
+        opening=" functools[",
+        separator=", ",
+        closing="]",
+    ),
+    ToolSyntax(  # Command R7B
+        "command-r7b",
+        ("<|START_ACTION|>",),
+        "<|START_ACTION|>",
+        fillers=("<|END_ACTION|>",),
+        name_key="tool_name",
+        arguments_key="parameters",
+        opening="<|START_ACTION|>[",
+        separator=", ",
+        closing="]<|END_ACTION|>",
+    ),
+    ToolSyntax(  # DeepSeek R1 (and V3.1's form without "function" and the code fence)
+        "deepseek",
+        (_ds("tool calls begin"),),
+        _ds("tool calls begin"),
+        fillers=("```", _ds("tool call end"), _ds("tool calls end")),
+        header=_header(
+            re.escape(_ds("tool call begin"))
+            + f"(?:function{re.escape(_ds('tool sep'))})?(?P<name>[^\\n<]+?)"
+            + f"(?:{re.escape(_ds('tool sep'))}|\\s*```json\\s*|\\n)"
+        ),
+        opening=_ds("tool calls begin"),
+        call_prefix=_ds("tool call begin") + "function" + _ds("tool sep") + "{name}\n```json\n",
+        call_suffix="\n```" + _ds("tool call end"),
+        closing=_ds("tool calls end"),
+    ),
+    ToolSyntax(  # IBM Granite 3.x
+        "granite",
+        ("<|tool_call|>",),
+        "<|tool_call|>",
+        opening="<|tool_call|>[",
+        separator=", ",
+        closing="]",
+    ),
+    ToolSyntax(  # Nemotron v2
+        "nemotron-v2",
+        ("<TOOLCALL>",),
+        "<TOOLCALL>",
+        fillers=("</TOOLCALL>",),
+        opening="<TOOLCALL>[",
+        separator=", ",
+        closing="]</TOOLCALL>",
+    ),
+    ToolSyntax(  # Kimi K2
+        "kimi-k2",
+        ("<|tool_calls_section_begin|>",),
+        "<|tool_calls_section_begin|>",
+        fillers=("<|tool_call_end|>", "<|tool_calls_section_end|>"),
+        header=_header(
+            r"<\|tool_call_begin\|>\s*(?:functions\.)?(?P<name>[^:<\s]+)(?::\d+)?\s*"
+            r"<\|tool_call_argument_begin\|>"
+        ),
+        opening="<|tool_calls_section_begin|>",
+        call_prefix="<|tool_call_begin|>functions.{name}:0<|tool_call_argument_begin|>",
+        call_suffix="<|tool_call_end|>",
+        separator="",
+        closing="<|tool_calls_section_end|>",
+    ),
+    ToolSyntax(  # Apertus: [{"name": {arguments}}]
+        "apertus",
+        ("<|tools_prefix|>",),
+        "<|tools_prefix|>",
+        fillers=("<|tools_suffix|>",),
+        keyed_by_name=True,
+        opening="<|tools_prefix|>[",
+        separator=", ",
+        closing="]<|tools_suffix|>",
+    ),
+)
+# Families whose calls are not JSON (XML parameters, Python calls) or need a channel
+# parser: their templates stay on the prompt-based path.
+_UNSUPPORTED = (
+    "<parameter=",
+    "<arg_key>",
+    "<|channel|>",
+    "<seed:tool_call>",
+    "<|tool_call_start|>",
+)
+
+
+def template_handles_tools(source: str) -> bool:
+    """Whether a chat template renders tool definitions or calls itself."""
+    return bool(re.search(r"\btools\b", source)) and (
+        "tool_calls" in source or re.search(r"""['"]tool['"]""", source) is not None
+    )
+
+
+def syntax_for_template(source: str) -> ToolSyntax | None:
+    """The tool-call syntax of a chat template's family, when it renders tools itself."""
+    if not template_handles_tools(source) or any(mark in source for mark in _UNSUPPORTED):
+        return None
+    for syntax in SYNTAXES:
+        if all(mark in source for mark in syntax.detect):
+            return syntax
+    return None
+
+
 @dataclass(frozen=True)
 class ToolPolicy:
     """The tools of one request and whether the model may, must or must not call one."""
@@ -53,14 +395,62 @@ class ToolPolicy:
     mode: ToolMode = "auto"
     forced: str | None = None
     """The one tool the model must call, when the request names it."""
+    syntax: ToolSyntax | None = None
+    """The model's own call format (its template renders tools); None: prompt-based."""
+    parallel: bool = True
+    """Several calls in one reply (OpenAI ``parallel_tool_calls``)."""
 
     @property
     def may_call(self) -> bool:
         return bool(self.tools) and self.mode != "none"
 
+    @property
+    def native(self) -> bool:
+        return self.syntax is not None
+
+    def tool_definitions(self) -> list[dict[str, Any]] | None:
+        """The tools as a chat template takes them (OpenAI's shape), or None."""
+        if not self.may_call:
+            return None
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    **({"description": tool.description} if tool.description else {}),
+                    "parameters": tool.parameters or {"type": "object"},
+                },
+            }
+            for tool in self.offered()
+        ]
+
+    def call_layout(self) -> CallLayout | None:
+        """For a native syntax, how a required call must be written, else None."""
+        if self.syntax is None or not self.may_call:
+            return None
+        if self.mode != "required" and self.forced is None:
+            return None
+        return self.syntax.layout(self.offered(), self.parallel)
+
+    def parse_native(self, text: str, *, cut_off: bool = False) -> tuple[str, list[ParsedToolCall]]:
+        """A native reply split into its text and its calls (none: all of it is text);
+        ``cut_off``: the token limit ended it, so the last call may be truncated."""
+        if self.syntax is None or not self.may_call:
+            return text, []
+        at = self.syntax.find(text)
+        if at < 0:
+            return text, []
+        names = {tool.name for tool in self.tools}
+        calls = self.syntax.read_calls(text[at:], names, cut_off=cut_off)
+        if not calls:
+            return text, []
+        if not self.parallel:
+            calls = calls[:1]
+        return text[:at].rstrip(), calls
+
     def instructions(self) -> str:
         """Text for the system turn describing the tools and the call format."""
-        if not self.may_call:
+        if not self.may_call or self.syntax is not None:
             return ""
         listing = "\n".join(
             json.dumps(
@@ -81,8 +471,10 @@ class ToolPolicy:
         return self.tools
 
     def call_schema(self) -> dict[str, Any] | None:
-        """The JSON schema a reply must follow when a call is required, else None."""
+        """The JSON schema a prompt-based reply must follow when a call is required."""
         if not self.may_call or (self.mode != "required" and self.forced is None):
+            return None
+        if self.syntax is not None:
             return None
         options = [_call_schema(tool) for tool in self.offered()]
         return options[0] if len(options) == 1 else {"anyOf": options}

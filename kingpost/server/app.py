@@ -199,6 +199,8 @@ class ServerApp:
 
 
 async def _enter(mount: Mount, scope: Scope, receive: Receive, send: Send) -> None:
-    path = scope["path"][len(mount.prefix) :] or "/"
-    root_path = scope.get("root_path", "") + mount.prefix
-    await mount.app({**scope, "path": path, "root_path": root_path}, receive, send)
+    # A platform URL (``/environments/e/sync/v1/responses/x``) enters at its local path.
+    path = scope["path"]
+    rest = Router.local_path(path)[len(mount.prefix) :]
+    root_path = scope.get("root_path", "") + path[: len(path) - len(rest)]
+    await mount.app({**scope, "path": rest or "/", "root_path": root_path}, receive, send)

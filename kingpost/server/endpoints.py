@@ -10,6 +10,7 @@ official SDKs show the message and retry what is retryable.
 from __future__ import annotations
 
 from kingpost.errors import HookNotFoundError
+from kingpost.protocols import anthropic_stream_error, openai_stream_error
 from kingpost.server.errors import ErrorDialect
 from kingpost.server.exchange import Exchange
 from kingpost.server.inputs import model_request, parse_inputs
@@ -30,6 +31,14 @@ ENDPOINT_ROUTES = {
 }
 
 
+_DEADLINE = "the request ran past its deadline (Request-Timeout-Ms / Request-Deadline-Ms)"
+# The terminal event of a stream stopped by the client's deadline, by dialect.
+PAST_DEADLINE = {
+    ErrorDialect.OPENAI: openai_stream_error(_DEADLINE).encode(),
+    ErrorDialect.ANTHROPIC: anthropic_stream_error(_DEADLINE, type="timeout_error").encode(),
+}
+
+
 class EndpointHook:
     """``POST`` on the route of one /v1 hook."""
 
@@ -37,6 +46,7 @@ class EndpointHook:
         self.service = service
         self.hook = hook
         self.runtime = service.runtime
+        self.past_deadline = PAST_DEADLINE[ENDPOINT_ROUTES[hook][1]]
 
     async def __call__(self, ex: Exchange) -> None:
         service = self.service
@@ -60,6 +70,6 @@ class EndpointHook:
                 await stream.open(runtime.request_timeout, runtime.streaming_read_timeout)
         if isinstance(result, StreamResult):
             # /v1 streams are always event streams, whatever the client's Accept says.
-            await stream.send(ex, EVENT_STREAM, runtime.streaming_read_timeout)
+            await stream.send(ex, EVENT_STREAM, runtime.streaming_read_timeout, self.past_deadline)
         else:
             await reply_for(result, False).send(ex)

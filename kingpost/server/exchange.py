@@ -176,6 +176,7 @@ class Exchange:
         "_thread_event",
         "_watcher",
         "accept",
+        "client_deadline",
         "client_timeout",
         "content_length",
         "content_type",
@@ -219,6 +220,10 @@ class Exchange:
             elif name == b"request-timeout-ms" or name == b"request-deadline-ms":
                 self.client_timeout = _client_timeout(name, value, self.client_timeout)
         self.request_id = request_id.decode("latin-1")[:128] if request_id else new_request_id()
+        # ... and when it ends, in loop time: a stream past it is stopped mid-way
+        self.client_deadline: float | None = (
+            self._loop.time() + self.client_timeout if self.client_timeout is not None else None
+        )
         self.content_type = content_type
         self.content_length = content_length
         self.accept = accept

@@ -21,6 +21,9 @@ for them works unchanged:
     /environments/{env}/websocket        -> /v1/websocket
     (and the same under /production, /development, /deployment/{id})
 
+(mounts too: ``/environments/{env}/sync/v1/responses/{id}`` reaches the mount at
+``/v1/responses``)
+
 and, with ``any_model_name=True`` (a Model class's table: as Truss does), any model
 name in the per-model URLs (a custom server gets those it does not route forwarded):
 
@@ -174,7 +177,7 @@ class Router:
             if route is not None:
                 return route
         if self.mounts:
-            mount = self.mount_for(path)
+            mount = self.mount_for(local)
             if mount is not None:
                 return mount
         return self.fallback
@@ -186,6 +189,12 @@ class Router:
             if platform is not None:
                 route = self.websockets.get(platform.path)
         return route
+
+    @staticmethod
+    def local_path(path: str) -> str:
+        """The path a platform URL reaches (``/environments/e/sync/v1/x`` -> ``/v1/x``)."""
+        platform = split_platform_path(path)
+        return platform.path if platform is not None else path
 
     def mount_for(self, path: str) -> Mount | None:
         for mount in self.mounts:

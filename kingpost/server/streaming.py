@@ -255,8 +255,20 @@ class HookStream:
             raise ClientDisconnectedError("client disconnected")
         self._first = item
 
-    async def send(self, ex: Exchange, media_type: bytes, read_timeout: float) -> None:
-        """Send the opened stream as the response body, chunk by chunk."""
+    async def send(
+        self,
+        ex: Exchange,
+        media_type: bytes,
+        read_timeout: float,
+        past_deadline: bytes | None = None,
+    ) -> None:
+        """Send the opened stream as the response body, chunk by chunk.
+
+        Past the client's deadline (``Request-Timeout-Ms`` / ``Request-Deadline-Ms``)
+        the stream is stopped (its generator closed, which stops an engine's
+        generation) and ends with ``past_deadline``, the route's terminal error event,
+        or, without one, unfinished.
+        """
         ex.status = 200
         headers = [(b"content-type", media_type), *request_id_headers(ex.request_id)]
         if media_type == EVENT_STREAM:
@@ -265,6 +277,8 @@ class HookStream:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         pull = self.channel.pull
         item = self._first
+        deadline = ex.client_deadline
+        clock = asyncio.get_running_loop().time
         try:
             while item is not END:
                 if item is STOPPED:
@@ -281,12 +295,23 @@ class HookStream:
                     return
                 body = chunk_bytes(item)
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+                wait = read_timeout if deadline is None else min(read_timeout, deadline - clock())
                 try:
-                    item = await pull(read_timeout)
+                    item = await pull(max(wait, 0.0))
                 except TimeoutError:
-                    logger.error("%s: ending the stream unfinished", _no_chunk(read_timeout))
-                    _abandon(ex)
-                    return
+                    if wait >= read_timeout:
+                        logger.error("%s: ending the stream unfinished", _no_chunk(read_timeout))
+                        _abandon(ex)
+                        return
+                    logger.info("the stream ran past the client's deadline: stopping it")
+                    self.stop()
+                    if past_deadline is None:
+                        _abandon(ex)
+                        return
+                    await send(
+                        {"type": "http.response.body", "body": past_deadline, "more_body": True}
+                    )
+                    break
         finally:
             self.stop()
         ex.finished = True

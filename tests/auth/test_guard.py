@@ -188,3 +188,20 @@ async def test_browser_groups_take_basic_and_ask_for_it(store: MemoryKeyStore) -
         same = {"sec-fetch-site": "same-origin"}
         assert (await http.post("/docs", auth=("", KEY), headers=same)).status_code == 200
     assert all(b"authorization" not in dict(scope["headers"]) for scope in app.scopes)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/responses/resp_1", "/environments/production/sync/v1/responses/resp_1/cancel"]
+)
+def test_a_mounted_route_under_the_platform_grammar_refuses_in_its_api_s_dialect(
+    path: str,
+) -> None:
+    from kingpost.auth import route_dialects
+    from kingpost.server.routing import Mount, Router
+
+    router = Router([Mount("/v1/responses", _no_app)])  # type: ignore[arg-type]
+    assert route_dialects(router)(path) is ErrorDialect.OPENAI
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    return None

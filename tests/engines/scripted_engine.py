@@ -8,7 +8,8 @@ tokens ``Hel``, ``lo wor``, ``ld``, then stops (reason ``stop``), or stops early
 ``max_tokens`` (reason ``length``). Two tokens do something else:
 
 - ``<error>`` raises mid-generation, after the tokens before it;
-- ``<seed>`` is replaced by the request's sampling seed (to see ``n > 1`` reseeding).
+- ``<seed>`` is replaced by the request's sampling seed (to see ``n > 1`` reseeding);
+- ``<pause>`` generates nothing for 0.1 s (a slow model, for deadlines).
 
 Tokenizing is one token per character, so a prompt's usage is its length. Every
 generation request is kept in ``requests``; ``yielded`` counts tokens handed out,
@@ -35,6 +36,7 @@ from kingpost.protocols import TokenLogprob
 TURN = "\x1e"  # separates rendered chat turns; no request text contains it
 ERROR = "<error>"
 SEED = "<seed>"
+PAUSE = "<pause>"
 
 
 class ScriptedEngine(LLMEndpoints):
@@ -80,6 +82,9 @@ class ScriptedEngine(LLMEndpoints):
                 if piece == ERROR:
                     finished = True
                     raise RuntimeError("the scripted engine failed mid-generation")
+                if piece == PAUSE:
+                    await asyncio.sleep(0.1)
+                    continue
                 token = str(params.seed) if piece == SEED else piece
                 await asyncio.sleep(0)  # like a real engine, let the loop run between tokens
                 produced += 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,3 +67,27 @@ def test_serving_a_missing_gguf_exits_with_the_path_in_the_log(
     with pytest.raises(RuntimeError) as caught:
         start_server(tmp_path, startup_timeout=30)
     assert str(tmp_path / "weights" / "missing.gguf") in str(caught.value)
+
+
+def test_decode_threads_run_below_the_server_s_own_priority_by_default() -> None:
+    assert parse_engine_config(config()).compute_nice == 10
+    assert parse_engine_config(config(compute_nice=0)).compute_nice == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_lowering_a_thread_s_priority_leaves_the_others_alone() -> None:
+    pytest.importorskip("llama_cpp", reason="no llama-cpp-python")
+    from kingpost.engines.llama_cpp_batch import lower_thread_priority
+
+    seen: dict[str, int] = {}
+
+    def lowered() -> None:
+        lower_thread_priority(5)
+        seen["thread"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = threading.Thread(target=lowered)
+    worker.start()
+    worker.join(timeout=10)
+    assert seen["thread"] == min(before + 5, 19)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from kingpost.engines.generation import ChatTurn
 from kingpost.engines.llm_conversations import (
     anthropic_tool_policy,
@@ -12,7 +14,7 @@ from kingpost.engines.llm_conversations import (
     responses_turns,
     settle_turns,
 )
-from kingpost.engines.tool_calls import ToolPolicy, ToolSpec
+from kingpost.engines.tool_calls import SYNTAXES, ToolPolicy, ToolSpec
 from kingpost.protocols import (
     ChatCompletionRequest,
     MessagesRequest,
@@ -133,3 +135,84 @@ def test_anthropic_system_and_tool_blocks_become_turns() -> None:
     assert [turn.role for turn in turns] == ["system", "user", "assistant", "user"]
     assert turns[0].content.startswith("Be brief.")
     assert "done" in turns[3].content
+
+
+HERMES = next(syntax for syntax in SYNTAXES if syntax.name == "hermes")
+
+
+def test_for_a_native_template_calls_and_results_keep_their_structure() -> None:
+    body = parse_request(
+        ChatCompletionRequest,
+        {
+            "messages": [
+                {"role": "user", "content": "Weather in Oslo and Rome?"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": f"call_{city}",
+                            "type": "function",
+                            "function": {
+                                "name": "get_weather",
+                                "arguments": f'{{"city": "{city}"}}',
+                            },
+                        }
+                        for city in ("Oslo", "Rome")
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_Oslo", "content": "sunny"},
+                {"role": "tool", "tool_call_id": "call_Rome", "content": "rain"},
+            ],
+            "tools": [
+                {"type": "function", "function": {"name": "get_weather", "parameters": TOOL}}
+            ],
+        },
+    )
+    policy = dataclasses.replace(chat_tool_policy(body), syntax=HERMES)
+    turns = chat_turns(body, policy)
+    assert [turn.role for turn in turns] == ["user", "assistant", "tool", "tool"]
+    assert [call.name for call in turns[1].calls] == ["get_weather", "get_weather"]
+    assert [(turn.content, turn.call_id, turn.name) for turn in turns[2:]] == [
+        ("sunny", "call_Oslo", "get_weather"),
+        ("rain", "call_Rome", "get_weather"),
+    ]
+
+
+def test_an_anthropic_error_result_reaches_a_native_template_as_a_tool_turn() -> None:
+    body = parse_request(
+        MessagesRequest,
+        {
+            "max_tokens": 5,
+            "messages": [
+                {"role": "user", "content": "Weather?"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {
+                            "type": "tool_use",
+                            "id": "tu_1",
+                            "name": "get_weather",
+                            "input": {"city": "Oslo"},
+                        }
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "tu_1",
+                            "content": "down",
+                            "is_error": True,
+                        }
+                    ],
+                },
+            ],
+            "tools": [{"name": "get_weather", "input_schema": TOOL}],
+        },
+    )
+    policy = dataclasses.replace(anthropic_tool_policy(body), syntax=HERMES)
+    turns = anthropic_turns(body, policy)
+    assert [turn.role for turn in turns] == ["user", "assistant", "tool"]
+    assert turns[1].calls[0].arguments == '{"city": "Oslo"}'
+    assert (turns[2].content, turns[2].name) == ("Error: down", "get_weather")

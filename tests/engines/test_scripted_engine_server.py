@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -24,9 +26,12 @@ WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "requir
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     path = os.environ.get("PYTHONPATH")
-    env = {"PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
+    env = {
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT),
+        "KINGPOST_STATE_DIR": str(tmp_path_factory.mktemp("state")),
+    }
     with ServerProcess(MODELS / "scripted_llm", env=env) as server:
         yield server
 
@@ -39,6 +44,13 @@ def client(server: ServerProcess) -> openai.OpenAI:
 @pytest.fixture(scope="module")
 def claude(server: ServerProcess) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=server.url(""), api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def platform_client(server: ServerProcess) -> openai.OpenAI:
+    """The OpenAI SDK on the hosted platform's URL grammar."""
+    url = server.url("/environments/production/sync/v1")
+    return openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
 
 
 def user(text: str) -> list[Any]:
@@ -154,3 +166,105 @@ def test_a_message_stream_that_fails_midway_raises_in_the_sdk(
         ) as stream,
     ):
         stream.get_final_message()
+
+
+# ---- stored responses and token counts under the platform's URL grammar -----------------
+
+
+def test_a_stored_response_is_read_listed_and_deleted_through_a_platform_url(
+    platform_client: openai.OpenAI,
+) -> None:
+    made = platform_client.responses.create(model="scripted", input="Bon|jour")
+    assert platform_client.responses.retrieve(made.id).output_text == "Bonjour"
+    items = platform_client.responses.input_items.list(made.id)
+    assert [item.content for item in items.data] == ["Bon|jour"]  # type: ignore[union-attr]
+    platform_client.responses.delete(made.id)
+    with pytest.raises(openai.NotFoundError):
+        platform_client.responses.retrieve(made.id)
+
+
+def test_a_background_response_is_replayed_and_cancelled_through_a_platform_url(
+    platform_client: openai.OpenAI,
+) -> None:
+    made = platform_client.responses.create(model="scripted", input="a|b|c", background=True)
+    events = list(platform_client.responses.retrieve(made.id, stream=True, starting_after=0))
+    assert events[0].sequence_number == 1 and events[-1].type == "response.completed"
+    # finished already: cancelling answers the response as it ended
+    assert platform_client.responses.cancel(made.id).status == "completed"
+
+
+def test_cancelling_a_foreground_response_is_refused_in_openai_shape_on_a_platform_url(
+    platform_client: openai.OpenAI,
+) -> None:
+    made = platform_client.responses.create(model="scripted", input="Hi")
+    with pytest.raises(openai.BadRequestError, match="only a background response"):
+        platform_client.responses.cancel(made.id)
+
+
+@pytest.mark.parametrize("prefix", ["/environments/production/sync", "/production/sync"])
+def test_token_counts_answer_under_the_platform_prefixes(
+    server: ServerProcess, prefix: str
+) -> None:
+    openai_client = openai.OpenAI(base_url=server.url(prefix + "/v1"), api_key="unused")
+    counted = openai_client.responses.input_tokens.count(model="scripted", input="Hello")
+    claude = anthropic.Anthropic(base_url=server.url(prefix), api_key="unused", max_retries=0)
+    messages = claude.messages.count_tokens(model="scripted", messages=user("Hello"))
+    assert counted.input_tokens == messages.input_tokens > len("Hello")
+
+
+# ---- client deadlines on streams ----------------------------------------------------------
+
+SLOW = "|".join(["<pause>"] * 50)  # 5 s of nothing
+
+
+def test_a_stream_past_its_deadline_ends_with_an_openai_error_event(server: ServerProcess) -> None:
+    client = openai.OpenAI(
+        base_url=server.url("/v1"),
+        api_key="unused",
+        max_retries=0,
+        default_headers={"Request-Timeout-Ms": "400"},
+    )
+    started = time.monotonic()
+    stream = client.chat.completions.create(
+        model="scripted", messages=user(f"Hel|lo|{SLOW}|never"), stream=True
+    )
+    received: list[str] = []
+    with pytest.raises(openai.APIError, match="deadline"):
+        for chunk in stream:
+            received += [c.delta.content or "" for c in chunk.choices]
+    assert "".join(received) == "Hello"
+    assert time.monotonic() - started < 3  # stopped at the deadline, not at the end
+
+
+def test_a_stream_past_its_deadline_ends_with_an_anthropic_error_event(
+    server: ServerProcess,
+) -> None:
+    at = str(int((time.time() + 0.4) * 1000))
+    claude = anthropic.Anthropic(
+        base_url=server.url(""),
+        api_key="unused",
+        max_retries=0,
+        default_headers={"Request-Deadline-Ms": at},
+    )
+    started = time.monotonic()
+    with (
+        pytest.raises(anthropic.APIStatusError, match="deadline"),
+        claude.messages.stream(
+            model="scripted", max_tokens=100, messages=user(f"a|{SLOW}|never")
+        ) as stream,
+    ):
+        stream.get_final_message()
+    assert time.monotonic() - started < 3
+
+
+def test_a_stream_whose_first_chunk_is_past_the_deadline_is_a_504(server: ServerProcess) -> None:
+    started = time.monotonic()
+    response = httpx.post(
+        server.url("/v1/completions"),
+        json={"model": "scripted", "prompt": f"{SLOW}|late", "stream": True},
+        headers={"Request-Timeout-Ms": "300"},
+        timeout=30,
+    )
+    assert response.status_code == 504
+    assert "timeout" in response.json()["error"]["message"]
+    assert time.monotonic() - started < 3
