@@ -7,6 +7,12 @@ through the model's own app and streams back its send messages. When the
 client goes away the call is cancelled, which the replica turns into an
 ``http.disconnect`` for the app.
 
+A websocket is one streaming call too (``handle_websocket``): the replica's
+messages come back as its reply, the client's go through the front's
+``WebSocketInbox`` actor (``sockets.py``). Close codes are the replica app's,
+as ``kingpost serve`` gives them; a client that leaves is a
+``websocket.disconnect`` for the replica's handler.
+
 The front answers liveness (``/``) itself; everything else, readiness
 included, is the replica's answer.
 """
@@ -14,7 +20,9 @@ included, is the replica's answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import uuid
 from typing import Any
 
 import orjson
@@ -25,6 +33,8 @@ logger = logging.getLogger("kingpost.scale")
 
 Scope = dict[str, Any]
 JSON = b"application/json"
+# After a websocket's client left, how long the replica's handler may take to end.
+_WIND_DOWN_SECONDS = 10.0
 
 
 class RayFrontApp:
@@ -41,6 +51,8 @@ class RayFrontApp:
 
         self.app_name = app_name
         self.stream: Any = None
+        self.socket_stream: Any = None
+        self.inbox: Any = None
         self.max_request_bytes = max_request_bytes
         self.draining = False
         self.in_flight = 0
@@ -61,8 +73,7 @@ class RayFrontApp:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
         elif kind == "websocket":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 1011, "reason": "not over --ray"})
+            await self.handle_websocket(scope, receive, send)
 
     async def handle_http(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["path"] == "/" and scope["method"] in ("GET", "HEAD"):
@@ -106,7 +117,53 @@ class RayFrontApp:
 
             handle = serve.get_app_handle(self.app_name)
             self.stream = handle.options(method_name="handle_request", stream=True)
+            self.socket_stream = handle.options(method_name="handle_websocket", stream=True)
         return self.stream
+
+    async def handle_websocket(self, scope: Scope, receive: Any, send: Any) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if self.draining:
+            await send({"type": "websocket.close", "code": 1013, "reason": "shutting down"})
+            return
+        if self.inbox is None:
+            from kingpost.scale.sockets import start_inbox
+
+            self.inbox = start_inbox()
+        self._open_handle()
+        session = uuid.uuid4().hex
+        head = RequestHead.from_scope(scope, b"")
+        response = self.socket_stream.remote(head, self.inbox, session)
+        left = asyncio.Event()
+        pump = asyncio.ensure_future(_pump_client(receive, self.inbox, session, response, left))
+        accepted = closed = False
+        self.in_flight += 1
+        try:
+            async for batch in response:
+                for message in batch:
+                    await send(message)
+                    accepted = accepted or message["type"] == "websocket.accept"
+                    closed = closed or message["type"] == "websocket.close"
+        except self._cancelled:
+            closed = True  # the client left: nothing more to say
+        except self._replica_gone as exc:
+            logger.warning("a replica went away during a websocket: %s", type(exc).__name__)
+        except self._no_capacity as exc:
+            logger.warning("no replica for a websocket: %s", exc)
+        except OSError:  # the client went away while the replica was still sending
+            response.cancel()
+            closed = True
+        except Exception:
+            logger.exception("forwarding a websocket to Ray failed")
+        finally:
+            self.in_flight -= 1
+            pump.cancel()
+            self.inbox.forget.remote(session)
+        if not (closed or left.is_set()):
+            # The replica went away: 1011 as the core gives a failed hook (403 before accept).
+            reason = "the replica serving this websocket crashed" if accepted else ""
+            with contextlib.suppress(Exception):  # the client may be gone too
+                await send({"type": "websocket.close", "code": 1011, "reason": reason})
 
     async def _forward(self, head: RequestHead, receive: Any, send: Any) -> None:
         response = (self.stream or self._open_handle()).remote(head)
@@ -138,6 +195,22 @@ class RayFrontApp:
 class _TooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"the request body is larger than {limit} bytes")
+
+
+async def _pump_client(
+    receive: Any, inbox: Any, session: str, response: Any, left: asyncio.Event
+) -> None:
+    """The client's messages into the inbox, in order, until it disconnects."""
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            left.set()
+        await inbox.put.remote(session, message)
+        if left.is_set():
+            break
+    # The handler has the disconnect; one that does not end by itself is cancelled.
+    await asyncio.sleep(_WIND_DOWN_SECONDS)
+    response.cancel()
 
 
 async def _cancel_on_disconnect(receive: Any, response: Any) -> None:
