@@ -2,13 +2,15 @@
 
     platform:                       # read by `kingpost up` (flags win)
       park_timeout: 60
+      backend: process              # for environments that name none; or ray
+      ray_address: auto             # the ray backend's cluster (default: a local one)
     models:
       echo:
         directory: ./examples/echo  # relative to this file
         deploy_to: [production]     # where a changed directory is promoted
         environments:
           production: {min_replica: 1, max_replica: 3, concurrency_target: 4}
-          staging: {}
+          staging: {backend: ray}   # a Ray Serve application (process: local replicas)
         development: false          # also run the directory as the development deployment
 
 Applying is idempotent: models and environments are created when missing,
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,6 +39,8 @@ DEFAULT_FILE = Path("kingpost.yaml")
 class PlatformSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     park_timeout: float | None = Field(default=None, gt=0)
+    backend: Literal["process", "ray"] | None = None
+    ray_address: str | None = None
     park_limit: int | None = Field(default=None, ge=1)
     request_timeout: float | None = Field(default=None, gt=0)
     replica_start_timeout: float | None = Field(default=None, gt=0)

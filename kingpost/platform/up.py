@@ -11,6 +11,7 @@ import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Callable
 
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -21,21 +22,28 @@ from kingpost.platform.admin import build_admin
 from kingpost.platform.app import AsyncRoutes, PlatformApp
 from kingpost.platform.controller import Platform
 from kingpost.platform.edge import EdgeProtocol
+from kingpost.platform.errors import PlatformError
 from kingpost.platform.process_replica import ProcessOptions, ProcessReplicaFactory
 from kingpost.platform.relay import Limits
-from kingpost.platform.replica import ReplicaFactory
+from kingpost.platform.replica import Backends, ReplicaFactory
 from kingpost.platform.settings import PlatformOptions
 from kingpost.platform.store import StateStore
 
 logger = logging.getLogger("kingpost.platform")
 
 
+# More replica backends than local processes, built by the composition root (the ``ray``
+# one lives in kingpost.scale, which the platform does not import).
+BackendPlugins = Callable[[PlatformOptions], dict[str, ReplicaFactory]]
+
+
 def build_platform(
     options: PlatformOptions,
     factory: ReplicaFactory | None = None,
     async_routes: AsyncRoutes | None = None,
+    backends: BackendPlugins | None = None,
 ) -> PlatformApp:
-    """The ASGI app of a platform (the replica kind and async inference are plug-ins)."""
+    """The ASGI app of a platform (the replica kinds and async inference are plug-ins)."""
     options.home.mkdir(parents=True, exist_ok=True)
     store = StateStore(options.database_url)
     if factory is None:
@@ -45,10 +53,14 @@ def build_platform(
             python=options.python or ProcessOptions().python,
             extra_args=options.extra_replica_args,
         )
-        factory = ProcessReplicaFactory(process)
+        factory = Backends(ProcessReplicaFactory(process), **(backends or _none)(options))
     platform = Platform(options, store, factory)
     admin = build_admin(platform, playground=options.playground)
     return PlatformApp(platform, admin, async_routes, tracing=configure_tracing())
+
+
+def _none(options: PlatformOptions) -> dict[str, ReplicaFactory]:
+    return {}
 
 
 def configure_tracing() -> Tracing | None:
@@ -67,13 +79,18 @@ def async_plugin(options: PlatformOptions) -> AsyncRoutes | None:
     return PlatformAsync(options.database_url)
 
 
-def run_platform(options: PlatformOptions) -> int:
+def run_platform(options: PlatformOptions, backends: BackendPlugins | None = None) -> int:
     try:
-        app = build_platform(options, async_routes=async_plugin(options))
+        app = build_platform(options, async_routes=async_plugin(options), backends=backends)
     except Exception as exc:  # the state store cannot be opened: say so, no traceback
         shown = make_url(options.database_url).render_as_string(hide_password=True)
         logger.error("cannot open the state store %s: %s", shown, str(exc).splitlines()[0])
         return 1
+    try:
+        app.platform.check_backend(options.backend)
+    except PlatformError as exc:
+        logger.error("--backend: %s", exc)
+        return 2
     if options.file is not None:
         app.on_startup = lambda: _apply_when_listening(options)
     config = uvicorn.Config(

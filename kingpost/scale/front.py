@@ -69,7 +69,7 @@ class RayFrontApp:
             await self.handle_http(scope, receive, send)
         elif kind == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
-                self._open_handle()
+                self.open_handle()
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
         elif kind == "websocket":
@@ -111,7 +111,7 @@ class RayFrontApp:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _open_handle(self) -> Any:
+    def open_handle(self) -> Any:
         if self.stream is None:
             from ray import serve
 
@@ -130,7 +130,7 @@ class RayFrontApp:
             from kingpost.scale.sockets import start_inbox
 
             self.inbox = start_inbox()
-        self._open_handle()
+        self.open_handle()
         session = uuid.uuid4().hex
         head = RequestHead.from_scope(scope, b"")
         response = self.socket_stream.remote(head, self.inbox, session)
@@ -166,7 +166,7 @@ class RayFrontApp:
                 await send({"type": "websocket.close", "code": 1011, "reason": reason})
 
     async def _forward(self, head: RequestHead, receive: Any, send: Any) -> None:
-        response = (self.stream or self._open_handle()).remote(head)
+        response = (self.stream or self.open_handle()).remote(head)
         watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, response))
         started = False
         try:
