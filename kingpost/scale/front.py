@@ -13,6 +13,10 @@ messages come back as its reply, the client's go through the front's
 as ``kingpost serve`` gives them; a client that leaves is a
 ``websocket.disconnect`` for the replica's handler.
 
+Through Ray Client (``ray://``) Serve offers no streaming handles: there each
+reply comes back whole (``handle_request_whole``), a stream at its end, and
+websockets are refused (close 1011).
+
 The front answers liveness (``/``) itself; everything else, readiness
 included, is the replica's answer.
 """
@@ -23,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -53,6 +58,7 @@ class RayFrontApp:
         self.stream: Any = None
         self.socket_stream: Any = None
         self.inbox: Any = None
+        self.whole_replies = False  # connected through Ray Client: no streaming handles
         self.max_request_bytes = max_request_bytes
         self.draining = False
         self.in_flight = 0
@@ -114,10 +120,15 @@ class RayFrontApp:
     def open_handle(self) -> Any:
         if self.stream is None:
             from ray import serve
+            from ray.util.client import ray as client
 
             handle = serve.get_app_handle(self.app_name)
-            self.stream = handle.options(method_name="handle_request", stream=True)
-            self.socket_stream = handle.options(method_name="handle_websocket", stream=True)
+            self.whole_replies = client.is_connected()
+            if self.whole_replies:
+                self.stream = handle.options(method_name="handle_request_whole")
+            else:
+                self.stream = handle.options(method_name="handle_request", stream=True)
+                self.socket_stream = handle.options(method_name="handle_websocket", stream=True)
         return self.stream
 
     async def handle_websocket(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -126,11 +137,17 @@ class RayFrontApp:
         if self.draining:
             await send({"type": "websocket.close", "code": 1013, "reason": "shutting down"})
             return
+        self.open_handle()
+        if self.socket_stream is None:
+            # Accepted, then closed: the close code reaches the client (a refusal is a 403).
+            reason = "websockets need a direct connection to the Ray cluster, not ray://"
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1011, "reason": reason})
+            return
         if self.inbox is None:
             from kingpost.scale.sockets import start_inbox
 
             self.inbox = start_inbox()
-        self.open_handle()
         session = uuid.uuid4().hex
         head = RequestHead.from_scope(scope, b"")
         response = self.socket_stream.remote(head, self.inbox, session)
@@ -170,7 +187,7 @@ class RayFrontApp:
         watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, response))
         started = False
         try:
-            async for batch in response:
+            async for batch in self._batches(response):
                 for message in batch:
                     await send(message)
                 started = True
@@ -190,6 +207,13 @@ class RayFrontApp:
                 await _reply(send, 500, b'{"error":"internal server error"}')
         finally:
             watcher.cancel()
+
+    async def _batches(self, response: Any) -> AsyncIterator[list[Any]]:
+        if self.whole_replies:
+            yield await response
+        else:
+            async for batch in response:
+                yield batch
 
 
 class _TooLarge(Exception):

@@ -13,6 +13,8 @@ the URL grammar behave as on one machine. Two ways in:
   reply stream carries the app's messages (accept, frames, close); the client's
   messages arrive through the front's ``WebSocketInbox`` under ``session``. A
   cancelled call (the front lost its client) is a ``websocket.disconnect``.
+- ``handle_request_whole(head)``: the same, answered in one piece, for a front
+  connected through Ray Client (``ray://``), where Serve has no streaming handles.
 - Serve's own HTTP proxy, through ``__serve_build_asgi_app__`` (the same app).
 
 The replica is ready once the model has loaded; ``check_health`` asks the
@@ -151,6 +153,13 @@ class ReplicaBase:
             await _wind_down(task)
             raise
         task.result()
+
+    async def handle_request_whole(self, head: RequestHead) -> Batch:
+        """The whole reply as one batch, for a caller that cannot stream (Ray Client)."""
+        messages: Batch = []
+        async for batch in self.handle_request(head):
+            messages.extend(batch)
+        return messages
 
     async def handle_websocket(
         self, head: RequestHead, inbox: Any, session: str
