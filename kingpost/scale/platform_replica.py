@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kingpost.platform")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def scaling_of(settings: Autoscaling) -> Scaling:
@@ -84,8 +86,20 @@ class RayReplicaFactory:
     def __call__(self, spec: ReplicaSpec, on_change: Callable[[Replica], None]) -> RayReplica:
         return RayReplica(spec, self, on_change)
 
-    def connect(self) -> None:
-        """Join (or start) the cluster and Serve, once; blocking (run it in a thread)."""
+    async def connect(self) -> None:
+        """Join (or start) the cluster and Serve, once, without blocking the loop."""
+        if self.cluster.connected:
+            return
+        handlers = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+        await asyncio.to_thread(self._connect)
+        if threading.current_thread() is threading.main_thread():
+            # Ray's core worker put its own SIGTERM handler in place (it aborts the
+            # process): the platform's own shutdown must stay what a signal starts.
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+
+    def _connect(self) -> None:
         with self._lock:
             if not self.cluster.connected:
                 self.cluster.connect()
@@ -168,7 +182,7 @@ class RayReplica:
 
         spec = self.spec
         try:
-            await asyncio.to_thread(self.factory.connect)
+            await self.factory.connect()
             options = self.factory.serve_options(spec)
             self.application = await asyncio.to_thread(
                 deploy_model,

@@ -16,11 +16,12 @@ import pytest
 
 from kingpost.platform.settings import Autoscaling
 from kingpost.scale.platform_replica import scaling_of
-from tests.platform.conftest import PlatformProcess, model_copy, wait_for
+from tests.platform.conftest import PlatformProcess, model_copy, pid_alive, wait_for
 from tests.scale.conftest import (
     RAY_STARTUP_TIMEOUT,
     REPLICA_HEADER,
     ClusterOwner,
+    listeners,
     process_tree,
     requires_ray,
 )
@@ -194,3 +195,32 @@ def _serve_replicas(owner: ClusterOwner, app: str) -> int:
     assert owner.process is not None
     tree = process_tree(owner.process.pid)
     return sum(1 for command in tree.values() if command.startswith(f"ray::ServeReplica:{app}:"))
+
+
+def test_up_with_backend_ray_starts_a_loopback_cluster_and_sigterm_stops_it(
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "kingpost.yaml"
+    file.write_text(
+        f"models:\n  echo:\n    directory: {_model(tmp_path, 'v1')}\n"
+        "    environments:\n      production: {min_replica: 1, max_replica: 1}\n"
+    )
+    process = PlatformProcess(tmp_path / "home", str(file), "--backend", "ray")
+    process.start()
+    try:
+        wait_for(
+            lambda: _answers(process, "/models/echo/production/predict"),
+            RAY_STARTUP_TIMEOUT,
+            "production on a local Ray cluster answering",
+            interval=0.5,
+        )
+        assert process.process is not None
+        tree = process_tree(process.process.pid)
+        assert any("raylet" in command for command in tree.values())
+        outside = [f for f in listeners(tree) if f.address not in ("127.0.0.1", "::1")]
+        assert outside == [], outside
+        process.stop()  # SIGTERM: the platform deletes the application and stops Ray
+        wait_for(lambda: not [pid for pid in tree if pid_alive(pid)], 30, "every process gone")
+        assert "SIGTERM received" not in process.logs()  # Ray's own handler did not take it
+    finally:
+        process.close()
