@@ -16,7 +16,7 @@ import pytest
 
 from kingpost.platform.settings import Autoscaling
 from kingpost.scale.platform_replica import scaling_of
-from tests.platform.conftest import PlatformProcess, model_copy, pid_alive, wait_for
+from tests.platform.conftest import MODELS, PlatformProcess, model_copy, pid_alive, wait_for
 from tests.scale.conftest import (
     RAY_STARTUP_TIMEOUT,
     REPLICA_HEADER,
@@ -42,6 +42,8 @@ SCALE_DOWN_DELAY = 3
 def platform(owner: ClusterOwner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("ray-platform")
     v1 = _model(root, "v1")
+    socket_config = {"config.yaml": CONFIG.replace("versioned", "chat-socket")}
+    chat = model_copy(root, "socket", MODELS / "chat_socket", **socket_config)
     file = root / "kingpost.yaml"
     file.write_text(
         f"""models:
@@ -54,6 +56,10 @@ def platform(owner: ClusterOwner, tmp_path_factory: pytest.TempPathFactory) -> I
         max_replica: 1
         autoscaling_window: 1
         scale_down_delay: {SCALE_DOWN_DELAY}
+  socket:
+    directory: {chat}
+    environments:
+      production: {{backend: ray, min_replica: 1, max_replica: 1}}
 """
     )
     process = PlatformProcess(root / "home", str(file), "--ray-address", owner.address)
@@ -82,8 +88,8 @@ def _answers(platform: PlatformProcess, path: str) -> bool:
         return False
 
 
-def _production(platform: PlatformProcess) -> str:
-    return str(platform.admin.environment("echo", "production")["deployment_id"])
+def _production(platform: PlatformProcess, model: str = "echo") -> str:
+    return str(platform.admin.environment(model, "production")["deployment_id"])
 
 
 def test_settings_map_to_serve_autoscaling() -> None:
@@ -124,6 +130,19 @@ def test_a_model_error_keeps_its_status(platform: Any) -> None:
         process.url("/models/echo/production/predict"), content=b"{not json", timeout=30
     )
     assert reply.status_code == 400
+
+
+def test_a_websocket_through_the_platform_reaches_a_ray_replica(platform: Any) -> None:
+    from websockets.sync.client import connect
+
+    process, _ = platform
+    wait_for(lambda: _production(process, "socket") != "None", 120, "socket deployed", 0.5)
+    url = f"ws://127.0.0.1:{process.port}/models/socket/production/websocket"
+    with connect(url, open_timeout=60) as ws:
+        assert ws.response is not None and ws.response.headers[REPLICA_HEADER]
+        ws.send("hi")
+        assert ws.recv(timeout=30) == "production: hi"
+        ws.send("done")
 
 
 def test_the_environment_is_a_serve_application(platform: Any, owner: ClusterOwner) -> None:
