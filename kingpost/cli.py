@@ -209,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in COMMANDS:
         configure_logging(getattr(args, "log_level", "warning"), "text")
+        if args.command == "up":
+            from kingpost.serve import platform_backends
+
+            return run(args, platform_backends)
         return run(args)
     return 2
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -46,6 +46,10 @@ from kingpost.server.lifecycle import TRUSS_LOAD_RETRIES, LoadRetries
 from kingpost.server.metrics import ServerMetrics
 from kingpost.server.model_routes import model_routes
 from kingpost.server.model_service import ModelService
+
+if TYPE_CHECKING:
+    from kingpost.platform.replica import ReplicaFactory, ReplicaSpec
+    from kingpost.platform.settings import PlatformOptions
 
 logger = logging.getLogger("kingpost")
 
@@ -206,6 +210,31 @@ def serve(options: ServeOptions) -> int:
             reserved.close()
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return serve_process(options)
+
+
+def platform_backends(options: PlatformOptions) -> dict[str, ReplicaFactory]:
+    """The platform's replica backends beyond local processes: ``ray`` with the ray extra.
+
+    Its replicas build their app with ``build_app``, as ``kingpost serve`` does.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return {}
+    from kingpost.scale.cluster import ClusterOptions
+    from kingpost.scale.platform_replica import RayReplicaFactory
+
+    def replica_options(spec: ReplicaSpec) -> ServeOptions:
+        return ServeOptions(
+            model_dir=spec.model_dir,
+            environment=spec.environment,
+            access_log=False,
+            log_level=options.log_level,
+        )
+
+    # Serve's handles report load a few times per short window (Ray's default is 10 s).
+    cluster = ClusterOptions(address=options.ray_address, metrics_interval=1.0)
+    return {"ray": RayReplicaFactory(build_app, replica_options, cluster)}
 
 
 def _is_custom_server(model_dir: Path) -> bool:

@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
@@ -33,6 +33,9 @@ from kingpost.platform.client import (
     platform_url,
     render_table,
 )
+
+if TYPE_CHECKING:
+    from kingpost.platform.up import BackendPlugins
 
 COMMANDS = frozenset(
     {
@@ -96,6 +99,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     up.add_argument("--park-timeout", type=float, default=None)
     up.add_argument("--park-limit", type=int, default=None)
     up.add_argument("--log-level", default="info")
+    up.add_argument(
+        "--backend",
+        choices=["process", "ray"],
+        default=None,
+        help="where environments that name none run their replicas (default: process)",
+    )
+    up.add_argument(
+        "--ray-address",
+        default=None,
+        help="the Ray cluster of the ray backend (auto, HOST:PORT, ray://HOST:PORT; "
+        "default: a local one on 127.0.0.1)",
+    )
     up.add_argument(
         "--no-playground",
         dest="playground",
@@ -226,9 +241,10 @@ def key_store(args: argparse.Namespace) -> KeyStore | None:
         raise KeyStoreError(f"cannot open the platform's state: {exc}") from None
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, backends: BackendPlugins | None = None) -> int:
+    """Run a platform command; ``backends`` adds replica backends to ``up`` (the ray one)."""
     if args.command == "up":
-        return _up(args)
+        return _up(args, backends)
     handler = _HANDLERS[args.command]
     try:
         with AdminClient(platform_url(args.platform), api_key=args.api_key) as client:
@@ -240,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-def _up(args: argparse.Namespace) -> int:
+def _up(args: argparse.Namespace, backends: BackendPlugins | None) -> int:
     from kingpost.auth.settings import KeySettings
     from kingpost.errors import ConfigError, InvalidRequestError
     from kingpost.platform.declarative import DEFAULT_FILE, load_file
@@ -298,7 +314,11 @@ def _up(args: argparse.Namespace) -> int:
         options.park_timeout = args.park_timeout
     if args.park_limit is not None:
         options.park_limit = args.park_limit
-    return run_platform(options)
+    if args.backend is not None:
+        options.backend = args.backend
+    if args.ray_address is not None:
+        options.ray_address = args.ray_address
+    return run_platform(options, backends)
 
 
 def _print(args: argparse.Namespace, data: Any, columns: list[tuple[str, str]]) -> int:

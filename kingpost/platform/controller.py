@@ -30,7 +30,7 @@ from kingpost.errors import InvalidRequestError, NotFoundError
 from kingpost.platform import bundle, promotion
 from kingpost.platform.metrics import PlatformMetrics
 from kingpost.platform.pool import PoolKey, PoolOptions, ReplicaPool
-from kingpost.platform.replica import ReplicaFactory, ReplicaSpec
+from kingpost.platform.replica import DEFAULT_BACKEND, Backends, ReplicaFactory, ReplicaSpec
 from kingpost.platform.router import DEPLOYMENT, DEVELOPMENT, Invocation
 from kingpost.platform.settings import Autoscaling, PlatformOptions, development_autoscaling
 from kingpost.platform.store import (
@@ -105,6 +105,8 @@ class Platform:
         pools, self.pools = list(self.pools.values()), {}
         self.traffic.clear()
         await asyncio.gather(*(pool.close() for pool in pools), return_exceptions=True)
+        if isinstance(self.factory, Backends):
+            await self.factory.aclose()
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -168,6 +170,7 @@ class Platform:
             environment=environment,
             log_path=self.logs_dir / f"{deployment.id}.log",
             watch=deployment.development,
+            backend=self.backend_of(deployment, environment, settings),
         )
         model = self.snapshot.models[deployment.model_id].name
         stats = self.metrics.stats_for(deployment.id, environment, model)
@@ -177,6 +180,22 @@ class Platform:
         self.pools[key] = pool
         pool.start()
         return pool
+
+    def backend_of(
+        self, deployment: DeploymentRecord, environment: str | None, settings: Autoscaling
+    ) -> str:
+        """The environment's backend, else the platform's; the development one is a process."""
+        if deployment.development:
+            return DEFAULT_BACKEND  # reloaded on save: a local process
+        backend = (settings.backend if environment else None) or self.options.backend
+        self.check_backend(backend)
+        return backend
+
+    def check_backend(self, backend: str | None) -> None:
+        names = self.factory.names() if isinstance(self.factory, Backends) else [DEFAULT_BACKEND]
+        if backend is not None and backend not in names:
+            hint = " (pip install 'kingpost[ray]')" if backend == "ray" else ""
+            raise InvalidRequestError(f"the replica backend {backend!r} is not available{hint}")
 
     async def retire(self, pool: ReplicaPool) -> None:
         """Stop routing to ``pool``; once its parked and in-flight requests are done, stop it."""
@@ -364,6 +383,7 @@ class Platform:
         return self.snapshot.deployment(deployment_id)
 
     def create_environment(self, model_key: str, name: str, settings: Autoscaling) -> None:
+        self.check_backend(settings.backend)
         model = self.model(model_key)
         self.store.create_environment(model.id, name, settings)
         self.refresh()
@@ -386,6 +406,7 @@ class Platform:
                 for error in exc.errors()
             )
             raise InvalidRequestError(f"autoscaling: {problems}") from None
+        self.check_backend(settings.backend)
         self.store.set_autoscaling(model.id, name, settings)
         self.refresh()
         for pool in self.pools.values():

@@ -4,13 +4,15 @@
       park_timeout: 60
       key_quota: {rate: 20, concurrency: 4}        # each API key
       model_quotas: {echo: {rate: 100, concurrency: 16}}   # each model, all callers
+      backend: process              # for environments that name none; or ray
+      ray_address: auto             # the ray backend's cluster (default: a local one)
     models:
       echo:
         directory: ./examples/echo  # relative to this file
         deploy_to: [production]     # where a changed directory is promoted
         environments:
           production: {min_replica: 1, max_replica: 3, concurrency_target: 4}
-          staging: {}
+          staging: {backend: ray}   # a Ray Serve application (process: local replicas)
         development: false          # also run the directory as the development deployment
 
 Applying is idempotent: models and environments are created when missing,
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -48,6 +50,8 @@ class QuotaSection(BaseModel):
 class PlatformSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     park_timeout: float | None = Field(default=None, gt=0)
+    backend: Literal["process", "ray"] | None = None
+    ray_address: str | None = None
     park_limit: int | None = Field(default=None, ge=1)
     request_timeout: float | None = Field(default=None, gt=0)
     replica_start_timeout: float | None = Field(default=None, gt=0)

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from kingpost.errors import UnavailableError
 from kingpost.platform.autoscaler import Autoscaler
@@ -34,8 +35,10 @@ from kingpost.platform.replica import (
     ReplicaSpec,
     ReplicaState,
     ReplicaUnreachableError,
+    ScalingReplica,
     Scope,
     Send,
+    scales_itself,
 )
 from kingpost.platform.settings import Autoscaling
 
@@ -76,6 +79,8 @@ class ReplicaPool:
         self.parked: collections.deque[asyncio.Future[None]] = collections.deque()
         self.error: str | None = None  # set when a replica never got ready
         self.target = settings.concurrency_target
+        # One replica that is a self-scaling group (a Serve application), see replica.py.
+        self.scales_itself = scales_itself(factory, spec)
         self._poke: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._retire_tasks: set[asyncio.Task[None]] = set()
@@ -121,6 +126,9 @@ class ReplicaPool:
     def configure(self, settings: Autoscaling) -> None:
         self.autoscaler.configure(settings)
         self.target = settings.concurrency_target
+        if self.scales_itself:
+            for replica in self.replicas:
+                cast(ScalingReplica, replica).configure(settings)
         self.poke()
 
     def poke(self) -> None:
@@ -275,6 +283,8 @@ class ReplicaPool:
     def _scale_to(self, count: int) -> None:
         if self.closed:
             return
+        if self.scales_itself:
+            count = 1  # the group scales itself, down to zero where allowed
         current = len(self.replicas)
         if count > current:
             logger.info("deployment %s (%s): %d -> %d replicas", *self.key, current, count)
@@ -283,6 +293,8 @@ class ReplicaPool:
             for _ in range(count - current):
                 replica = self.factory(self.spec, self.replica_changed)
                 self.replicas.append(replica)
+                if self.scales_itself:
+                    cast(ScalingReplica, replica).configure(self.settings)
                 replica.start()
         elif count < current:
             logger.info("deployment %s (%s): %d -> %d replicas", *self.key, current, count)
@@ -325,6 +337,8 @@ class ReplicaPool:
     async def wait_ready(self, count: int, timeout: float) -> None:
         """Until ``count`` replicas are ready; UnavailableError on failure or timeout."""
         deadline = time.monotonic() + timeout
+        if self.scales_itself:
+            count = min(count, 1)
         while len(self.ready) < count:
             if self.error is not None and not self.starting:
                 raise UnavailableError(f"the deployment failed to start: {self.error}")
@@ -339,6 +353,10 @@ class ReplicaPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), tick)
             self._poke.clear()
+            if self.scales_itself:
+                if not self.replicas and self.error is None:  # a broken one waits for activate
+                    self._scale_to(1)
+                continue
             now = time.monotonic()
             self.autoscaler.observe(now, self.load)
             wanted = self.autoscaler.decide(now, len(self.replicas))

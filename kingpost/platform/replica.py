@@ -2,9 +2,14 @@
 
 A replica is one running copy of a deployment for one environment. The local
 kind is a supervised ``kingpost serve`` process on 127.0.0.1
-(``process_replica.ProcessReplica``); a Ray Serve deployment can be another
-kind: anything with these members, built by a ``ReplicaFactory``, plugs into
-``ReplicaPool`` (routing, parking, autoscaling, promotion stay as they are).
+(``process_replica.ProcessReplica``): anything with these members, built by a
+``ReplicaFactory``, plugs into ``ReplicaPool`` (routing, parking, autoscaling,
+promotion stay as they are). ``Backends`` picks the factory by the
+environment's ``backend`` (``process``, ``ray``). A factory whose
+``scales_itself`` is true makes one replica per pool that is a whole group
+scaling on its own (a Ray Serve application, ``kingpost.scale``): the pool keeps
+that one and hands it the environment's settings (``configure``) instead of
+adding and removing replicas.
 
     factory: ReplicaFactory = ProcessReplicaFactory(options)
     replica = factory(spec, on_change=pool.replica_changed)
@@ -18,7 +23,10 @@ import enum
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from kingpost.platform.settings import Autoscaling
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,6 +51,7 @@ class ReplicaSpec:
     environment: str | None
     log_path: Path
     watch: bool = False  # the development deployment reloads on every save
+    backend: str = "process"  # which of the platform's ``Backends`` runs it
 
 
 class Replica(Protocol):
@@ -87,8 +96,51 @@ class Replica(Protocol):
         """Stop: requests under way get ``grace`` seconds to finish."""
 
 
+class ScalingReplica(Replica, Protocol):
+    """A replica that is a group scaling by itself (a Serve application)."""
+
+    def configure(self, settings: Autoscaling) -> None:
+        """Apply the environment's autoscaling (the first call comes before ``start``)."""
+
+
 class ReplicaFactory(Protocol):
     def __call__(self, spec: ReplicaSpec, on_change: Callable[[Replica], None]) -> Replica: ...
+
+
+DEFAULT_BACKEND = "process"
+
+
+class Backends:
+    """Replica factories by backend name; a spec's ``backend`` picks the one that runs it.
+
+    Backends(ProcessReplicaFactory(options), ray=RayReplicaFactory(...))
+    """
+
+    def __init__(self, process: ReplicaFactory, **others: ReplicaFactory) -> None:
+        self.factories: dict[str, ReplicaFactory] = {DEFAULT_BACKEND: process, **others}
+
+    def __call__(self, spec: ReplicaSpec, on_change: Callable[[Replica], None]) -> Replica:
+        return self.factories[spec.backend](spec, on_change)
+
+    def names(self) -> list[str]:
+        return sorted(self.factories)
+
+    def scales_itself(self, spec: ReplicaSpec) -> bool:
+        return scales_itself(self.factories[spec.backend], spec)
+
+    async def aclose(self) -> None:
+        """Close the backends that hold something (a Ray connection), after the pools."""
+        for factory in self.factories.values():
+            close = getattr(factory, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def scales_itself(factory: ReplicaFactory, spec: ReplicaSpec) -> bool:
+    """Whether ``factory`` runs ``spec`` as one replica that scales itself."""
+    if isinstance(factory, Backends):
+        return factory.scales_itself(spec)
+    return bool(getattr(factory, "scales_itself", False))
 
 
 class ReplicaUnreachableError(Exception):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -32,6 +33,9 @@ class Autoscaling(BaseModel):
     scale_down_delay: float = Field(default=900.0, ge=0, le=86400)
     concurrency_target: int = Field(default=1, ge=1, le=100000)
     target_utilization_percentage: int = Field(default=70, ge=1, le=100)
+    # Where the replicas run: local ``kingpost serve`` processes, or a Ray Serve
+    # application (Serve then scales them with these settings). None: ``kingpost up``'s.
+    backend: Literal["process", "ray"] | None = None
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> Autoscaling:
@@ -80,6 +84,10 @@ class PlatformOptions:
     log_level: str = "info"
     playground: bool = True  # /playground and /docs for the platform's admin
     python: str | None = None  # interpreter that runs replicas (default: this one)
+    # Environments that name no backend run on this one ("process" or "ray").
+    backend: str = "process"
+    # The Ray cluster of the ``ray`` backend (None: a local one on 127.0.0.1).
+    ray_address: str | None = None
     extra_replica_args: list[str] = field(default_factory=list)
     # Keys given as they are (--api-key, KINGPOST_API_KEYS; every scope), beside the
     # store's; and whether a non-loopback --host may go without any key.

@@ -15,10 +15,12 @@ import logging
 import socket
 import sys
 import threading
+from collections.abc import Callable
 
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from kingpost.errors import RequestError
 from kingpost.observe import tracing
 from kingpost.observe.tracing import Tracing
 from kingpost.platform.access import PlatformKeys
@@ -29,19 +31,25 @@ from kingpost.platform.edge import EdgeProtocol
 from kingpost.platform.keystore import PlatformKeyStore
 from kingpost.platform.process_replica import ProcessOptions, ProcessReplicaFactory
 from kingpost.platform.relay import Limits
-from kingpost.platform.replica import ReplicaFactory
+from kingpost.platform.replica import Backends, ReplicaFactory
 from kingpost.platform.settings import PlatformOptions
 from kingpost.platform.store import StateStore
 
 logger = logging.getLogger("kingpost.platform")
 
 
+# More replica backends than local processes, built by the composition root (the ``ray``
+# one lives in kingpost.scale, which the platform does not import).
+BackendPlugins = Callable[[PlatformOptions], dict[str, ReplicaFactory]]
+
+
 def build_platform(
     options: PlatformOptions,
     factory: ReplicaFactory | None = None,
     async_routes: AsyncRoutes | None = None,
+    backends: BackendPlugins | None = None,
 ) -> PlatformApp:
-    """The ASGI app of a platform (the replica kind and async inference are plug-ins)."""
+    """The ASGI app of a platform (the replica kinds and async inference are plug-ins)."""
     options.home.mkdir(parents=True, exist_ok=True)
     store = StateStore(options.database_url)
     if factory is None:
@@ -51,7 +59,7 @@ def build_platform(
             python=options.python or ProcessOptions().python,
             extra_args=options.extra_replica_args,
         )
-        factory = ProcessReplicaFactory(process)
+        factory = Backends(ProcessReplicaFactory(process), **(backends or _none)(options))
     platform = Platform(options, store, factory)
     keys = PlatformKeys(PlatformKeyStore(store), options.api_keys)
     admin = build_admin(platform, playground=options.playground, keys=keys.store)
@@ -64,6 +72,10 @@ def build_platform(
         key_quota=options.key_quota,
         model_quotas=options.model_quotas,
     )
+
+
+def _none(options: PlatformOptions) -> dict[str, ReplicaFactory]:
+    return {}
 
 
 def configure_tracing() -> Tracing | None:
@@ -82,9 +94,9 @@ def async_plugin(options: PlatformOptions) -> AsyncRoutes | None:
     return PlatformAsync(options.database_url)
 
 
-def run_platform(options: PlatformOptions) -> int:
+def run_platform(options: PlatformOptions, backends: BackendPlugins | None = None) -> int:
     try:
-        app = build_platform(options, async_routes=async_plugin(options))
+        app = build_platform(options, async_routes=async_plugin(options), backends=backends)
     except Exception as exc:  # the state store cannot be opened: say so, no traceback
         shown = make_url(options.database_url).render_as_string(hide_password=True)
         logger.error("cannot open the state store %s: %s", shown, str(exc).splitlines()[0])
@@ -92,6 +104,12 @@ def run_platform(options: PlatformOptions) -> int:
     refusal = open_bind_refusal(options, app.keys)
     if refusal is not None:
         print(f"kingpost: {refusal}", file=sys.stderr)
+        app.platform.store.close()
+        return 2
+    try:
+        app.platform.check_backend(options.backend)
+    except RequestError as exc:
+        logger.error("--backend: %s", exc)
         app.platform.store.close()
         return 2
     if options.file is not None:

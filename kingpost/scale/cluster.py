@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,11 @@ class ClusterOptions:
     def local(self) -> bool:
         return self.address is None
 
+    @property
+    def client(self) -> bool:
+        """Whether this driver connects through a Ray Client server (``ray://``)."""
+        return bool(self.address and self.address.startswith("ray://"))
+
 
 class RayCluster:
     """``with RayCluster(options) as cluster:`` is connected to Ray (and Serve) inside."""
@@ -74,8 +80,11 @@ class RayCluster:
 
     def connect(self) -> RayCluster:
         options = self.options
-        for name, value in _FAST_PATH.items():
-            os.environ.setdefault(name, value)
+        if not options.client:
+            # Through Ray Client the handles' calls run on the cluster, not on this loop;
+            # and with the fast path set here the client's server fails to start (2.60).
+            for name, value in _FAST_PATH.items():
+                os.environ.setdefault(name, value)
         if options.metrics_interval is not None:
             interval = str(options.metrics_interval)
             for name in _METRIC_PUSH_INTERVALS:
@@ -114,7 +123,10 @@ class RayCluster:
             kwargs["address"] = options.address
         if options.working_dir is not None:
             kwargs["runtime_env"] = {"working_dir": str(options.working_dir)}
-        ray.init(**kwargs)
+        if options.client:
+            _init_through_client(kwargs)
+        else:
+            ray.init(**kwargs)
         self.connected = True
         return self
 
@@ -153,6 +165,26 @@ class RayCluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# Ray Client's server starts one server process per connection, and (2.60) that start
+# sometimes fails at once ("Starting Ray client server failed"); a new connection works.
+_CLIENT_ATTEMPTS = 3
+
+
+def _init_through_client(kwargs: dict[str, Any]) -> None:
+    import ray
+
+    for attempt in range(1, _CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except ConnectionAbortedError as exc:
+            ray.shutdown()
+            if attempt == _CLIENT_ATTEMPTS:
+                raise
+            logger.warning("Ray Client connection %d failed, trying again: %s", attempt, exc)
+            time.sleep(1.0)
 
 
 class ClusterUnreachableError(KingpostError):

@@ -9,6 +9,12 @@ the URL grammar behave as on one machine. Two ways in:
   process (the fast path). When the caller cancels (its client left), the app
   receives ``http.disconnect``, exactly as from uvicorn: async hooks are
   cancelled and sync hooks' disconnect event is set.
+- ``handle_websocket(head, inbox, session)``: a websocket from the front. The
+  reply stream carries the app's messages (accept, frames, close); the client's
+  messages arrive through the front's ``WebSocketInbox`` under ``session``. A
+  cancelled call (the front lost its client) is a ``websocket.disconnect``.
+- ``handle_request_whole(head)``: the same, answered in one piece, for a front
+  connected through Ray Client (``ray://``), where Serve has no streaming handles.
 - Serve's own HTTP proxy, through ``__serve_build_asgi_app__`` (the same app).
 
 The replica is ready once the model has loaded; ``check_health`` asks the
@@ -29,6 +35,7 @@ from ray import serve
 
 from kingpost.errors import ModelLoadError
 from kingpost.logs import configure_logging
+from kingpost.scale.sockets import GONE
 from kingpost.scale.wire import Batch, Message, RequestHead
 
 if TYPE_CHECKING:
@@ -147,6 +154,52 @@ class ReplicaBase:
             raise
         task.result()
 
+    async def handle_request_whole(self, head: RequestHead) -> Batch:
+        """The whole reply as one batch, for a caller that cannot stream (Ray Client)."""
+        messages: Batch = []
+        async for batch in self.handle_request(head):
+            messages.extend(batch)
+        return messages
+
+    async def handle_websocket(
+        self, head: RequestHead, inbox: Any, session: str
+    ) -> AsyncIterator[Batch]:
+        """Run one websocket through the app; yield its send messages in batches."""
+        outbox: Batch = []
+        wake = asyncio.Event()
+        gone = asyncio.Event()
+        waiting: list[Message] = [{"type": "websocket.connect"}]
+        header = self.header
+
+        async def receive() -> Message:
+            if not waiting:
+                waiting.extend(await _first_of(inbox.take.remote(session), gone))
+            return waiting.pop(0)
+
+        async def send(message: Message) -> None:
+            if message["type"] == "websocket.accept":
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            outbox.append(message)
+            wake.set()
+
+        task = asyncio.ensure_future(self.model_app(head.scope(), receive, send))
+        task.add_done_callback(lambda _: wake.set())
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                if outbox:
+                    batch = outbox[:]
+                    outbox.clear()
+                    yield batch
+                elif task.done():
+                    break
+        except (asyncio.CancelledError, GeneratorExit):
+            gone.set()
+            await _wind_down(task)
+            raise
+        task.result()
+
     async def __del__(self) -> None:
         app = getattr(self, "model_app", None)
         if app is not None:
@@ -174,6 +227,20 @@ async def _asgi_status(app: Any, method: str, path: str) -> int:
 
     await app(head.scope(), receive, send)
     return status
+
+
+async def _first_of(taken: Any, gone: asyncio.Event) -> list[Message]:
+    """The inbox's next messages, or a disconnect once the caller is gone."""
+    messages = asyncio.ensure_future(taken)
+    stop = asyncio.ensure_future(gone.wait())
+    try:
+        await asyncio.wait((messages, stop), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if messages.done():
+        return list(messages.result())
+    messages.cancel()
+    return [dict(GONE)]
 
 
 async def _wind_down(task: asyncio.Future[None]) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import uvicorn
 import uvloop
 
-from kingpost.config import load_config
+from kingpost.config import ModelConfig, load_config
 from kingpost.errors import KingpostError
 from kingpost.scale.application import AppBuilder
 from kingpost.scale.cluster import ClusterOptions, ClusterUnreachableError, RayCluster
@@ -71,7 +71,7 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions, build_app:
 
     started = time.perf_counter()
     try:
-        load_config(options.model_dir.resolve())
+        config = load_config(options.model_dir.resolve())
     except KingpostError as exc:
         logger.error("%s", exc)
         return EXIT_BAD_MODEL
@@ -128,7 +128,7 @@ def serve_on_ray(options: ServeOptions, ray_options: RayServeOptions, build_app:
         if sock is None:
             _wait_for_stop_signal()
         else:
-            _run_front(application.front(), sock, options, ray_options.cluster.local)
+            _run_front(application.front(), sock, options, config, ray_options.cluster.local)
         return EXIT_OK
     except _StopRequested:
         logger.info("stopping")
@@ -157,7 +157,16 @@ def _delete_application(name: str) -> None:
         logger.exception("could not delete the Serve application %r", name)
 
 
-def _run_front(front: Any, sock: socket.socket, options: ServeOptions, local: bool) -> None:
+def _run_front(
+    front: Any, sock: socket.socket, options: ServeOptions, model: ModelConfig, local: bool
+) -> None:
+    # Websocket pings as the model asks (``runtime.transport``), like ``kingpost serve``.
+    transport = model.runtime.transport
+    pings: dict[str, Any] = {}
+    if transport is not None and transport.ping_interval_seconds is not None:
+        pings["ws_ping_interval"] = transport.ping_interval_seconds
+    if transport is not None and transport.ping_timeout_seconds is not None:
+        pings["ws_ping_timeout"] = transport.ping_timeout_seconds
     config = uvicorn.Config(
         front,
         host=options.host,
@@ -170,6 +179,7 @@ def _run_front(front: Any, sock: socket.socket, options: ServeOptions, local: bo
         log_level=options.log_level,
         timeout_graceful_shutdown=int(options.graceful_timeout),
         server_header=False,
+        **pings,
     )
     server = _FrontServer(config)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -4,6 +4,7 @@ Pure data, no Ray import: ``deployment_options(config, scaling)`` is the whole
 mapping, so it is tested (and used by the platform) without a cluster.
 
     runtime.predict_concurrency        -> max_ongoing_requests
+    an engine's sequences / batch      -> max_ongoing_requests (what it runs together)
     resources.cpu / memory / use_gpu   -> ray_actor_options (num_cpus, memory, num_gpus)
     resources.accelerator "H100:2"     -> num_gpus 2, accelerator_type "H100"
     Scaling(min_replica, max_replica, ...) -> autoscaling_config (PLATFORM.md's table)
@@ -30,6 +31,14 @@ _MEMORY_UNITS = {
     "mi": 2**20,
     "gi": 2**30,
     "ti": 2**40,
+}
+# What an engine runs at once, by kind: the engine setting and its default (vLLM's own
+# max_num_seqs when unset). Serve holds back requests past max_ongoing_requests, so it
+# must be what the engine batches, not the predict hook's limit (engines serve /v1 hooks).
+ENGINE_CONCURRENCY: dict[str, tuple[str, int]] = {
+    "llama_cpp": ("max_concurrent_sequences", 4),
+    "vllm": ("max_concurrent_sequences", 256),
+    "sentence_transformers": ("max_batch_size", 32),
 }
 _QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
 
@@ -130,7 +139,7 @@ class Scaling:
 def deployment_options(config: ModelConfig, scaling: Scaling) -> dict[str, Any]:
     """Keyword arguments for ``serve.deployment(...).options(**these)``."""
     options: dict[str, Any] = {
-        "max_ongoing_requests": config.runtime.predict_concurrency,
+        "max_ongoing_requests": max_ongoing_requests(config),
         "ray_actor_options": actor_options(config.resources),
         # Model load can take minutes; Serve's default health period is 10 s.
         "health_check_period_s": 5.0,
@@ -145,6 +154,22 @@ def deployment_options(config: ModelConfig, scaling: Scaling) -> dict[str, Any]:
     else:
         options["num_replicas"] = scaling.min_replica
     return options
+
+
+def max_ongoing_requests(config: ModelConfig) -> int:
+    """Requests one replica holds at once: ``predict_concurrency``, or an engine's concurrency.
+
+    An engine answers on the ``/v1`` hooks, which ``predict_concurrency`` does not bound; an
+    explicit ``runtime.endpoint_concurrency`` counts too.
+    """
+    runtime = config.runtime
+    limit = max(runtime.predict_concurrency, runtime.endpoint_concurrency or 0)
+    engine = config.engine or {}
+    setting = ENGINE_CONCURRENCY.get(str(engine.get("kind")))
+    if setting is not None:
+        name, default = setting
+        limit = max(limit, int(engine.get(name) or default))
+    return limit
 
 
 def actor_options(resources: Resources) -> dict[str, Any]:

@@ -56,7 +56,8 @@ class ClusterOwner:
         )
         assert self.process.stdout is not None
         self.address = self.process.stdout.readline().strip()
-        if not self.address:
+        self.client_address = self.process.stdout.readline().strip()  # ray://127.0.0.1:PORT
+        if not self.client_address:
             raise RuntimeError(f"the cluster did not start (exit {self.process.wait(30)})")
 
     def apps(self) -> list[str]:
