@@ -46,6 +46,7 @@ from kingpost.server.lifecycle import TRUSS_LOAD_RETRIES, LoadRetries
 from kingpost.server.metrics import ServerMetrics
 from kingpost.server.model_routes import model_routes
 from kingpost.server.model_service import ModelService
+from kingpost.server.uvicorn_server import CleanStopServer
 
 if TYPE_CHECKING:
     from kingpost.platform.replica import ReplicaFactory, ReplicaSpec
@@ -388,7 +389,7 @@ def uvicorn_config(
     )
 
 
-class _Server(uvicorn.Server):
+class _Server(CleanStopServer):
     """uvicorn's server with a drain phase before shutdown.
 
     On the first SIGTERM/SIGINT the app starts answering new requests with 503
@@ -442,14 +443,6 @@ class _Server(uvicorn.Server):
         # The grace period is spent once: uvicorn waits only for what is left of it.
         self.config.timeout_graceful_shutdown = int(max(0.0, deadline - time.monotonic()))
         super().handle_exit(sig, frame)
-
-    async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
-        await super()._serve(sockets)
-        # uvicorn re-raises the stop signal after a graceful shutdown; for us a
-        # graceful stop is a clean exit (code 0), so forget the captured signals.
-        captured = getattr(self, "_captured_signals", None)
-        if isinstance(captured, list):
-            captured.clear()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -34,6 +34,7 @@ from kingpost.platform.relay import Limits
 from kingpost.platform.replica import Backends, ReplicaFactory
 from kingpost.platform.settings import PlatformOptions
 from kingpost.platform.store import StateStore
+from kingpost.server.uvicorn_server import CleanStopServer
 
 logger = logging.getLogger("kingpost.platform")
 
@@ -131,7 +132,7 @@ def run_platform(options: PlatformOptions, backends: BackendPlugins | None = Non
         ssl_certfile=options.ssl_certfile,
         ssl_keyfile=options.ssl_keyfile,
     )
-    server = uvicorn.Server(config)
+    server = CleanStopServer(config)  # a SIGTERM ends in the store's close and exit 0
     # TCP_NODELAY on the listening socket, inherited by accepted ones: a reply's head
     # and body go out as two writes, and the second must not wait for a delayed ACK.
     try:

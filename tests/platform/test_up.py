@@ -127,3 +127,13 @@ def test_up_speaks_https_to_httpx_and_both_sdks(
         assert time.monotonic() - started < 10
     finally:
         process.close()
+
+
+def test_sigterm_stops_up_cleanly_with_exit_code_0(tmp_path: Path) -> None:
+    platform = PlatformProcess(tmp_path / "home").start()
+    try:
+        assert platform.process is not None
+        platform.stop()
+        assert platform.process.returncode == 0, platform.logs()
+    finally:
+        platform.close()
