@@ -16,7 +16,8 @@ outcome. The webhook of a finished request is claimed the same way. Claims
 take the lowest ``priority``, then the oldest (``seq``); on PostgreSQL with
 ``FOR UPDATE SKIP LOCKED`` so that several processes never take the same row.
 
-Methods are synchronous (they run in the store's own threads, see ``run``).
+Methods are synchronous; async code calls them through ``run`` (in the event
+loop for SQLite, whose WAL checkpoints run in a thread; in threads for PostgreSQL).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -39,6 +41,7 @@ from kingpost.async_queue.models import TERMINAL, Status, WebhookStatus
 T = TypeVar("T")
 
 metadata = sa.MetaData()
+CHECKPOINT_SECONDS = 1.0  # how often SQLite's WAL is folded into the database, at most
 
 requests = sa.Table(
     "kingpost_async_requests",
@@ -120,6 +123,29 @@ class NewRequest:
             "max_delay_ms": self.max_delay_ms,
             "webhook_attempts": 0,
         }
+
+
+_NEW_COLUMNS = (  # what NewRequest.row() sets
+    "id",
+    "queue",
+    "model_id",
+    "deployment_id",
+    "priority",
+    "status",
+    "webhook_status",
+    "webhook_endpoint",
+    "model_input",
+    "errors",
+    "created_at",
+    "status_at",
+    "available_at",
+    "expires_at",
+    "attempts",
+    "max_attempts",
+    "initial_delay_ms",
+    "max_delay_ms",
+    "webhook_attempts",
+)
 
 
 @dataclass(frozen=True)
@@ -331,6 +357,27 @@ class _Statements:
         self.undelivered_dropped = delivering.values(output=None, **undelivered)
 
 
+class _DriverInsert:
+    """The insert of new requests, compiled once for the engine's dialect.
+
+    Many rows go in at once (a group commit). Where the driver takes positional
+    parameters (SQLite), its ``executemany`` gets them as they are, without
+    SQLAlchemy processing each row; elsewhere SQLAlchemy's own batched insert runs.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        compiled = requests.insert().compile(dialect=engine.dialect, column_keys=list(_NEW_COLUMNS))
+        self.sql = compiled.string
+        self.order = compiled.positiontup
+
+    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        order = self.order
+        if order is None:
+            conn.execute(requests.insert(), rows)
+        else:
+            conn.exec_driver_sql(self.sql, [tuple(row[key] for key in order) for row in rows])
+
+
 def default_database_url(name: str, model_dir: Path) -> str:
     """An SQLite file under ``$KINGPOST_STATE_DIR`` (default ``~/.local/state/kingpost``).
 
@@ -353,13 +400,18 @@ class AsyncStore:
         self.engine = self._make_engine()
         self._statements = _Statements(skip_locked=not self.is_sqlite)
         metadata.create_all(self.engine)
-        # SQLite's calls take tens of microseconds, about what a hop to a thread costs,
-        # so they run in the event loop; PostgreSQL's wait on the network, in threads.
+        self._insert = _DriverInsert(self.engine)
+        # SQLite's calls take tens of microseconds, about what a hop to a thread costs
+        # (and on a busy machine a hop waits for the scheduler), so they run in the event
+        # loop; only the WAL checkpoint, which syncs the disk, runs in a thread of its own.
+        # PostgreSQL's calls wait on the network, in threads.
         self._threads = (
-            None
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="kingpost-async-checkpoint")
             if self.is_sqlite
             else ThreadPoolExecutor(max_workers=4, thread_name_prefix="kingpost-async-db")
         )
+        self._checkpointed = time.monotonic()
+        self._checkpointing: Future[None] | None = None
 
     def _make_engine(self) -> Engine:
         if not self.is_sqlite:
@@ -375,6 +427,8 @@ class AsyncStore:
             cursor.execute("PRAGMA synchronous=NORMAL")
             # Another process's write takes milliseconds; waiting longer means trouble.
             cursor.execute("PRAGMA busy_timeout=5000")
+            # Commits only append to the WAL; ``checkpoint`` folds it into the database.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")
@@ -387,14 +441,29 @@ class AsyncStore:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store method from async code (in the store's threads, for PostgreSQL)."""
-        if self._threads is None:
-            return fn(*args)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, fn, *args)
+        if not self.is_sqlite:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, fn, *args)
+        result = fn(*args)
+        if time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS:
+            self._start_checkpoint()
+        return result
+
+    def _start_checkpoint(self) -> None:
+        if self._checkpointing is None or self._checkpointing.done():
+            self._checkpointed = time.monotonic()
+            self._checkpointing = self._threads.submit(self.checkpoint)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's pages into the SQLite database (without blocking its writers)."""
+        raw = self.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+        finally:
+            raw.close()
 
     def close(self) -> None:
-        if self._threads is not None:
-            self._threads.shutdown(wait=True)
+        self._threads.shutdown(wait=True)
         self.engine.dispose()
 
     def _read(self) -> Any:
@@ -404,7 +473,7 @@ class AsyncStore:
 
     def submit(self, new: Sequence[NewRequest]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(requests.insert(), [item.row() for item in new])
+            self._insert.run(conn, [item.row() for item in new])
 
     def get(self, request_id: str) -> StoredRequest | None:
         with self._read() as conn, conn.begin():
