@@ -23,14 +23,16 @@ loop for SQLite, whose WAL checkpoints run in a thread; in threads for PostgreSQ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from operator import itemgetter
+from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -357,25 +359,93 @@ class _Statements:
         self.undelivered_dropped = delivering.values(output=None, **undelivered)
 
 
-class _DriverInsert:
-    """The insert of new requests, compiled once for the engine's dialect.
+class _DriverStatement:
+    """A statement compiled once to the SQL and positional parameters of SQLite's driver.
 
-    Many rows go in at once (a group commit). Where the driver takes positional
-    parameters (SQLite), its ``executemany`` gets them as they are, without
-    SQLAlchemy processing each row; elsewhere SQLAlchemy's own batched insert runs.
+    The hot path (insert, record, claim) runs these on the store's own connection,
+    without SQLAlchemy building each execution: its per-call work costs more than
+    SQLite's own.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        compiled = requests.insert().compile(dialect=engine.dialect, column_keys=list(_NEW_COLUMNS))
-        self.sql = compiled.string
-        self.order = compiled.positiontup
+    def __init__(self, statement: Any, engine: Engine, **compile_options: Any) -> None:
+        compiled = statement.compile(
+            dialect=engine.dialect, compile_kwargs={"render_postcompile": True}, **compile_options
+        )
+        self.sql: str = compiled.string
+        self.order: tuple[str, ...] = tuple(compiled.positiontup or ())
+        self.defaults: dict[str, Any] = dict(compiled.params)
 
-    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        order = self.order
-        if order is None:
-            conn.execute(requests.insert(), rows)
-        else:
-            conn.exec_driver_sql(self.sql, [tuple(row[key] for key in order) for row in rows])
+    def args(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        defaults = self.defaults
+        return tuple(params[key] if key in params else defaults[key] for key in self.order)
+
+
+class _Transaction(Protocol):
+    """One transaction of the hot path: ``many`` returns the rows changed, ``rows`` the
+    rows returned."""
+
+    def many(self, name: str, params: list[dict[str, Any]]) -> int: ...
+
+    def rows(self, name: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]: ...
+
+
+class _SQLAlchemyTransaction:
+    def __init__(self, conn: Connection, statements: _Statements) -> None:
+        self.conn = conn
+        self.statements = statements
+
+    def many(self, name: str, params: list[dict[str, Any]]) -> int:
+        return int(self.conn.execute(getattr(self.statements, name), params).rowcount)
+
+    def rows(self, name: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        return self.conn.execute(getattr(self.statements, name), params).all()
+
+
+class _DriverTransaction:
+    def __init__(self, db: Any, statements: dict[str, _DriverStatement]) -> None:
+        self.db = db
+        self.statements = statements
+
+    def many(self, name: str, params: list[dict[str, Any]]) -> int:
+        statement = self.statements[name]
+        cursor = self.db.executemany(statement.sql, [statement.args(row) for row in params])
+        return int(cursor.rowcount)
+
+    def rows(self, name: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        statement = self.statements[name]
+        return list(self.db.execute(statement.sql, statement.args(params)).fetchall())
+
+
+class _SQLiteWriter:
+    """The store's own SQLite connection for the hot path, used from the event loop only."""
+
+    def __init__(self, engine: Engine, statements: _Statements) -> None:
+        self._raw = engine.raw_connection()
+        self.db = self._raw.driver_connection
+        self.statements = {
+            "insert": _DriverStatement(
+                requests.insert(), engine, column_keys=list(_NEW_COLUMNS)
+            ),
+            **{
+                name: _DriverStatement(getattr(statements, name), engine)
+                for name in ("claim", "succeeded", "failed", "retry")
+            },
+        }
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_DriverTransaction]:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")  # the write lock up front, as the engine's writers do
+        try:
+            yield _DriverTransaction(db, self.statements)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 def default_database_url(name: str, model_dir: Path) -> str:
@@ -400,7 +470,7 @@ class AsyncStore:
         self.engine = self._make_engine()
         self._statements = _Statements(skip_locked=not self.is_sqlite)
         metadata.create_all(self.engine)
-        self._insert = _DriverInsert(self.engine)
+        self._writer = _SQLiteWriter(self.engine, self._statements) if self.is_sqlite else None
         # SQLite's calls take tens of microseconds, about what a hop to a thread costs
         # (and on a busy machine a hop waits for the scheduler), so they run in the event
         # loop; only the WAL checkpoint, which syncs the disk, runs in a thread of its own.
@@ -464,7 +534,19 @@ class AsyncStore:
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)
+        if self._writer is not None:
+            self._writer.close()
         self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _hot(self) -> Iterator[_Transaction]:
+        """A write transaction of the hot path: on SQLite's own connection, else the engine's."""
+        if self._writer is not None:
+            with self._writer.transaction() as transaction:
+                yield transaction
+        else:
+            with self.engine.begin() as conn:
+                yield _SQLAlchemyTransaction(conn, self._statements)
 
     def _read(self) -> Any:
         return self.engine.connect().execution_options(read_only=True)
@@ -472,8 +554,13 @@ class AsyncStore:
     # -- submitting and reading ------------------------------------------------
 
     def submit(self, new: Sequence[NewRequest]) -> None:
-        with self.engine.begin() as conn:
-            self._insert.run(conn, [item.row() for item in new])
+        rows = [item.row() for item in new]
+        if self._writer is None:
+            with self.engine.begin() as conn:
+                conn.execute(requests.insert(), rows)
+        else:
+            with self._writer.transaction() as transaction:
+                transaction.many("insert", rows)
 
     def get(self, request_id: str) -> StoredRequest | None:
         with self._read() as conn, conn.begin():
@@ -550,15 +637,21 @@ class AsyncStore:
         The worker's one round trip per turn: slots freed by the outcomes are
         filled by the claims.
         """
-        with self.engine.begin() as conn:
+        with self._hot() as transaction:
             if outcomes:
-                self._record(conn, outcomes, now, keep_output)
+                self._record(transaction, outcomes, now, keep_output)
             if limit <= 0:
                 return []
-            return self._claim(conn, queue, owner, limit, now, lease_seconds)
+            return self._claim(transaction, queue, owner, limit, now, lease_seconds)
 
     def _claim(
-        self, conn: Connection, queue: str, owner: str, limit: int, now: float, lease: float
+        self,
+        transaction: _Transaction,
+        queue: str,
+        owner: str,
+        limit: int,
+        now: float,
+        lease: float,
     ) -> list[Claim]:
         params = {
             "b_queue": queue,
@@ -567,20 +660,30 @@ class AsyncStore:
             "b_now": now,
             "b_until": now + lease,
         }
-        rows = list(conn.execute(self._statements.claim, params).all())
-        rows.sort(key=lambda row: (row.priority, row.seq))  # RETURNING keeps no order
+        rows = sorted(transaction.rows("claim", params), key=itemgetter(2, 1))  # priority, seq
+        # RETURNING keeps no order; the columns come as _Statements.claim lists them.
         return [
             Claim(
-                id=row.id,
+                id=request_id,
                 owner=owner,
-                attempt=row.attempts,
-                max_attempts=row.max_attempts,
-                initial_delay_ms=row.initial_delay_ms,
-                max_delay_ms=row.max_delay_ms,
-                model_input=row.model_input,
-                has_webhook=row.webhook_endpoint is not None,
+                attempt=attempts,
+                max_attempts=max_attempts,
+                initial_delay_ms=initial_delay_ms,
+                max_delay_ms=max_delay_ms,
+                model_input=model_input,
+                has_webhook=webhook_endpoint is not None,
             )
-            for row in rows
+            for (
+                request_id,
+                _seq,
+                _priority,
+                attempts,
+                max_attempts,
+                initial_delay_ms,
+                max_delay_ms,
+                model_input,
+                webhook_endpoint,
+            ) in rows
         ]
 
     def renew(self, owner: str, ids: Sequence[str], now: float, lease_seconds: float) -> set[str]:
@@ -598,17 +701,20 @@ class AsyncStore:
 
     def record(self, outcomes: Sequence[Outcome], now: float, keep_output: bool = True) -> int:
         """Record attempts' outcomes in one transaction; returns how many were taken."""
-        with self.engine.begin() as conn:
-            return self._record(conn, outcomes, now, keep_output)
+        with self._hot() as transaction:
+            return self._record(transaction, outcomes, now, keep_output)
 
     def _record(
-        self, conn: Connection, outcomes: Sequence[Outcome], now: float, keep_output: bool
+        self,
+        transaction: _Transaction,
+        outcomes: Sequence[Outcome],
+        now: float,
+        keep_output: bool,
     ) -> int:
         """An outcome whose lease was lost (the work was given to another worker) is
         dropped. A success keeps its output for the webhook; after it only if
         ``keep_output``.
         """
-        statements = self._statements
         by_kind: dict[str, list[dict[str, Any]]] = {"succeeded": [], "failed": [], "retry": []}
         for outcome in outcomes:
             claim = outcome.claim
@@ -628,7 +734,7 @@ class AsyncStore:
         taken = 0
         for kind, rows in by_kind.items():
             if rows:
-                taken += conn.execute(getattr(statements, kind), rows).rowcount
+                taken += transaction.many(kind, rows)
         return taken
 
     def succeed(self, claim: Claim, output: bytes, now: float, keep_output: bool = True) -> bool:
