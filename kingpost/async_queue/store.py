@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
@@ -421,11 +421,9 @@ class _SQLiteWriter:
 
     def __init__(self, engine: Engine, statements: _Statements) -> None:
         self._raw = engine.raw_connection()
-        self.db = self._raw.driver_connection
+        self.db: Any = self._raw.driver_connection
         self.statements = {
-            "insert": _DriverStatement(
-                requests.insert(), engine, column_keys=list(_NEW_COLUMNS)
-            ),
+            "insert": _DriverStatement(requests.insert(), engine, column_keys=list(_NEW_COLUMNS)),
             **{
                 name: _DriverStatement(getattr(statements, name), engine)
                 for name in ("claim", "succeeded", "failed", "retry")
