@@ -27,7 +27,7 @@ from kingpost.config import AsyncQueueConfig
 from kingpost.errors import RequestError
 
 if TYPE_CHECKING:
-    from kingpost.platform.controller import Target
+    from kingpost.platform.controller import Platform, Target
 
 logger = logging.getLogger("kingpost.async")
 
@@ -46,6 +46,17 @@ class PlatformAsync:
         self.workers: list[AsyncWorker] = []
         # Status, cancel and result name a request, not a deployment.
         self.lookup = AsyncRoutes(self.store, QueueTarget("", "", ""))
+
+    async def start(self, platform: Platform) -> None:
+        """Start the workers of the deployments with unfinished work (after a restart)."""
+        for queue in await self.store.run(self.store.unfinished_queues):
+            _model_id, _, deployment_id = queue.rpartition("/")
+            target = platform.deployment_target(deployment_id)
+            if target is None:
+                logger.warning("async queue %s: its deployment is gone or deactivated", queue)
+                continue
+            self.routes_for(target)
+            logger.info("async queue %s: resumed its unfinished work", queue)
 
     def routes_for(self, target: Target) -> AsyncRoutes:
         """The queue of the target's deployment, with its worker started on first use."""

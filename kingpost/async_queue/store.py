@@ -589,6 +589,16 @@ class AsyncStore:
             found = {status: n for status, n in conn.execute(query)}
         return found.get(Status.QUEUED.value, 0), found.get(Status.IN_PROGRESS.value, 0)
 
+    def unfinished_queues(self) -> list[str]:
+        """The queues with work a worker must still do: to run, or a webhook to deliver."""
+        unfinished = sa.or_(
+            c.status.in_((Status.QUEUED.value, Status.IN_PROGRESS.value)),
+            sa.and_(_PENDING, c.status.in_([s.value for s in FINISHED])),
+        )
+        query = sa.select(c.queue).where(unfinished).distinct()
+        with self._read() as conn, conn.begin():
+            return sorted(conn.execute(query).scalars())
+
     def cancel(self, request_id: str, now: float) -> Status | None:
         """Cancel a QUEUED request. Returns its status before (None if unknown)."""
         with self.engine.begin() as conn:
