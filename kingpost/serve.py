@@ -345,10 +345,12 @@ def async_queue(
 
 
 def add_routes(app: ServerApp, queue: AsyncQueue | None) -> ServerApp:
-    """The queue's routes in the app's table (each --watch generation gets them too)."""
+    """The queue's routes in the app's table, its gauges in the app's ``/metrics`` (each
+    --watch generation gets them too)."""
     if queue is not None:
         for route in queue.routes():
             app.router.add(route)
+        app.metrics.registry.register(queue.gauges())
     return app
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from kingpost.async_queue.admission import SyncFirst
 from kingpost.async_queue.invoke import AsgiInvoke
+from kingpost.async_queue.metrics import QueueGauges
 from kingpost.async_queue.routes import AsyncRoutes, QueueTarget, Reply
 from kingpost.async_queue.signing import WebhookSigner, load_secrets
 from kingpost.async_queue.store import AsyncStore, default_database_url
@@ -102,6 +103,13 @@ class AsyncQueue:
     async def _predict(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert self._app is not None, "AsyncQueue.attach(app) before the worker starts"
         await self._app(scope, receive, send)
+
+    def gauges(self) -> QueueGauges:
+        """Its ``/metrics`` gauges, for the registry of the app that serves its routes."""
+        target = self.handlers.target
+        return QueueGauges(
+            self.store, target.queue, known=lambda: [(target.model_id, target.deployment_id)]
+        )
 
     def routes(self) -> list[Route]:
         return [

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kingpost.async_queue.invoke import AsgiInvoke
+from kingpost.async_queue.metrics import QueueGauges
 from kingpost.async_queue.routes import AsyncRoutes, QueueTarget, Reply
 from kingpost.async_queue.signing import WebhookSigner, load_secrets
 from kingpost.async_queue.store import AsyncStore
@@ -48,7 +49,9 @@ class PlatformAsync:
         self.lookup = AsyncRoutes(self.store, QueueTarget("", "", ""))
 
     async def start(self, platform: Platform) -> None:
-        """Start the workers of the deployments with unfinished work (after a restart)."""
+        """Start the workers of the deployments with unfinished work (after a restart), and
+        put the queues' gauges in the platform's ``/metrics``."""
+        platform.metrics.registry.register(QueueGauges(self.store, known=self._known))
         for queue in await self.store.run(self.store.unfinished_queues):
             _model_id, _, deployment_id = queue.rpartition("/")
             target = platform.deployment_target(deployment_id)
@@ -57,6 +60,11 @@ class PlatformAsync:
                 continue
             self.routes_for(target)
             logger.info("async queue %s: resumed its unfinished work", queue)
+
+    def _known(self) -> list[tuple[str, str]]:
+        return [
+            (routes.target.model_id, routes.target.deployment_id) for routes in self.queues.values()
+        ]
 
     def routes_for(self, target: Target) -> AsyncRoutes:
         """The queue of the target's deployment, with its worker started on first use."""

@@ -589,6 +589,27 @@ class AsyncStore:
             found = {status: n for status, n in conn.execute(query)}
         return found.get(Status.QUEUED.value, 0), found.get(Status.IN_PROGRESS.value, 0)
 
+    def depth(self, queue: str | None = None) -> list[tuple[str, str, str, int, int]]:
+        """``(model_id, deployment_id, status, priority, count)`` of waiting and running
+        work, of one queue or (None) of all."""
+        query = sa.select(c.model_id, c.deployment_id, c.status, c.priority, sa.func.count())
+        query = query.where(c.status.in_((Status.QUEUED.value, Status.IN_PROGRESS.value)))
+        if queue is not None:
+            query = query.where(c.queue == queue)
+        query = query.group_by(c.model_id, c.deployment_id, c.status, c.priority)
+        with self._read() as conn, conn.begin():
+            return [tuple(row) for row in conn.execute(query)]
+
+    def oldest_queued(self, queue: str | None = None) -> list[tuple[str, str, float]]:
+        """``(model_id, deployment_id, created_at)`` of the oldest QUEUED request per queue."""
+        query = sa.select(c.model_id, c.deployment_id, sa.func.min(c.created_at))
+        query = query.where(c.status == Status.QUEUED.value)
+        if queue is not None:
+            query = query.where(c.queue == queue)
+        query = query.group_by(c.model_id, c.deployment_id)
+        with self._read() as conn, conn.begin():
+            return [tuple(row) for row in conn.execute(query)]
+
     def unfinished_queues(self) -> list[str]:
         """The queues with work a worker must still do: to run, or a webhook to deliver."""
         unfinished = sa.or_(

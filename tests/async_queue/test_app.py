@@ -101,3 +101,10 @@ def test_queue_status_answers_under_the_platform_prefixes(
         response = client.get(f"{server.base_url}{prefix}/async_queue_status")
         assert response.status_code == 200, prefix
         assert set(response.json()) >= {"num_queued_requests", "num_in_progress_requests"}
+
+
+def test_metrics_carry_the_queue_gauges(server: ServerProcess, client: httpx.Client) -> None:
+    metrics = client.get(server.base_url + "/metrics").text
+    assert "kingpost_async_queue_requests{" in metrics
+    assert 'status="QUEUED"' in metrics and 'priority="2"' in metrics
+    assert "kingpost_async_queue_oldest_age_seconds{" in metrics

@@ -92,5 +92,12 @@ def test_queued_work_resumes_when_the_platform_restarts(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, (found, second.logs()[-3000:])
                 time.sleep(0.1)
         assert "resumed its unfinished work" in second.logs()
+        metrics = httpx.get(second.url("/metrics"), timeout=10).text
+        drained = (
+            f'kingpost_async_queue_requests{{deployment_id="{record["id"]}",'
+            f'model_id="{model_id}",priority="0",status="QUEUED"}} 0.0'
+        )
+        assert drained in metrics, metrics
+        assert "kingpost_async_queue_oldest_age_seconds{" in metrics
     finally:
         second.close()
