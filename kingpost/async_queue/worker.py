@@ -336,6 +336,9 @@ class AsyncWorker:
         if not self._finished:
             self._finished_since = self.clock()
         self._finished.append((outcome, done))
+        # Its slot is free now: the next claim held ahead starts at once, not a turn later.
+        if self._ready and self._free_slots() > 0:
+            self._start(self._ready.popleft())
         self._work.set()
         await done
         if outcome.kind != "retry" and claim.has_webhook:
