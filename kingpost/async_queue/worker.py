@@ -317,8 +317,9 @@ class AsyncWorker:
     ) -> None:
         """Hand the outcome to the claim loop and wait until it is written.
 
-        The request keeps its slot until then, so the write and the next claim
-        share one transaction.
+        Its model slot goes to the next claim held ahead at once; the request stays
+        among ``running`` (its lease renewed) until the write, which shares one
+        transaction with the next claims.
         """
         if failure is None:
             outcome = Outcome(claim, "succeeded", output=output)
