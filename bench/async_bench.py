@@ -2,7 +2,7 @@
 
     python -m bench.async_bench [--seconds 3] [--concurrency 16]
 
-Prints the rates and their ratios:
+Prints the rates and their ratios to the direct baseline measured in the same run:
 - direct: sync ``POST /predict`` with ``concurrency`` wrk connections;
 - enqueue: ``POST /async_predict`` answered 201 (each durable in SQLite), over HTTP,
   and through the route handler alone (what the queue takes, HTTP aside);
@@ -109,7 +109,10 @@ def report(title: str, rates: dict[str, float]) -> None:
     direct = rates["direct"]
     print(title)
     print(f"  direct sync predict             {direct:8.0f} requests/s")
-    print(f"  async enqueue over HTTP         {rates['enqueue']:8.0f} requests/s")
+    print(
+        f"  async enqueue over HTTP         {rates['enqueue']:8.0f} requests/s"
+        f" = {rates['enqueue'] / direct:.2f}x direct (target >= 2000 requests/s)"
+    )
     print(
         f"  async completion                {rates['completion']:8.0f} requests/s"
         f" = {rates['completion'] / direct:.2f}x direct (target >= 0.80x)"
@@ -132,6 +135,7 @@ def main() -> int:
             store_enqueue_rate(folder / "handler.db", args.requests, args.concurrency)
         )
         print(f"async enqueue, handler + SQLite   {store_rate:8.0f} requests/s (target >= 2000)")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         for delay in (0.0, 0.002):
             run = folder / f"delay-{delay}"
             run.mkdir()

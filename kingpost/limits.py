@@ -137,7 +137,28 @@ class BoundedSlots(asyncio.Semaphore):
         if max_queue < 0:
             raise ValueError("max_queue must be 0 or more")
         self.max_queue = max_queue
+        self.capacity = value
         self.waiting = 0
+        self._watchers: list[asyncio.Future[None]] = []
+
+    @property
+    def free(self) -> int:
+        """Slots nobody holds now."""
+        return self._value
+
+    def release(self) -> None:
+        super().release()
+        if self._watchers:
+            watchers, self._watchers = self._watchers, []
+            for watcher in watchers:
+                if not watcher.done():
+                    watcher.set_result(None)
+
+    async def released(self) -> None:
+        """Until a slot is released next (how a waiting yielder learns it may ask again)."""
+        watcher: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.append(watcher)
+        await watcher
 
     async def acquire_queued(self) -> Literal[True]:
         if self.locked() and self.waiting >= self.max_queue:

@@ -33,6 +33,7 @@ from kingpost.auth.settings import KeySettings
 from kingpost.config import ModelConfig, load_config
 from kingpost.connection import ConnectionLimits, guarded_protocol
 from kingpost.errors import KingpostError
+from kingpost.limits import BoundedSlots
 from kingpost.model.cache import resolve_model_files
 from kingpost.model.loader import ModelSource, describe_model
 from kingpost.model.requirements import install_requirements, verify_requirements
@@ -51,6 +52,9 @@ from kingpost.server.uvicorn_server import CleanStopServer
 if TYPE_CHECKING:
     from kingpost.platform.replica import ReplicaFactory, ReplicaSpec
     from kingpost.platform.settings import PlatformOptions
+
+if TYPE_CHECKING:
+    from kingpost.async_queue.app import AsyncQueue
 
 logger = logging.getLogger("kingpost")
 
@@ -257,11 +261,16 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
 
     model_app: ServerApp | None
     config: ModelConfig | None
+    queue: AsyncQueue | None = None
     build_error = None
+    served: Servable | None = None  # the app a request reaches, keys and tracing aside
     try:
         config = load_config(options.model_dir.resolve())
+        if config.async_queue.enabled and config.docker_server is None:
+            queue = async_queue(config, options.model_dir, drain, lambda: served)
         # With --watch a failed load is reported and watched, not fatal.
         model_app = build_app(options, drain, None if options.watch else on_fatal, config)
+        add_routes(model_app, queue)
     except KingpostError as exc:
         report_build_error(exc)
         if not options.watch:
@@ -276,14 +285,21 @@ def serve_process(options: ServeOptions, is_worker: bool = False) -> int:
         from kingpost.reload import ReloadingApp
 
         app = ReloadingApp(
-            lambda: build_app(options, drain), options.model_dir, model_app, drain, build_error
+            lambda: add_routes(build_app(options, drain), queue),
+            options.model_dir,
+            model_app,
+            drain,
+            build_error,
         )
     else:
         assert model_app is not None
         app = model_app
     served = app  # the model's own app, whose router names a request's route
-    if config is not None and config.async_queue.enabled and config.docker_server is None:
-        app = with_async_queue(app, config, options.model_dir, drain)
+    if queue is not None:
+        from kingpost.async_queue.app import QueueLifespan
+
+        queue.attach(served)
+        app = QueueLifespan(served, queue)
     if tracing.ACTIVE is not None:  # else the request path is the same code as without it
         from kingpost.observe.tracing import TracedApp
 
@@ -332,29 +348,59 @@ def route_namer(app: Servable) -> Callable[[str], str]:
     return name_of
 
 
-def with_async_queue(app: Servable, config: ModelConfig, model_dir: Path, drain: Drain) -> Servable:
-    """Async inference (``/async_predict``, ``/async_request/...``) in front of the app.
+def async_queue(
+    config: ModelConfig, model_dir: Path, drain: Drain, served: Callable[[], Servable | None]
+) -> AsyncQueue | None:
+    """Async inference (``/async_predict``, ``/async_request/...``) for the model's core.
 
-    Its worker calls the app's own ``/predict``, so async work takes the sync path.
+    Its routes join the core's table (``add_routes``); its worker calls the served
+    app's own ``/predict`` and yields to sync requests on the model's real slots.
     Off, with a line in the log, when the ``async`` extra is not installed.
     """
     try:
-        from kingpost.async_queue.app import AsyncQueueApp
+        from kingpost.async_queue.app import AsyncQueue
     except ImportError as exc:
         logger.info("async inference is off (pip install 'kingpost[async]'): %s", exc)
-        return app
+        return None
 
     def ready() -> bool:
-        return not drain.draining and _model_loaded(app)
+        app = served()
+        return app is not None and not drain.draining and _model_loaded(app)
 
-    return AsyncQueueApp.build(app, config, model_dir, ready)
+    def slots() -> BoundedSlots | None:
+        app = served()
+        return _predict_slots(app) if app is not None else None
+
+    return AsyncQueue.build(config, model_dir, ready, slots)
+
+
+def add_routes(app: ServerApp, queue: AsyncQueue | None) -> ServerApp:
+    """The queue's routes in the app's table, its gauges in the app's ``/metrics`` (each
+    --watch generation gets them too)."""
+    if queue is not None:
+        for route in queue.routes():
+            app.router.add(route)
+        app.metrics.registry.register(queue.gauges())
+    return app
+
+
+def _served_core(app: Servable) -> Any:
+    current = getattr(app, "current", None)  # --watch: the generation serving now
+    return current.app if current is not None else app
+
+
+def _predict_slots(app: Servable) -> BoundedSlots | None:
+    """The predict slots of the model behind the app, once it has loaded."""
+    service = getattr(_served_core(app), "service", None)
+    hooks = getattr(service, "hooks", None) or {}
+    runner = hooks.get("predict")
+    slot = getattr(runner, "slot", None)
+    return slot if isinstance(slot, BoundedSlots) else None
 
 
 def _model_loaded(app: Servable) -> bool:
     """Whether the model behind the app (a ReloadingApp's current one) has loaded."""
-    current = getattr(app, "current", None)
-    served = current.app if current is not None else app
-    lifecycle = getattr(getattr(served, "service", None), "lifecycle", None)
+    lifecycle = getattr(getattr(_served_core(app), "service", None), "lifecycle", None)
     return bool(lifecycle is not None and lifecycle.loaded)
 
 

@@ -17,6 +17,8 @@ from kingpost.server.routing import Mount, Route, Router, WebSocketRoute, split_
         ("/deployment/abc123/sync/v1/embeddings", None, "/v1/embeddings"),
         ("/environments/production/websocket", "production", "/v1/websocket"),
         ("/environments/production/sync/predict", "production", "/predict"),
+        ("/production/async_predict", "production", "/async_predict"),
+        ("/environments/staging/async_queue_status", "staging", "/async_queue_status"),
     ],
 )
 def test_platform_urls_reach_local_routes(path: str, environment: str | None, local: str) -> None:
@@ -103,3 +105,17 @@ def test_any_model_name_reaches_the_model_routes_only_where_asked() -> None:
     assert named.resolve("/v1/models/x-4:explain") is None
     forward = Route("/", _no_op, name="forward")
     assert Router([predict], fallback=forward).resolve("/v1/models/x-4:predict") is forward
+
+
+def test_a_prefix_route_takes_every_path_under_it_before_mounts() -> None:
+    request = Route("/async_request", _no_op, ("GET", "DELETE"), prefix=True)
+    mount = Mount("/async_request/x", _no_op)  # type: ignore[arg-type]
+    router = Router([request, mount])
+    assert router.resolve("/async_request/abc") is request
+    assert router.resolve("/async_request/abc/result") is request
+    assert router.resolve("/async_requests") is None
+
+
+def test_a_route_without_prefix_answers_its_own_path_only() -> None:
+    predict = Route("/predict", _no_op, ("POST",))
+    assert Router([predict]).resolve("/predict/more") is None

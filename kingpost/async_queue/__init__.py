@@ -13,7 +13,7 @@ webhooks signed the platform's way and the Standard Webhooks way.
     signing  both signatures
     admission  sync traffic first
     routes   the HTTP handlers, server-independent
-    app      the async routes and worker in front of one model's ASGI app
+    app      one model's queue: its routes in the core's table, its worker
     client   ``kingpost async submit|status|cancel|result``
 
 Needs the ``async`` extra (SQLAlchemy, psycopg).
@@ -36,7 +36,7 @@ _EXPORTS = {
     "Admission": "worker",
     "AsgiInvoke": "invoke",
     "AsyncPredictBody": "models",
-    "AsyncQueueApp": "app",
+    "AsyncQueue": "app",
     "AsyncStore": "store",
     "AsyncWorker": "worker",
     "ErrorCode": "models",

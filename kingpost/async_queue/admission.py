@@ -1,10 +1,14 @@
 """Sync traffic first: when async work may take one of the model's slots.
 
-A model has ``slots`` (``predict_concurrency``). Async work starts only if a
-slot is free beyond those sync requests hold or wait for, and, while sync
-traffic is active (in flight, or seen within ``quiet_seconds``), it leaves one
-slot free for the next sync request. So async work never takes the last slot
-from sync requests; on an idle server it uses them all.
+The model's slots are the core's own (``BoundedSlots``, ``predict_concurrency``
+of them), which sync and async requests both take on their way through
+``/predict``. Async work starts only if a slot is free beyond those sync
+requests wait for, and, while sync traffic is active (holding or waiting for a
+slot, or seen within ``quiet_seconds``), it leaves one slot free for the next
+sync request. So async work never takes the last slot from sync requests; on
+an idle server it uses them all.
+
+    admission = SyncFirst(lambda: service.hooks["predict"].slot, ready=lambda: loaded)
 """
 
 from __future__ import annotations
@@ -13,14 +17,20 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from kingpost.limits import BoundedSlots
+
 
 class SyncFirst:
-    """The worker's ``Admission`` for one model; the server calls ``enter``/``leave``
-    around each sync request that needs a slot."""
+    """The worker's ``Admission`` for one model, reading the slots the core holds.
+
+    ``slots`` returns the model's slots (None until it has loaded); ``async_running``
+    passed to ``may_start`` is how many the worker has started, some of which may
+    not hold their slot yet.
+    """
 
     def __init__(
         self,
-        slots: int,
+        slots: Callable[[], BoundedSlots | None],
         ready: Callable[[], bool] = lambda: True,
         quiet_seconds: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
@@ -29,26 +39,25 @@ class SyncFirst:
         self.ready = ready
         self.quiet_seconds = quiet_seconds
         self.clock = clock
-        self.sync_in_flight = 0
         self._last_sync = -1e9
-        self._changed = asyncio.Event()
-
-    def enter(self) -> None:
-        self.sync_in_flight += 1
-
-    def leave(self) -> None:
-        self.sync_in_flight -= 1
-        self._last_sync = self.clock()
-        self._changed.set()
 
     def may_start(self, async_running: int) -> bool:
-        if not self.ready():
+        slots = self.slots()
+        if slots is None or not self.ready():
             return False
-        free = self.slots - self.sync_in_flight - async_running
-        sync_active = self.sync_in_flight > 0 or self.clock() - self._last_sync < self.quiet_seconds
-        reserve = 1 if sync_active and self.slots > 1 else 0
+        capacity = slots.capacity
+        held = capacity - slots.free
+        sync_held = max(0, held - async_running)
+        if sync_held > 0 or slots.waiting > 0:
+            self._last_sync = self.clock()
+        free = capacity - sync_held - async_running - slots.waiting
+        sync_active = self.clock() - self._last_sync < self.quiet_seconds
+        reserve = 1 if sync_active and capacity > 1 else 0
         return free > reserve
 
     async def changed(self) -> None:
-        self._changed.clear()
-        await self._changed.wait()
+        slots = self.slots()
+        if slots is None:
+            await asyncio.sleep(self.quiet_seconds)  # not loaded: asked again after a while
+        else:
+            await slots.released()

@@ -2,7 +2,8 @@
 
 Each caller waits until the write that holds its item is done (or failed), so
 an answer that depends on the write (a ``request_id``) is durable when given.
-Under load, one transaction carries many items; alone, an item is written at once.
+Under load, one transaction carries many items; alone, an item is written one loop turn
+after it came.
 
     submits = GroupCommit(lambda items: store.run(store.submit, items))
     await submits.add(new_request)
@@ -32,6 +33,8 @@ class GroupCommit(Generic[T]):
 
     async def _drain(self) -> None:
         try:
+            # One turn of the loop first: requests read in this turn join the write.
+            await asyncio.sleep(0)
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:

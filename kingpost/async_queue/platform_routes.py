@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kingpost.async_queue.invoke import AsgiInvoke
+from kingpost.async_queue.metrics import QueueGauges
 from kingpost.async_queue.routes import AsyncRoutes, QueueTarget, Reply
 from kingpost.async_queue.signing import WebhookSigner, load_secrets
 from kingpost.async_queue.store import AsyncStore
@@ -27,7 +28,7 @@ from kingpost.config import AsyncQueueConfig
 from kingpost.errors import RequestError
 
 if TYPE_CHECKING:
-    from kingpost.platform.controller import Target
+    from kingpost.platform.controller import Platform, Target
 
 logger = logging.getLogger("kingpost.async")
 
@@ -46,6 +47,24 @@ class PlatformAsync:
         self.workers: list[AsyncWorker] = []
         # Status, cancel and result name a request, not a deployment.
         self.lookup = AsyncRoutes(self.store, QueueTarget("", "", ""))
+
+    async def start(self, platform: Platform) -> None:
+        """Start the workers of the deployments with unfinished work (after a restart), and
+        put the queues' gauges in the platform's ``/metrics``."""
+        platform.metrics.registry.register(QueueGauges(self.store, known=self._known))
+        for queue in await self.store.run(self.store.unfinished_queues):
+            _model_id, _, deployment_id = queue.rpartition("/")
+            target = platform.deployment_target(deployment_id)
+            if target is None:
+                logger.warning("async queue %s: its deployment is gone or deactivated", queue)
+                continue
+            self.routes_for(target)
+            logger.info("async queue %s: resumed its unfinished work", queue)
+
+    def _known(self) -> list[tuple[str, str]]:
+        return [
+            (routes.target.model_id, routes.target.deployment_id) for routes in self.queues.values()
+        ]
 
     def routes_for(self, target: Target) -> AsyncRoutes:
         """The queue of the target's deployment, with its worker started on first use."""

@@ -16,19 +16,23 @@ outcome. The webhook of a finished request is claimed the same way. Claims
 take the lowest ``priority``, then the oldest (``seq``); on PostgreSQL with
 ``FOR UPDATE SKIP LOCKED`` so that several processes never take the same row.
 
-Methods are synchronous (they run in the store's own threads, see ``run``).
+Methods are synchronous; async code calls them through ``run`` (in the event
+loop for SQLite, whose WAL checkpoints run in a thread; in threads for PostgreSQL).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -39,6 +43,7 @@ from kingpost.async_queue.models import TERMINAL, Status, WebhookStatus
 T = TypeVar("T")
 
 metadata = sa.MetaData()
+CHECKPOINT_SECONDS = 1.0  # how often SQLite's WAL is folded into the database, at most
 
 requests = sa.Table(
     "kingpost_async_requests",
@@ -120,6 +125,29 @@ class NewRequest:
             "max_delay_ms": self.max_delay_ms,
             "webhook_attempts": 0,
         }
+
+
+_NEW_COLUMNS = (  # what NewRequest.row() sets
+    "id",
+    "queue",
+    "model_id",
+    "deployment_id",
+    "priority",
+    "status",
+    "webhook_status",
+    "webhook_endpoint",
+    "model_input",
+    "errors",
+    "created_at",
+    "status_at",
+    "available_at",
+    "expires_at",
+    "attempts",
+    "max_attempts",
+    "initial_delay_ms",
+    "max_delay_ms",
+    "webhook_attempts",
+)
 
 
 @dataclass(frozen=True)
@@ -331,6 +359,93 @@ class _Statements:
         self.undelivered_dropped = delivering.values(output=None, **undelivered)
 
 
+class _DriverStatement:
+    """A statement compiled once to the SQL and positional parameters of SQLite's driver.
+
+    The hot path (insert, record, claim) runs these on the store's own connection,
+    without SQLAlchemy building each execution: its per-call work costs more than
+    SQLite's own.
+    """
+
+    def __init__(self, statement: Any, engine: Engine, **compile_options: Any) -> None:
+        compiled = statement.compile(
+            dialect=engine.dialect, compile_kwargs={"render_postcompile": True}, **compile_options
+        )
+        self.sql: str = compiled.string
+        self.order: tuple[str, ...] = tuple(compiled.positiontup or ())
+        self.defaults: dict[str, Any] = dict(compiled.params)
+
+    def args(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        defaults = self.defaults
+        return tuple(params[key] if key in params else defaults[key] for key in self.order)
+
+
+class _Transaction(Protocol):
+    """One transaction of the hot path: ``many`` returns the rows changed, ``rows`` the
+    rows returned."""
+
+    def many(self, name: str, params: list[dict[str, Any]]) -> int: ...
+
+    def rows(self, name: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]: ...
+
+
+class _SQLAlchemyTransaction:
+    def __init__(self, conn: Connection, statements: _Statements) -> None:
+        self.conn = conn
+        self.statements = statements
+
+    def many(self, name: str, params: list[dict[str, Any]]) -> int:
+        return int(self.conn.execute(getattr(self.statements, name), params).rowcount)
+
+    def rows(self, name: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        return self.conn.execute(getattr(self.statements, name), params).all()
+
+
+class _DriverTransaction:
+    def __init__(self, db: Any, statements: dict[str, _DriverStatement]) -> None:
+        self.db = db
+        self.statements = statements
+
+    def many(self, name: str, params: list[dict[str, Any]]) -> int:
+        statement = self.statements[name]
+        cursor = self.db.executemany(statement.sql, [statement.args(row) for row in params])
+        return int(cursor.rowcount)
+
+    def rows(self, name: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        statement = self.statements[name]
+        return list(self.db.execute(statement.sql, statement.args(params)).fetchall())
+
+
+class _SQLiteWriter:
+    """The store's own SQLite connection for the hot path, used from the event loop only."""
+
+    def __init__(self, engine: Engine, statements: _Statements) -> None:
+        self._raw = engine.raw_connection()
+        self.db: Any = self._raw.driver_connection
+        self.statements = {
+            "insert": _DriverStatement(requests.insert(), engine, column_keys=list(_NEW_COLUMNS)),
+            **{
+                name: _DriverStatement(getattr(statements, name), engine)
+                for name in ("claim", "succeeded", "failed", "retry")
+            },
+        }
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_DriverTransaction]:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")  # the write lock up front, as the engine's writers do
+        try:
+            yield _DriverTransaction(db, self.statements)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 def default_database_url(name: str, model_dir: Path) -> str:
     """An SQLite file under ``$KINGPOST_STATE_DIR`` (default ``~/.local/state/kingpost``).
 
@@ -353,13 +468,18 @@ class AsyncStore:
         self.engine = self._make_engine()
         self._statements = _Statements(skip_locked=not self.is_sqlite)
         metadata.create_all(self.engine)
-        # SQLite's calls take tens of microseconds, about what a hop to a thread costs,
-        # so they run in the event loop; PostgreSQL's wait on the network, in threads.
+        self._writer = _SQLiteWriter(self.engine, self._statements) if self.is_sqlite else None
+        # SQLite's calls take tens of microseconds, about what a hop to a thread costs
+        # (and on a busy machine a hop waits for the scheduler), so they run in the event
+        # loop; only the WAL checkpoint, which syncs the disk, runs in a thread of its own.
+        # PostgreSQL's calls wait on the network, in threads.
         self._threads = (
-            None
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="kingpost-async-checkpoint")
             if self.is_sqlite
             else ThreadPoolExecutor(max_workers=4, thread_name_prefix="kingpost-async-db")
         )
+        self._checkpointed = time.monotonic()
+        self._checkpointing: Future[None] | None = None
 
     def _make_engine(self) -> Engine:
         if not self.is_sqlite:
@@ -375,6 +495,8 @@ class AsyncStore:
             cursor.execute("PRAGMA synchronous=NORMAL")
             # Another process's write takes milliseconds; waiting longer means trouble.
             cursor.execute("PRAGMA busy_timeout=5000")
+            # Commits only append to the WAL; ``checkpoint`` folds it into the database.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")
@@ -387,15 +509,42 @@ class AsyncStore:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store method from async code (in the store's threads, for PostgreSQL)."""
-        if self._threads is None:
-            return fn(*args)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, fn, *args)
+        if not self.is_sqlite:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, fn, *args)
+        result = fn(*args)
+        if time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS:
+            self._start_checkpoint()
+        return result
+
+    def _start_checkpoint(self) -> None:
+        if self._checkpointing is None or self._checkpointing.done():
+            self._checkpointed = time.monotonic()
+            self._checkpointing = self._threads.submit(self.checkpoint)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's pages into the SQLite database (without blocking its writers)."""
+        raw = self.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+        finally:
+            raw.close()
 
     def close(self) -> None:
-        if self._threads is not None:
-            self._threads.shutdown(wait=True)
+        self._threads.shutdown(wait=True)
+        if self._writer is not None:
+            self._writer.close()
         self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _hot(self) -> Iterator[_Transaction]:
+        """A write transaction of the hot path: on SQLite's own connection, else the engine's."""
+        if self._writer is not None:
+            with self._writer.transaction() as transaction:
+                yield transaction
+        else:
+            with self.engine.begin() as conn:
+                yield _SQLAlchemyTransaction(conn, self._statements)
 
     def _read(self) -> Any:
         return self.engine.connect().execution_options(read_only=True)
@@ -403,8 +552,13 @@ class AsyncStore:
     # -- submitting and reading ------------------------------------------------
 
     def submit(self, new: Sequence[NewRequest]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(requests.insert(), [item.row() for item in new])
+        rows = [item.row() for item in new]
+        if self._writer is None:
+            with self.engine.begin() as conn:
+                conn.execute(requests.insert(), rows)
+        else:
+            with self._writer.transaction() as transaction:
+                transaction.many("insert", rows)
 
     def get(self, request_id: str) -> StoredRequest | None:
         with self._read() as conn, conn.begin():
@@ -434,6 +588,37 @@ class AsyncStore:
         with self._read() as conn, conn.begin():
             found = {status: n for status, n in conn.execute(query)}
         return found.get(Status.QUEUED.value, 0), found.get(Status.IN_PROGRESS.value, 0)
+
+    def depth(self, queue: str | None = None) -> list[tuple[str, str, str, int, int]]:
+        """``(model_id, deployment_id, status, priority, count)`` of waiting and running
+        work, of one queue or (None) of all."""
+        query = sa.select(c.model_id, c.deployment_id, c.status, c.priority, sa.func.count())
+        query = query.where(c.status.in_((Status.QUEUED.value, Status.IN_PROGRESS.value)))
+        if queue is not None:
+            query = query.where(c.queue == queue)
+        query = query.group_by(c.model_id, c.deployment_id, c.status, c.priority)
+        with self._read() as conn, conn.begin():
+            return [tuple(row) for row in conn.execute(query)]
+
+    def oldest_queued(self, queue: str | None = None) -> list[tuple[str, str, float]]:
+        """``(model_id, deployment_id, created_at)`` of the oldest QUEUED request per queue."""
+        query = sa.select(c.model_id, c.deployment_id, sa.func.min(c.created_at))
+        query = query.where(c.status == Status.QUEUED.value)
+        if queue is not None:
+            query = query.where(c.queue == queue)
+        query = query.group_by(c.model_id, c.deployment_id)
+        with self._read() as conn, conn.begin():
+            return [tuple(row) for row in conn.execute(query)]
+
+    def unfinished_queues(self) -> list[str]:
+        """The queues with work a worker must still do: to run, or a webhook to deliver."""
+        unfinished = sa.or_(
+            c.status.in_((Status.QUEUED.value, Status.IN_PROGRESS.value)),
+            sa.and_(_PENDING, c.status.in_([s.value for s in FINISHED])),
+        )
+        query = sa.select(c.queue).where(unfinished).distinct()
+        with self._read() as conn, conn.begin():
+            return sorted(conn.execute(query).scalars())
 
     def cancel(self, request_id: str, now: float) -> Status | None:
         """Cancel a QUEUED request. Returns its status before (None if unknown)."""
@@ -481,15 +666,21 @@ class AsyncStore:
         The worker's one round trip per turn: slots freed by the outcomes are
         filled by the claims.
         """
-        with self.engine.begin() as conn:
+        with self._hot() as transaction:
             if outcomes:
-                self._record(conn, outcomes, now, keep_output)
+                self._record(transaction, outcomes, now, keep_output)
             if limit <= 0:
                 return []
-            return self._claim(conn, queue, owner, limit, now, lease_seconds)
+            return self._claim(transaction, queue, owner, limit, now, lease_seconds)
 
     def _claim(
-        self, conn: Connection, queue: str, owner: str, limit: int, now: float, lease: float
+        self,
+        transaction: _Transaction,
+        queue: str,
+        owner: str,
+        limit: int,
+        now: float,
+        lease: float,
     ) -> list[Claim]:
         params = {
             "b_queue": queue,
@@ -498,20 +689,30 @@ class AsyncStore:
             "b_now": now,
             "b_until": now + lease,
         }
-        rows = list(conn.execute(self._statements.claim, params).all())
-        rows.sort(key=lambda row: (row.priority, row.seq))  # RETURNING keeps no order
+        rows = sorted(transaction.rows("claim", params), key=itemgetter(2, 1))  # priority, seq
+        # RETURNING keeps no order; the columns come as _Statements.claim lists them.
         return [
             Claim(
-                id=row.id,
+                id=request_id,
                 owner=owner,
-                attempt=row.attempts,
-                max_attempts=row.max_attempts,
-                initial_delay_ms=row.initial_delay_ms,
-                max_delay_ms=row.max_delay_ms,
-                model_input=row.model_input,
-                has_webhook=row.webhook_endpoint is not None,
+                attempt=attempts,
+                max_attempts=max_attempts,
+                initial_delay_ms=initial_delay_ms,
+                max_delay_ms=max_delay_ms,
+                model_input=model_input,
+                has_webhook=webhook_endpoint is not None,
             )
-            for row in rows
+            for (
+                request_id,
+                _seq,
+                _priority,
+                attempts,
+                max_attempts,
+                initial_delay_ms,
+                max_delay_ms,
+                model_input,
+                webhook_endpoint,
+            ) in rows
         ]
 
     def renew(self, owner: str, ids: Sequence[str], now: float, lease_seconds: float) -> set[str]:
@@ -529,17 +730,20 @@ class AsyncStore:
 
     def record(self, outcomes: Sequence[Outcome], now: float, keep_output: bool = True) -> int:
         """Record attempts' outcomes in one transaction; returns how many were taken."""
-        with self.engine.begin() as conn:
-            return self._record(conn, outcomes, now, keep_output)
+        with self._hot() as transaction:
+            return self._record(transaction, outcomes, now, keep_output)
 
     def _record(
-        self, conn: Connection, outcomes: Sequence[Outcome], now: float, keep_output: bool
+        self,
+        transaction: _Transaction,
+        outcomes: Sequence[Outcome],
+        now: float,
+        keep_output: bool,
     ) -> int:
         """An outcome whose lease was lost (the work was given to another worker) is
         dropped. A success keeps its output for the webhook; after it only if
         ``keep_output``.
         """
-        statements = self._statements
         by_kind: dict[str, list[dict[str, Any]]] = {"succeeded": [], "failed": [], "retry": []}
         for outcome in outcomes:
             claim = outcome.claim
@@ -559,7 +763,7 @@ class AsyncStore:
         taken = 0
         for kind, rows in by_kind.items():
             if rows:
-                taken += conn.execute(getattr(statements, kind), rows).rowcount
+                taken += transaction.many(kind, rows)
         return taken
 
     def succeed(self, claim: Claim, output: bytes, now: float, keep_output: bool = True) -> bool:

@@ -137,6 +137,7 @@ class AsyncWorker:
         self._finished: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._settled: list[tuple[tuple[WebhookJob, bool], asyncio.Future[None]]] = []
         self._finished_since = 0.0
+        self._recording = 0  # outcomes in the round trip under way
         self._ready: deque[Claim] = deque()  # claimed ahead, not started yet
         self._run_seconds = 0.0  # how long an attempt takes (moving average)
 
@@ -187,8 +188,8 @@ class AsyncWorker:
         if self._stopping:
             return 0
         free = 0
-        # A finished attempt waiting to be recorded no longer holds a model slot.
-        running = len(self.running) - len(self._finished)
+        # A finished attempt being recorded no longer holds a model slot.
+        running = len(self.running) - len(self._finished) - self._recording
         while running + free < self.settings.concurrency and self.admission.may_start(
             running + free
         ):
@@ -232,6 +233,7 @@ class AsyncWorker:
             want = 0 if self._stopping else max(0, free + self._lookahead() - len(ready))
             self._work.clear()
             finished, self._finished = self._finished, []
+            self._recording = len(finished)
             try:
                 async with self._request_rows:
                     claims = await store.run(
@@ -245,6 +247,7 @@ class AsyncWorker:
                         settings.keep_outputs,
                     )
             except Exception as exc:
+                self._recording = 0
                 # A transient failure (a lost connection): the outcomes wait for the next
                 # turn, their leases renewed meanwhile. Given up on, a lease runs out and
                 # the request is run again; nothing is lost either way.
@@ -256,6 +259,7 @@ class AsyncWorker:
                     self._finished[:0] = finished
                 await asyncio.sleep(settings.poll_interval)
                 continue
+            self._recording = 0
             self._failed_turns = 0
             _resolve(finished, None)
             ready.extend(claims)
@@ -306,14 +310,16 @@ class AsyncWorker:
             logger.exception("async queue: could not record the outcome of %s", claim.id)
         finally:
             self.running.pop(claim.id, None)
+            self._work.set()  # its slot is free for the next claim
 
     async def _record(
         self, claim: Claim, output: bytes | None, failure: InvokeFailure | None
     ) -> None:
         """Hand the outcome to the claim loop and wait until it is written.
 
-        The request keeps its slot until then, so the write and the next claim
-        share one transaction.
+        Its model slot goes to the next claim held ahead at once; the request stays
+        among ``running`` (its lease renewed) until the write, which shares one
+        transaction with the next claims.
         """
         if failure is None:
             outcome = Outcome(claim, "succeeded", output=output)
@@ -331,6 +337,9 @@ class AsyncWorker:
         if not self._finished:
             self._finished_since = self.clock()
         self._finished.append((outcome, done))
+        # Its slot is free now: the next claim held ahead starts at once, not a turn later.
+        if self._ready and self._free_slots() > 0:
+            self._start(self._ready.popleft())
         self._work.set()
         await done
         if outcome.kind != "retry" and claim.has_webhook:
@@ -356,13 +365,16 @@ class AsyncWorker:
                 held = await store.run(
                     store.renew, self.owner, held_ids, now, settings.lease_seconds
                 )
-            for request_id in held_ids:
+            # Not renewed: taken over, or recorded meanwhile (the renewal ran while the
+            # claim loop went on, so only these ids are judged, not claims made since).
+            lost = set(held_ids) - held
+            for request_id in lost:
                 entry = self.running.get(request_id)
-                if request_id not in held and entry is not None:
+                if entry is not None and not entry[1].is_set():
                     logger.warning("async queue: lost the lease of %s; stopping it", request_id)
                     entry[1].set()
-            if len(held) < len(held_ids):  # held ahead and lost: not ours to start
-                kept = [claim for claim in self._ready if claim.id in held]
+            if lost:  # held ahead and lost: not ours to start
+                kept = [claim for claim in self._ready if claim.id not in lost]
                 self._ready.clear()
                 self._ready.extend(kept)
         delivering = list(self._delivering)

@@ -62,7 +62,11 @@ class AsyncRoutes(Protocol):
     ``GET {target}/async_queue_status``; both get the resolved target, whose
     ``pool.handle`` runs a request on a replica. ``request`` answers
     ``GET|DELETE /async_request/{id}`` (``model`` is None in the bare form).
+    ``start`` runs once the platform has started: the queues with unfinished work
+    (from before a restart) get their workers then, not on first use.
     """
+
+    async def start(self, platform: Platform) -> None: ...
 
     async def submit(self, target: Target, scope: Scope, receive: Receive, send: Send) -> None: ...
 
@@ -240,6 +244,11 @@ class PlatformApp:
                     self._key_watch = asyncio.get_running_loop().create_task(
                         self.keys.store.watch()
                     )
+                if self.async_routes is not None:
+                    try:
+                        await self.async_routes.start(self.platform)
+                    except Exception:  # the queue is still there: it resumes on first use
+                        logger.exception("async inference could not resume its queues")
                 if self.on_startup is not None:
                     self.on_startup()
                 await send({"type": "lifespan.startup.complete"})

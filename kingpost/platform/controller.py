@@ -274,6 +274,16 @@ class Platform:
             pool = self.pool_for(deployment, None, settings)
         return pool
 
+    def deployment_target(self, deployment_id: str) -> Target | None:
+        """Where a deployment's queued work goes (its pool, started if need be), or None
+        when the deployment is gone or deactivated."""
+        snapshot = self.snapshot
+        deployment = snapshot.deployments.get(deployment_id)
+        if deployment is None or not deployment.active:
+            return None
+        pool = self._deployment_pool(deployment)
+        return Target(snapshot.models[deployment.model_id], deployment, pool.key[1], pool)
+
     def target(self, invocation: Invocation) -> Target:
         pool = self.resolve(invocation)
         snapshot = self.snapshot

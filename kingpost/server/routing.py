@@ -60,7 +60,9 @@ class Route:
     """An HTTP route: a path, its endpoint, the methods it takes and its error dialect.
 
     ``name`` labels the route in metrics and the access log; ``logged=False``
-    keeps it out of the access log (health checks and scrapes).
+    keeps it out of the access log (health checks and scrapes). With
+    ``prefix=True`` the route also answers every path under ``path/`` (the
+    endpoint reads the rest from ``ex.scope["path"]``): ``/async_request/{id}``.
     """
 
     path: str
@@ -69,6 +71,7 @@ class Route:
     name: str = ""
     dialect: ErrorDialect = ErrorDialect.KINGPOST
     logged: bool = True
+    prefix: bool = False
     allow_header: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -114,8 +117,8 @@ def split_platform_path(path: str) -> PlatformPath | None:
         local = "/predict"
     elif rest == "/websocket":
         local = "/v1/websocket"
-    elif rest == "/async_predict":
-        local = "/async_predict"
+    elif rest in ("/async_predict", "/async_queue_status"):
+        local = rest
     elif rest.startswith("/sync/"):
         local = rest[len("/sync") :]
     elif rest == "/sync":
@@ -143,6 +146,7 @@ class Router:
         self.routes: dict[str, Route] = {}
         self.websockets: dict[str, WebSocketRoute] = {}
         self.mounts: list[Mount] = []
+        self.prefixes: list[Route] = []
         self.fallback = fallback
         for route in routes:
             self.add(route)
@@ -150,6 +154,8 @@ class Router:
     def add(self, route: Route | WebSocketRoute | Mount) -> None:
         if isinstance(route, Route):
             self.routes[route.path] = route
+            if route.prefix:
+                self.prefixes.append(route)
         elif isinstance(route, WebSocketRoute):
             self.websockets[route.path] = route
         else:
@@ -176,6 +182,9 @@ class Router:
             route = self.routes.get("/v1/models/model" + (named["rest"] or ""))
             if route is not None:
                 return route
+        for prefixed in self.prefixes:
+            if path.startswith(prefixed.path + "/"):
+                return prefixed
         if self.mounts:
             mount = self.mount_for(local)
             if mount is not None:

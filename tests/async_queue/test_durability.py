@@ -80,7 +80,8 @@ def test_a_kill_during_work_loses_nothing_and_runs_nothing_after_success(
         lease_seconds=2,
         poll_interval_seconds=0.1,
     )
-    env = {"ASYNC_TEST_LOG": str(log)}
+    # 5 ms a request: the queue outlasts the submissions, so the kill finds work to do.
+    env = {"ASYNC_TEST_LOG": str(log), "ASYNC_TEST_DELAY": "0.005"}
     hook = receiver.url + "/ok"
     rng = random.Random(13)
     priorities = [rng.choice((0, 1, 2)) for _ in range(TOTAL)]

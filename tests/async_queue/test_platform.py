@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from kingpost.async_queue.store import AsyncStore, NewRequest
 from tests.platform.conftest import PlatformProcess, model_copy, wait_for
 
 
@@ -43,3 +44,60 @@ def test_async_work_wakes_a_deployment_at_zero_replicas(tmp_path: Path) -> None:
             assert queue.json()["num_queued_requests"] == 0
     finally:
         platform.close()
+
+
+def test_queued_work_resumes_when_the_platform_restarts(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = PlatformProcess(home).start()
+    try:
+        first.admin.create_model("resumed")
+        directory = model_copy(tmp_path, "resumed")
+        record = first.admin.deploy(directory, "resumed", environment="production")
+        first.admin.wait_deployed(record["id"], "production", timeout=60)
+        model_id = first.admin.deployment(record["id"])["model_id"]
+        first.kill9()
+    finally:
+        first.close()
+    # Accepted just before the platform died: committed, never claimed.
+    store = AsyncStore(f"sqlite:///{home / 'state.db'}")
+    now = time.time()
+    store.submit(
+        [
+            NewRequest(
+                id="queued-before-the-restart",
+                queue=f"{model_id}/{record['id']}",
+                model_id=model_id,
+                deployment_id=record["id"],
+                priority=0,
+                webhook_endpoint=None,
+                model_input=b'{"x": 1}',
+                created_at=now,
+                expires_at=now + 600,
+                max_attempts=3,
+                initial_delay_ms=100,
+                max_delay_ms=200,
+            )
+        ]
+    )
+    store.close()
+
+    second = PlatformProcess(home).start()
+    try:
+        # Only the request's own URL is asked: nothing touches the deployment's routes.
+        status_url = second.url("/async_request/queued-before-the-restart")
+        with httpx.Client(timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while (found := client.get(status_url).json())["status"] != "SUCCEEDED":
+                assert found["status"] in ("QUEUED", "IN_PROGRESS"), found
+                assert time.monotonic() < deadline, (found, second.logs()[-3000:])
+                time.sleep(0.1)
+        assert "resumed its unfinished work" in second.logs()
+        metrics = httpx.get(second.url("/metrics"), timeout=10).text
+        drained = (
+            f'kingpost_async_queue_requests{{deployment_id="{record["id"]}",'
+            f'model_id="{model_id}",priority="0",status="QUEUED"}} 0.0'
+        )
+        assert drained in metrics, metrics
+        assert "kingpost_async_queue_oldest_age_seconds{" in metrics
+    finally:
+        second.close()

@@ -19,6 +19,7 @@ from kingpost.async_queue.signing import WebhookSigner
 from kingpost.async_queue.store import AsyncStore, NewRequest, requests
 from kingpost.async_queue.webhooks import WebhookSender
 from kingpost.async_queue.worker import AsyncWorker, WorkerSettings
+from kingpost.limits import BoundedSlots
 
 QUEUE = "model/local"
 
@@ -180,30 +181,68 @@ async def test_no_more_than_the_concurrency_runs_at_once(store: AsyncStore) -> N
     assert most == 3
 
 
-def test_sync_first_leaves_the_last_slot_to_sync_traffic() -> None:
+async def test_sync_first_leaves_the_last_slot_to_sync_traffic() -> None:
     now = [100.0]
-    admission = SyncFirst(2, quiet_seconds=0.5, clock=lambda: now[0])
+    slots = BoundedSlots(2)
+    admission = SyncFirst(lambda: slots, quiet_seconds=0.5, clock=lambda: now[0])
     assert admission.may_start(0) and admission.may_start(1)  # idle: every slot
     assert not admission.may_start(2)
-    admission.enter()  # a sync request holds one slot
+    await slots.acquire()  # a sync request holds one of the core's slots
     assert not admission.may_start(0)  # the other is kept for the next sync request
-    admission.leave()
+    slots.release()
     assert admission.may_start(0) and not admission.may_start(1)  # sync was just here
     now[0] += 1.0
     assert admission.may_start(1)  # quiet again: both
 
 
-def test_sync_first_with_one_slot_waits_for_sync_to_finish() -> None:
-    admission = SyncFirst(1, quiet_seconds=0.5, clock=lambda: 0.0)
-    admission.enter()
+async def test_sync_first_counts_async_work_holding_slots_as_its_own() -> None:
+    slots = BoundedSlots(2)
+    admission = SyncFirst(lambda: slots, quiet_seconds=0.5, clock=lambda: 100.0)
+    await slots.acquire()  # the one async request started holds its slot
+    assert admission.may_start(1)  # no sync traffic: the second slot is async's too
+
+
+async def test_sync_first_yields_to_sync_requests_waiting_for_a_slot() -> None:
+    slots = BoundedSlots(2)
+    admission = SyncFirst(lambda: slots, quiet_seconds=0.0, clock=lambda: 100.0)
+    await slots.acquire()
+    await slots.acquire()  # two async requests hold both slots
+    waiter = asyncio.ensure_future(slots.acquire_queued())  # a sync request waits
+    await asyncio.sleep(0)
+    assert slots.waiting == 1
+    slots.release()  # one async request ends; the slot goes to the sync waiter
+    await asyncio.wait_for(waiter, 5)
+    assert not admission.may_start(1)
+    slots.release()
+    slots.release()
+
+
+async def test_sync_first_with_one_slot_waits_for_sync_to_finish() -> None:
+    slots = BoundedSlots(1)
+    admission = SyncFirst(lambda: slots, quiet_seconds=0.5, clock=lambda: 0.0)
+    await slots.acquire()
     assert not admission.may_start(0)
-    admission.leave()
+    slots.release()
     assert admission.may_start(0)
+
+
+async def test_sync_first_hears_of_a_released_slot() -> None:
+    slots = BoundedSlots(1)
+    admission = SyncFirst(lambda: slots)
+    await slots.acquire()
+    changed = asyncio.ensure_future(admission.changed())
+    await asyncio.sleep(0)
+    assert not changed.done()
+    slots.release()
+    await asyncio.wait_for(changed, 5)
 
 
 def test_sync_first_admits_nothing_until_the_model_is_ready() -> None:
     ready = False
-    admission = SyncFirst(4, ready=lambda: ready)
+    slots: list[BoundedSlots] = []
+    admission = SyncFirst(lambda: slots[0] if slots else None, ready=lambda: ready)
+    assert not admission.may_start(0)  # not loaded: no slots yet
+    slots.append(BoundedSlots(4))
     assert not admission.may_start(0)
     ready = True
     assert admission.may_start(0)

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from kingpost.platform.app import PlatformApp
-from kingpost.platform.controller import Target
+from kingpost.platform.controller import Platform, Target
 from kingpost.platform.replica import Receive, Replica, ReplicaSpec, ReplicaState, Scope, Send
 from kingpost.platform.router import Invocation
 from kingpost.platform.settings import PlatformOptions
@@ -68,6 +68,9 @@ class InProcessReplica:
 class RecordingAsyncRoutes:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+
+    async def start(self, platform: Platform) -> None:
+        self.calls.append(("start", platform))
 
     async def _answer(self, send: Send, body: dict[str, Any]) -> None:
         await send({"type": "http.response.start", "status": 201, "headers": []})
