@@ -25,7 +25,7 @@ from kingpost.async_queue.store import AsyncStore
 from kingpost.async_queue.webhooks import WebhookSender
 from kingpost.async_queue.worker import AsyncWorker, WorkerSettings
 from kingpost.config import AsyncQueueConfig
-from kingpost.errors import RequestError
+from kingpost.errors import NotFoundError, RequestError
 
 if TYPE_CHECKING:
     from kingpost.platform.controller import Platform, Target
@@ -47,10 +47,12 @@ class PlatformAsync:
         self.workers: list[AsyncWorker] = []
         # Status, cancel and result name a request, not a deployment.
         self.lookup = AsyncRoutes(self.store, QueueTarget("", "", ""))
+        self.platform: Platform | None = None  # set by start()
 
     async def start(self, platform: Platform) -> None:
         """Start the workers of the deployments with unfinished work (after a restart), and
         put the queues' gauges in the platform's ``/metrics``."""
+        self.platform = platform
         platform.metrics.registry.register(QueueGauges(self.store, known=self._known))
         for queue in await self.store.run(self.store.unfinished_queues):
             _model_id, _, deployment_id = queue.rpartition("/")
@@ -107,13 +109,22 @@ class PlatformAsync:
     async def request(
         self, model: str | None, request_id: str, scope: Any, receive: Any, send: Any
     ) -> None:
+        await _answer(send, self._request(model, request_id, scope))
+
+    async def _request(self, model: str | None, request_id: str, scope: Any) -> Reply:
+        # Under /models/{model}/, only that model's requests are found.
+        of_model = self._model_id(model) if model is not None else None
         if scope["method"] == "DELETE":
-            reply = self.lookup.cancel(request_id)
-        elif scope["path"].rstrip("/").endswith("/result"):
-            reply = self.lookup.result(request_id)
-        else:
-            reply = self.lookup.status(request_id)
-        await _answer(send, reply)
+            return await self.lookup.cancel(request_id, of_model)
+        if scope["path"].rstrip("/").endswith("/result"):
+            return await self.lookup.result(request_id, of_model)
+        return await self.lookup.status(request_id, of_model)
+
+    def _model_id(self, key: str) -> str:
+        """The id of the model a URL names (by name or id); 404 for an unknown one."""
+        if self.platform is None:
+            raise NotFoundError(f"no model {key!r}")
+        return self.platform.model(key).id
 
 
 async def _answer(send: Any, pending: Any) -> None:

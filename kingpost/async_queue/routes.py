@@ -149,14 +149,16 @@ class AsyncRoutes:
             self.on_submit()
         return Reply(201, orjson.dumps({"request_id": request_id}))
 
-    async def _find(self, request_id: str) -> StoredRequest:
+    async def _find(self, request_id: str, of_model: str | None = None) -> StoredRequest:
+        """The stored request; with ``of_model``, only if it was made of that model (another
+        model's request is not found: a key held to one model learns nothing of others)."""
         found = await self.store.run(self.store.get, request_id)
-        if found is None:
+        if found is None or (of_model is not None and found.model_id != of_model):
             raise AsyncRequestNotFoundError(f"no async request {request_id!r} (or it was purged)")
         return found
 
-    async def status(self, request_id: str) -> Reply:
-        found = await self._find(request_id)
+    async def status(self, request_id: str, of_model: str | None = None) -> Reply:
+        found = await self._find(request_id, of_model)
         status = AsyncRequestStatus(
             request_id=found.id,
             model_id=found.model_id,
@@ -169,7 +171,9 @@ class AsyncRoutes:
         )
         return Reply(200, status.__pydantic_serializer__.to_json(status))
 
-    async def cancel(self, request_id: str) -> Reply:
+    async def cancel(self, request_id: str, of_model: str | None = None) -> Reply:
+        if of_model is not None:
+            await self._find(request_id, of_model)
         before = await self.store.run(self.store.cancel, request_id, self.clock())
         if before is None:
             raise AsyncRequestNotFoundError(f"no async request {request_id!r} (or it was purged)")
@@ -181,8 +185,8 @@ class AsyncRoutes:
         body = {"request_id": request_id, "canceled": True, "message": "the request was canceled"}
         return Reply(200, orjson.dumps(body))
 
-    async def result(self, request_id: str) -> Reply:
-        found = await self._find(request_id)
+    async def result(self, request_id: str, of_model: str | None = None) -> Reply:
+        found = await self._find(request_id, of_model)
         if found.status in (Status.SUCCEEDED, Status.WEBHOOK_FAILED):
             if found.output is None:
                 raise ResultGoneError(

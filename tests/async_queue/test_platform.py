@@ -42,6 +42,16 @@ def test_async_work_wakes_a_deployment_at_zero_replicas(tmp_path: Path) -> None:
             assert result.status_code == 200 and "version" in result.json()
             queue = client.get(platform.url("/models/queued/production/async_queue_status"))
             assert queue.json()["num_queued_requests"] == 0
+
+            # Under a model's prefix only that model's requests are found.
+            platform.admin.create_model("other")
+            own = client.get(platform.url(f"/models/queued/async_request/{request_id}"))
+            assert own.status_code == 200 and own.json()["status"] == "SUCCEEDED"
+            for model in ("other", "nosuch"):
+                url = platform.url(f"/models/{model}/async_request/{request_id}")
+                assert client.get(url).status_code == 404
+                assert client.get(url + "/result").status_code == 404
+                assert client.delete(url).status_code == 404
     finally:
         platform.close()
 
