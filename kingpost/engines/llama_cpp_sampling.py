@@ -95,8 +95,7 @@ class Candidates:
         logits = llama_cpp.llama_get_logits_ith(context, row)
         self._data["id"] = self._ids
         self._data["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
-        self._data["p"] = 0.0
-        self._reset(self._n_vocab)
+        self._reset(self._n_vocab)  # "p" is left as it is: every sampler computes it first
 
     def fill_tokens(self, context: Any, row: int, ids: np.ndarray) -> None:
         """Only the tokens ``ids``, scored by the logits of batch row ``row``."""
@@ -105,7 +104,6 @@ class Candidates:
         size = len(ids)
         self._data["id"][:size] = ids
         self._data["logit"][:size] = logits[ids]
-        self._data["p"][:size] = 0.0
         self._reset(size)
 
     def probe(self, grammar: Any, ids: np.ndarray) -> np.ndarray:
@@ -338,6 +336,10 @@ class TokenSampler:
         else:
             if self._argmax:
                 token = candidates.argmax(context, row)
+            elif not self._penalised:
+                # llama.cpp builds the candidates faster than numpy fills them, and accepting
+                # a token into a chain without penalties changes nothing
+                token = int(llama_cpp.llama_sampler_sample(self.chain, context, row))
             else:
                 candidates.fill(context, row)
                 llama_cpp.llama_sampler_apply(self.chain, candidates.pointer)
