@@ -1,26 +1,26 @@
-"""LLM serving speed: Kingpost's llama.cpp engine against llama-cpp-python, same run.
+"""LLM serving speed: Kingpost's llama.cpp engine against llama.cpp's own server, same run.
 
-    python bench/llm_bench.py [--tokens 128] [--streams 8] [--rounds 3]
+    python bench/llm_bench.py [--tokens 128] [--streams 8] [--rounds 3] [--against ...]
 
-Measures, on the gemma-3-270m GGUF and alternating the contenders round by round
-(so that load from other processes hits both alike):
+Measures, on the gemma-3-270m GGUF, every contender in every round (the pairs
+compared back to back, the order flipped each round, so that load from other
+processes hits both alike), printing the ratio of medians and of every round:
 
-1. single-stream decode tokens/s: ``kingpost serve examples/gemma-chat`` over HTTP
-   against ``llama_cpp.Llama`` called in-process (streaming, time after the first
-   token);
-2. aggregate tokens/s and time to first token with N concurrent streams: Kingpost
-   against ``python -m llama_cpp.server`` on the same GGUF (with
-   ``--interrupt_requests false``, so that its streams run to the end instead of
-   being cut off by the next request), and against llama.cpp's own C++ server
-   (``llama-server -np N``) when ``scripts/build-llama-server.sh`` has built it;
-3. constrained decoding: chat tokens/s (per wall-clock and per server CPU second)
+1. decode: single-stream tokens/s (time after the first token), and aggregate
+   tokens/s and median time to first token of N concurrent streams, for
+   ``kingpost serve examples/gemma-chat`` against each ``--against`` baseline:
+   llama.cpp's C++ ``llama-server -np N`` (continuous batching; built once by
+   ``scripts/build-llama-server.sh``), ``python -m llama_cpp.server`` (with
+   ``--interrupt_requests false``, so that its streams run to the end), and
+   ``llama_cpp.Llama`` in process (single stream only);
+2. constrained decoding: chat tokens/s (per wall-clock and per server CPU second)
    with a JSON schema and with a forced tool call, against free text on the same
    prompt and server, greedy and sampled; and the same on a server set to
-   ``grammar_first`` (the whole vocabulary checked at every step, as before);
-4. the prefix cache: time to first token of chats sharing a ~1,000-token system
-   prompt (after one request has filled the cache), cache on against cache off.
-
-5. what deciding a token costs (sampling and grammar, apart from the decode), in
+   ``grammar_first`` (the whole vocabulary checked at every step; skipped with
+   ``--no-grammar-first``);
+3. the prefix cache: time to first token of chats sharing a ~1,000-token system
+   prompt (after one request has filled the cache), cache on against cache off;
+4. what deciding a token costs (sampling and grammar, apart from the decode), in
    process: free text, a JSON schema on candidates first, and ``grammar_first``.
 
 ``--sections decode,constrained,prefix,sampling`` picks which to run.
@@ -237,7 +237,7 @@ def start_llama_server(
     if not LLAMA_SERVER.is_file():
         print(
             f"llama-server not built ({LLAMA_SERVER}): its rows are skipped; "
-            "scripts/build-llama-server.sh builds it once (about 15 minutes on 2 cores)",
+            "scripts/build-llama-server.sh builds it once (15-30 minutes on 2 cores)",
             file=sys.stderr,
         )
         return None
@@ -295,17 +295,21 @@ def decode_section(args: argparse.Namespace, record: Record, kingpost: ServerPro
             else:
                 asyncio.run(single_stream(url, 8))
         for round_number in range(args.rounds):
+            # A B, then B A for the streams, then B A, A B next round: each pair of rows
+            # compared is measured back to back
             order = list(contenders.items())
             if round_number % 2:
                 order.reverse()
             for name, url in order:
                 if url is None:
                     record(f"{name} tok/s", in_process_rate(llm, tokens))
-                    continue
-                record(f"{name} tok/s", asyncio.run(single_stream(url, tokens)))
-                agg, ttft = asyncio.run(concurrent_streams(url, streams, tokens))
-                record(f"{name} aggregate tok/s", agg)
-                record(f"{name} ttft s", ttft)
+                else:
+                    record(f"{name} tok/s", asyncio.run(single_stream(url, tokens)))
+            for name, url in reversed(order):
+                if url is not None:
+                    agg, ttft = asyncio.run(concurrent_streams(url, streams, tokens))
+                    record(f"{name} aggregate tok/s", agg)
+                    record(f"{name} ttft s", ttft)
             load = os.getloadavg()[0]
             record("load average (1 min)", load)
             print(

@@ -4,7 +4,8 @@
 # The sources are the llama.cpp vendored in llama-cpp-python's sdist (the version the
 # engine runs), fetched with pip; the build is portable (AVX2, FMA, F16C; AMX and AVX-512
 # off, as scripts/llama-build-env.sh does for the Python package) and runs at the lowest
-# priority. About 15 minutes on 2 cores. The binary lands outside the repository:
+# priority: about 15 minutes on 2 idle cores, 30 on busy ones. The binary lands outside the
+# repository:
 #   ${KINGPOST_LLAMA_SERVER_DIR:-~/.cache/kingpost/llama-server}/bin/llama-server
 set -euo pipefail
 target="${KINGPOST_LLAMA_SERVER_DIR:-$HOME/.cache/kingpost/llama-server}"
