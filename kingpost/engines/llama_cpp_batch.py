@@ -15,6 +15,7 @@ recently used, so the cache is bounded by the slots themselves.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import ctypes
 import logging
@@ -41,6 +42,7 @@ from kingpost.engines.llama_cpp_sampling import (
     Candidates,
     SamplingStats,
     TokenSampler,
+    VocabularyIndex,
     candidate_tiers,
     free_samplers,
 )
@@ -52,20 +54,65 @@ logger = logging.getLogger("kingpost.engines.llama_cpp")
 SequenceEvent = GeneratedToken | GenerationOutcome | BaseException
 
 
+class Outbox:
+    """Events for the streams of one event loop, handed over together after each step.
+
+    Waking a loop from another thread (``call_soon_threadsafe``) writes to its self-pipe;
+    doing it for every token of every stream costs the loop a wake-up per token, on
+    cores the decode needs. The scheduler puts a step's events here and sends them with
+    one wake-up.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._events: list[tuple[Callable[[SequenceEvent], None], SequenceEvent]] = []
+        self._scheduled = False
+
+    def put(self, deliver: Callable[[SequenceEvent], None], event: SequenceEvent) -> None:
+        with self._lock:
+            self._events.append((deliver, event))
+
+    def send(self) -> None:
+        """Wake the loop to deliver what was put (a no-op while a delivery is pending)."""
+        with self._lock:
+            if not self._events or self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop is closed: nobody is waiting for these any more
+            with self._lock:
+                self._events.clear()
+                self._scheduled = False
+
+    def _deliver(self) -> None:
+        with self._lock:
+            events, self._events = self._events, []
+            self._scheduled = False
+        for deliver, event in events:
+            deliver(event)
+
+
 class Sequence:
-    """One generation in flight: its tokens, sampler and where its events go."""
+    """One generation in flight: its tokens, sampler and where its events go.
+
+    ``deliver`` runs on the event loop of ``outbox``, once per event.
+    """
 
     def __init__(
         self,
         request: GenerationRequest,
-        emit: Callable[[SequenceEvent], None],
+        deliver: Callable[[SequenceEvent], None],
+        outbox: Outbox,
         grammar: str | None = None,
     ) -> None:
         assert isinstance(request.prompt, list)
         self.prompt: list[int] = request.prompt
         self.params: SamplingParams = request.params
         self.grammar = grammar
-        self.emit = emit
+        self.deliver = deliver
+        self.outbox = outbox
         self.cancelled = False
         self.seq_id = -1
         self.slot: Slot | None = None
@@ -207,11 +254,15 @@ class BatchScheduler:
         self._piece = ctypes.create_string_buffer(256)
         self._candidates = Candidates(self._n_vocab)
         self._tiers = candidate_tiers()
+        self._index = VocabularyIndex(vocab)
+        self._outboxes: set[Outbox] = set()  # those holding events of this step
         self.sampling = SamplingStats()
         self._thread = threading.Thread(target=self._run, name="llama-cpp-batch", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        # the grammar's narrowed checks need it; until it is built they read everything
+        threading.Thread(target=self._index.build, name="llama-cpp-vocab", daemon=True).start()
 
     def close(self) -> None:
         with self._wakeup:
@@ -238,6 +289,7 @@ class BatchScheduler:
             "constrained_tokens_total": self.sampling.constrained_tokens,
             "grammar_rejections_total": self.sampling.grammar_rejections,
             "grammar_full_vocabulary_checks_total": self.sampling.full_vocabulary_checks,
+            "grammar_narrowed_checks_total": self.sampling.narrowed_checks,
             "prefix_cache_lookups_total": self._slots.lookups,
             "prefix_cache_hits_total": self._slots.hits,
             "prefix_cache_hit_rate": self._slots.hits / max(self._slots.lookups, 1),
@@ -272,8 +324,19 @@ class BatchScheduler:
                     logger.exception("llama.cpp decode failed")
                     for sequence in list(self._active.values()):
                         self._fail(sequence, error)
+            self._send()
         for sequence in [*self._active.values(), *self._waiting]:
             self._fail(sequence, RuntimeError("the llama.cpp engine is shutting down"))
+        self._send()
+
+    def _emit(self, sequence: Sequence, event: SequenceEvent) -> None:
+        sequence.outbox.put(sequence.deliver, event)
+        self._outboxes.add(sequence.outbox)
+
+    def _send(self) -> None:
+        for outbox in self._outboxes:
+            outbox.send()
+        self._outboxes.clear()
 
     def _admit_waiting(self) -> list[Sequence]:
         admitted = []
@@ -312,7 +375,11 @@ class BatchScheduler:
         self._slots.count(sequence.cached)
         try:
             sequence.sampler = TokenSampler(
-                self._vocab, sequence.params, sequence.grammar, grammar_first=self._grammar_first
+                self._vocab,
+                sequence.params,
+                sequence.grammar,
+                grammar_first=self._grammar_first,
+                index=self._index,
             )
         except Exception as error:
             self._fail(sequence, error)
@@ -365,7 +432,7 @@ class BatchScheduler:
         logprob = self._logprob(sequence, token, piece) if sequence.params.logprobs else None
         sequence.generated += 1
         self.generated_tokens += 1
-        sequence.emit(GeneratedToken(sequence.decoder.decode(piece), logprob))
+        self._emit(sequence, GeneratedToken(sequence.decoder.decode(piece), logprob))
         if (
             sequence.generated >= sequence.params.max_tokens
             or sequence.position >= self._context_length
@@ -375,15 +442,14 @@ class BatchScheduler:
             sequence.pending.append(token)
 
     def _finish(self, sequence: Sequence, reason: StopReason) -> None:
-        sequence.emit(
-            GenerationOutcome(
-                reason, len(sequence.prompt), sequence.generated, cached_tokens=sequence.cached
-            )
+        outcome = GenerationOutcome(
+            reason, len(sequence.prompt), sequence.generated, cached_tokens=sequence.cached
         )
+        self._emit(sequence, outcome)
         self._release(sequence)
 
     def _fail(self, sequence: Sequence, error: BaseException) -> None:
-        sequence.emit(error)
+        self._emit(sequence, error)
         if sequence.seq_id in self._active:
             self._release(sequence, keep_cache=False)  # a failed decode leaves it unknown
 
