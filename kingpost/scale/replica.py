@@ -24,9 +24,10 @@ model's ``is_healthy``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,11 +116,8 @@ class ReplicaBase:
 
     async def handle_request(self, head: RequestHead) -> AsyncIterator[Batch]:
         """Run one request through the app; yield its send messages in batches."""
-        outbox: Batch = []
-        wake = asyncio.Event()
         gone = asyncio.Event()
         body_given = False
-        header = self.header
 
         async def receive() -> Message:
             nonlocal body_given
@@ -129,30 +127,10 @@ class ReplicaBase:
             await gone.wait()
             return {"type": "http.disconnect"}
 
-        async def send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), header]}
-            outbox.append(message)
-            wake.set()
-
-        task = asyncio.ensure_future(self.model_app(head.scope(), receive, send))
-        task.add_done_callback(lambda _: wake.set())
-        try:
-            while True:
-                await wake.wait()
-                wake.clear()
-                if outbox:
-                    batch = outbox[:]
-                    outbox.clear()
-                    yield batch
-                elif task.done():
-                    break
-        except (asyncio.CancelledError, GeneratorExit):
-            # The caller cancelled (its client went away): tell the app the way uvicorn would.
-            gone.set()
-            await _wind_down(task)
-            raise
-        task.result()
+        run = self._run(head, receive, gone, "http.response.start")
+        async with contextlib.aclosing(run) as batches:
+            async for batch in batches:
+                yield batch
 
     async def handle_request_whole(self, head: RequestHead) -> Batch:
         """The whole reply as one batch, for a caller that cannot stream (Ray Client)."""
@@ -165,19 +143,36 @@ class ReplicaBase:
         self, head: RequestHead, inbox: Any, session: str
     ) -> AsyncIterator[Batch]:
         """Run one websocket through the app; yield its send messages in batches."""
-        outbox: Batch = []
-        wake = asyncio.Event()
         gone = asyncio.Event()
         waiting: list[Message] = [{"type": "websocket.connect"}]
-        header = self.header
 
         async def receive() -> Message:
             if not waiting:
                 waiting.extend(await _first_of(inbox.take.remote(session), gone))
             return waiting.pop(0)
 
+        run = self._run(head, receive, gone, "websocket.accept")
+        async with contextlib.aclosing(run) as batches:
+            async for batch in batches:
+                yield batch
+
+    async def _run(
+        self,
+        head: RequestHead,
+        receive: Callable[[], Any],
+        gone: asyncio.Event,
+        first: str,
+    ) -> AsyncGenerator[Batch, None]:
+        """The app on one request: what it sends, in batches, with this replica's header on
+        the ``first`` message (the response start, or the websocket accept). If the caller
+        goes (cancelled, or the generator closed), ``gone`` is set, as uvicorn would tell
+        the app, and the app's task is wound down."""
+        outbox: Batch = []
+        wake = asyncio.Event()
+        header = self.header
+
         async def send(message: Message) -> None:
-            if message["type"] == "websocket.accept":
+            if message["type"] == first:
                 message = {**message, "headers": [*message.get("headers", ()), header]}
             outbox.append(message)
             wake.set()
