@@ -29,6 +29,7 @@ from kingpost.platform.replica import (
     Replica,
     ReplicaSpec,
     ReplicaState,
+    ReplicaStatus,
     ReplicaUnreachableError,
     Scope,
     Send,
@@ -66,7 +67,7 @@ class ProcessReplicaFactory:
         return ProcessReplica(spec, self.options, on_change)
 
 
-class ProcessReplica:
+class ProcessReplica(ReplicaStatus):
     """A ``kingpost serve`` child process kept running (see the module docstring)."""
 
     def __init__(
@@ -85,19 +86,6 @@ class ProcessReplica:
         self._upstream: UpstreamPool | None = None
         self._child: ChildProcess | None = None
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def state(self) -> ReplicaState:
-        return self._state
-
-    @property
-    def error(self) -> str | None:
-        return self._error
-
-    def _set_state(self, state: ReplicaState) -> None:
-        if state is not self._state:
-            self._state = state
-            self.on_change(self)
 
     def describe(self) -> dict[str, object]:
         return {

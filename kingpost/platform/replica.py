@@ -54,6 +54,28 @@ class ReplicaSpec:
     backend: str = "process"  # which of the platform's ``Backends`` runs it
 
 
+class ReplicaStatus:
+    """The ``state`` and ``error`` members of a replica, and the one way to change state
+    (which tells the pool through ``on_change``); each replica kind builds on it."""
+
+    on_change: Callable[[Any], None]
+    _state: ReplicaState = ReplicaState.STARTING
+    _error: str | None = None
+
+    @property
+    def state(self) -> ReplicaState:
+        return self._state
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    def _set_state(self, state: ReplicaState) -> None:
+        if state is not self._state:
+            self._state = state
+            self.on_change(self)
+
+
 class Replica(Protocol):
     """One copy of a deployment that answers requests.
 

@@ -32,6 +32,7 @@ from kingpost.platform.replica import (
     Replica,
     ReplicaSpec,
     ReplicaState,
+    ReplicaStatus,
     ReplicaUnreachableError,
     Scope,
     Send,
@@ -119,7 +120,7 @@ class RayReplicaFactory:
         await asyncio.to_thread(self.cluster.close, False)
 
 
-class RayReplica:
+class RayReplica(ReplicaStatus):
     """One Serve application of a deployment for an environment (see the module docstring)."""
 
     def __init__(
@@ -138,19 +139,6 @@ class RayReplica:
         self._error: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._updates = asyncio.Lock()
-
-    @property
-    def state(self) -> ReplicaState:
-        return self._state
-
-    @property
-    def error(self) -> str | None:
-        return self._error
-
-    def _set_state(self, state: ReplicaState) -> None:
-        if state is not self._state:
-            self._state = state
-            self.on_change(self)
 
     def describe(self) -> dict[str, object]:
         scaling = scaling_of(self.settings)
