@@ -79,5 +79,10 @@ def test_a_custom_server_runs_as_a_deployment(owner: ClusterOwner) -> None:
         assert reply.status_code == 200, reply.text
         assert reply.headers[REPLICA_HEADER]
         assert children()  # the replica supervises the server's command
+        platform_url = server.url("/environments/production/sync/predict")
+        reply = httpx.post(platform_url, json={"text": "a b c"}, timeout=30)
+        assert reply.json() == {"greeting": "hello", "words": 3, "shout": "A B C"}
+        # The custom server's own errors pass through.
+        assert httpx.post(server.url("/predict"), json={}, timeout=30).status_code == 422
     # Stopping the application stops the command the replica supervised.
     wait_until(lambda: not children(), 30, "the custom server stopping with its replica")
