@@ -166,10 +166,15 @@ def start_llama_cpp_server(gguf: Path, threads: int, port: int) -> subprocess.Po
         "--n_ctx", "2048", "--n_threads", str(threads), "--n_threads_batch", str(threads),
         "--chat_format", "gemma", "--interrupt_requests", "false",
     ]  # fmt: skip
+    return start_baseline(command, f"http://127.0.0.1:{port}/v1/models", "llama_cpp.server")
+
+
+def start_baseline(command: list[str], ready_url: str, name: str) -> subprocess.Popen[bytes]:
+    """A baseline server, started at the priority of Kingpost's decode threads
+    (``engine.compute_nice``) so that other load on a shared machine takes from both
+    alike; returns once ``ready_url`` answers 200."""
     from kingpost.engines.llama_cpp import LlamaCppConfig
 
-    # At the priority of Kingpost's decode threads (engine.compute_nice), so that other
-    # load on a shared machine takes from both alike.
     nice = LlamaCppConfig.model_fields["compute_nice"].default
     process = subprocess.Popen(
         ["nice", "-n", str(nice), *command],
@@ -180,13 +185,13 @@ def start_llama_cpp_server(gguf: Path, threads: int, port: int) -> subprocess.Po
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
                 return process
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
     process.kill()
-    raise RuntimeError("llama_cpp.server did not start")
+    raise RuntimeError(f"{name} did not start")
 
 
 QUIET_DECODE_MS = 25  # one decode step of this GGUF on 2 quiet cores (about 40 tokens/s)
@@ -260,27 +265,7 @@ def start_llama_server(
         "-t", str(threads), "-tb", str(threads), "-np", str(parallel),
         "-c", str(2048 * parallel),
     ]  # fmt: skip
-    from kingpost.engines.llama_cpp import LlamaCppConfig
-
-    # At the priority of Kingpost's decode threads (engine.compute_nice), so that other
-    # load on a shared machine takes from both alike.
-    nice = LlamaCppConfig.model_fields["compute_nice"].default
-    process = subprocess.Popen(
-        ["nice", "-n", str(nice), *command],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("llama-server did not start")
+    return start_baseline(command, f"http://127.0.0.1:{port}/health", "llama-server")
 
 
 def decode_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
