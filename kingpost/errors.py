@@ -16,16 +16,20 @@
     └── RequestError                 answering one request; carries its HTTP status
         ├── InvalidInputError           400 the body is not what the route takes
         │   ├── InvalidParameterError   400 names the parameter (OpenAI ``param``)
-        │   └── InvalidRequestError     400 a bad name, setting or file (the platform)
+        │   ├── InvalidRequestError     400 a bad name, setting or file (the platform)
+        │   └── NotCancelableError      400 an async request past QUEUED
         ├── AuthenticationError         401 no API key, or a wrong, expired or revoked one
         ├── PermissionDeniedError       403 a key used outside its scope, model or environment
         ├── NotFoundError               404 an unknown model, environment or deployment;
         │   │                               a deactivated one (the platform)
+        │   ├── AsyncRequestNotFoundError 404 no such async request (or it was purged)
         │   └── HookNotFoundError       404 the model lacks the hook a route calls
         │       ├── RouteNotFoundError  404 no route has this path
         │       └── SchemaNotFoundError 404 the model declares no input or output type
         ├── MethodNotAllowedError       405
         ├── ConflictError               409 a promotion already under way; a name taken
+        │   └── ResultNotReadyError     409 an async request with no output (yet, or failed)
+        ├── ResultGoneError             410 an async output that was not kept
         ├── PayloadTooLargeError        413 the body is over ``runtime.max_request_bytes``
         ├── TooManyRequestsError        429 a key past its rate or concurrency quota
         ├── ClientDisconnectedError     499 the client left before the reply
@@ -54,6 +58,7 @@ from __future__ import annotations
 import math
 
 __all__ = [
+    "AsyncRequestNotFoundError",
     "AuthenticationError",
     "BatchSizeMismatchError",
     "BatcherClosedError",
@@ -72,6 +77,7 @@ __all__ = [
     "ModelDefinitionError",
     "ModelFilesNotFoundError",
     "ModelLoadError",
+    "NotCancelableError",
     "NotFoundError",
     "NotReadyError",
     "OverloadedError",
@@ -81,6 +87,8 @@ __all__ = [
     "RequestError",
     "RequestTimeoutError",
     "RequirementConflictError",
+    "ResultGoneError",
+    "ResultNotReadyError",
     "RouteNotFoundError",
     "ScaffoldError",
     "SchemaNotFoundError",
@@ -198,10 +206,18 @@ class InvalidRequestError(InvalidInputError):
     """A bad name, setting or file given to the platform (HTTP 400)."""
 
 
+class NotCancelableError(InvalidInputError):
+    """An async request can be canceled only while it is QUEUED (HTTP 400)."""
+
+
 class NotFoundError(RequestError):
     """What the request names does not exist, or no longer answers (HTTP 404)."""
 
     status_code = 404
+
+
+class AsyncRequestNotFoundError(NotFoundError):
+    """No async request has this id (or it was purged), HTTP 404."""
 
 
 class HookNotFoundError(NotFoundError):
@@ -232,6 +248,16 @@ class ConflictError(RequestError):
     """The change clashes with the state: a promotion under way, a name taken (HTTP 409)."""
 
     status_code = 409
+
+
+class ResultNotReadyError(ConflictError):
+    """The async request has no output (yet, or it failed): HTTP 409 with its status."""
+
+
+class ResultGoneError(RequestError):
+    """The async request succeeded, but its output was not kept (``keep_outputs: false``)."""
+
+    status_code = 410
 
 
 class PayloadTooLargeError(RequestError):

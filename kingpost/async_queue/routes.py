@@ -31,27 +31,15 @@ from kingpost.async_queue.models import (
 )
 from kingpost.async_queue.store import AsyncStore, NewRequest, StoredRequest
 from kingpost.async_queue.webhooks import check_webhook_url
-from kingpost.errors import InvalidInputError, PayloadTooLargeError, RequestError
-
-
-class AsyncRequestNotFoundError(RequestError):
-    status_code = 404
-
-
-class NotCancelableError(RequestError):
-    status_code = 400
-
-
-class ResultNotReadyError(RequestError):
-    """The request has no output (yet, or it failed): 409 with its status."""
-
-    status_code = 409
-
-
-class ResultGoneError(RequestError):
-    """The request succeeded, but its output was not kept (``keep_outputs: false``)."""
-
-    status_code = 410
+from kingpost.errors import (
+    AsyncRequestNotFoundError,
+    ClientDisconnectedError,
+    InvalidInputError,
+    NotCancelableError,
+    PayloadTooLargeError,
+    ResultGoneError,
+    ResultNotReadyError,
+)
 
 
 @dataclass(frozen=True)
@@ -108,7 +96,7 @@ class AsyncRoutes:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise RequestError("client disconnected", 499)
+                raise ClientDisconnectedError("client disconnected")
             chunk = message.get("body", b"")
             size += len(chunk)
             self.check_size(size)

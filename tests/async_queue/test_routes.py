@@ -11,16 +11,14 @@ import orjson
 import pytest
 
 from kingpost.async_queue.routes import (
-    AsyncRequestNotFoundError,
     AsyncRoutes,
     QueueTarget,
-    ResultGoneError,
 )
 from kingpost.async_queue.signing import WebhookSigner
 from kingpost.async_queue.store import AsyncStore
 from kingpost.async_queue.webhooks import WebhookSender
 from kingpost.async_queue.worker import AsyncWorker, WorkerSettings
-from kingpost.errors import PayloadTooLargeError
+from kingpost.errors import AsyncRequestNotFoundError, PayloadTooLargeError, ResultGoneError
 
 TARGET = QueueTarget("m/d", "m", "d")
 
