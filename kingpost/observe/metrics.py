@@ -123,6 +123,20 @@ class Labels:
         return HistogramMetricFamily(name, documentation, labels=[*self.names, *extra])
 
 
+def request_families(labels: Labels) -> tuple[Any, Any]:
+    """The families of requests answered and their latency, by route and status (a model
+    server's and the platform's ``/metrics`` alike)."""
+    requests = labels.counter(
+        "kingpost_requests", "Requests answered, by route and status", ("route", "status")
+    )
+    latency = labels.histogram(
+        "kingpost_request_duration_seconds",
+        "Time to the end of the response, by route and status",
+        ("route", "status"),
+    )
+    return requests, latency
+
+
 class RequestStats(Collector):
     """Requests answered, and their latency, by route and status."""
 
@@ -139,14 +153,7 @@ class RequestStats(Collector):
 
     def collect(self) -> Iterator[Metric]:
         labels = self.labels
-        requests = labels.counter(
-            "kingpost_requests", "Requests answered, by route and status", ("route", "status")
-        )
-        latency = labels.histogram(
-            "kingpost_request_duration_seconds",
-            "Time to the end of the response, by route and status",
-            ("route", "status"),
-        )
+        requests, latency = request_families(labels)
         for (route, status), histogram in list(self.latency.items()):
             values = [*labels.values, route, str(status)]
             requests.add_metric(values, histogram.count)

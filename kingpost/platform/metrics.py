@@ -25,7 +25,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from kingpost.observe.metrics import REQUEST_BUCKETS, TTFT_BUCKETS, Histogram, Labels
+from kingpost.observe.metrics import (
+    REQUEST_BUCKETS,
+    TTFT_BUCKETS,
+    Histogram,
+    Labels,
+    request_families,
+)
 
 if TYPE_CHECKING:
     from kingpost.platform.controller import Platform
@@ -79,14 +85,7 @@ class PlatformMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         labels = Labels(dict.fromkeys(LABELS, ""))
-        requests = labels.counter(
-            "kingpost_requests", "Requests answered, by route and status", ("route", "status")
-        )
-        latency = labels.histogram(
-            "kingpost_request_duration_seconds",
-            "Time to the end of the response, by route and status",
-            ("route", "status"),
-        )
+        requests, latency = request_families(labels)
         cold_starts = labels.counter(
             "kingpost_cold_starts", "Pools that went from no replica to a ready one"
         )
