@@ -57,27 +57,11 @@ class RequestHead:
         )
 
     def scope(self) -> dict[str, Any]:
-        if self.kind == "websocket":
-            return {
-                "type": "websocket",
-                "asgi": {"version": "3.0", "spec_version": "2.3"},
-                "http_version": self.http_version,
-                "scheme": self.scheme,
-                "path": self.path,
-                "raw_path": self.raw_path,
-                "query_string": self.query_string,
-                "root_path": self.root_path,
-                "headers": self.headers,
-                "client": self.client,
-                "server": self.server,
-                "subprotocols": list(self.subprotocols),
-                "state": {},
-            }
-        return {
-            "type": "http",
+        """The ASGI scope again, on the replica: an HTTP request's, or a websocket's."""
+        scope: dict[str, Any] = {
+            "type": self.kind,
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": self.http_version,
-            "method": self.method,
             "scheme": self.scheme,
             "path": self.path,
             "raw_path": self.raw_path,
@@ -88,3 +72,8 @@ class RequestHead:
             "server": self.server,
             "state": {},
         }
+        if self.kind == "websocket":
+            scope["subprotocols"] = list(self.subprotocols)
+        else:
+            scope["method"] = self.method
+        return scope
