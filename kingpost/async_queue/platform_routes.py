@@ -45,6 +45,7 @@ class PlatformAsync:
         )
         self.queues: dict[str, AsyncRoutes] = {}
         self.workers: list[AsyncWorker] = []
+        self._starting: list[asyncio.Future[None]] = []
         # Status, cancel and result name a request, not a deployment.
         self.lookup = AsyncRoutes(self.store, QueueTarget("", "", ""))
         self.platform: Platform | None = None  # set by start()
@@ -62,6 +63,16 @@ class PlatformAsync:
                 continue
             self.routes_for(target)
             logger.info("async queue %s: resumed its unfinished work", queue)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop every worker: running requests have ``grace`` seconds to finish, the rest
+        go back to their queue at once (not after their leases); then close the store."""
+        await asyncio.gather(*self._starting, return_exceptions=True)
+        try:
+            await asyncio.gather(*(worker.stop(grace) for worker in self.workers))
+            await self.sender.close()
+        finally:
+            self.store.close()
 
     def _known(self) -> list[tuple[str, str]]:
         return [
@@ -88,7 +99,7 @@ class PlatformAsync:
             WorkerSettings.from_config(config, queue, 4),
         )
         self.workers.append(worker)
-        self._started = asyncio.ensure_future(worker.start())
+        self._starting.append(asyncio.ensure_future(worker.start()))
         routes = AsyncRoutes(
             self.store,
             QueueTarget(queue, model_id, deployment_id),

@@ -63,10 +63,13 @@ class AsyncRoutes(Protocol):
     ``pool.handle`` runs a request on a replica. ``request`` answers
     ``GET|DELETE /async_request/{id}`` (``model`` is None in the bare form).
     ``start`` runs once the platform has started: the queues with unfinished work
-    (from before a restart) get their workers then, not on first use.
+    (from before a restart) get their workers then, not on first use. ``stop`` runs
+    at shutdown, before the replicas stop, so that running work can still finish.
     """
 
     async def start(self, platform: Platform) -> None: ...
+
+    async def stop(self) -> None: ...
 
     async def submit(self, target: Target, scope: Scope, receive: Receive, send: Send) -> None: ...
 
@@ -255,6 +258,11 @@ class PlatformApp:
             elif message["type"] == "lifespan.shutdown":
                 if self._key_watch is not None:
                     self._key_watch.cancel()
+                if self.async_routes is not None:
+                    try:
+                        await asyncio.shield(self.async_routes.stop())
+                    except Exception:  # leases run out instead: the work is run again
+                        logger.exception("async inference did not stop cleanly")
                 await asyncio.shield(self.platform.stop())
                 await send({"type": "lifespan.shutdown.complete"})
                 return

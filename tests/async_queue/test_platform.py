@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from kingpost.async_queue.models import Status
 from kingpost.async_queue.store import AsyncStore, NewRequest
 from tests.platform.conftest import PlatformProcess, model_copy, wait_for
 
@@ -111,3 +112,44 @@ def test_queued_work_resumes_when_the_platform_restarts(tmp_path: Path) -> None:
         assert "kingpost_async_queue_oldest_age_seconds{" in metrics
     finally:
         second.close()
+
+
+def test_a_stopped_platform_finishes_short_async_work_and_gives_back_the_rest(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    platform = PlatformProcess(home).start()
+    try:
+        platform.admin.create_model("stopping")
+        directory = model_copy(tmp_path, "stopping")
+        record = platform.admin.deploy(directory, "stopping", environment="production")
+        platform.admin.wait_deployed(record["id"], "production", timeout=60)
+        ids = {}
+        with httpx.Client(timeout=30) as client:
+            for name, seconds in (("short", 1), ("long", 120)):
+                submitted = client.post(
+                    platform.url("/models/stopping/production/async_predict"),
+                    json={"model_input": {"x": 1, "sleep": seconds}},
+                )
+                assert submitted.status_code == 201, submitted.text
+                ids[name] = submitted.json()["request_id"]
+            for request_id in ids.values():
+                status_url = platform.url(f"/async_request/{request_id}")
+                wait_for(
+                    lambda url=status_url: client.get(url).json()["status"] == "IN_PROGRESS",
+                    30,
+                    "running",
+                )
+        platform.stop()  # SIGTERM while both run on the replica
+        assert platform.process is not None and platform.process.returncode == 0
+    finally:
+        platform.close()
+    store = AsyncStore(f"sqlite:///{home / 'state.db'}")
+    try:
+        short, long = store.get(ids["short"]), store.get(ids["long"])
+    finally:
+        store.close()
+    # The short one finished within the workers' grace and was recorded; the long one
+    # went back to the queue at once, rather than waiting IN_PROGRESS for its lease.
+    assert short is not None and short.status is Status.SUCCEEDED, short
+    assert long is not None and long.status is Status.QUEUED, long

@@ -72,6 +72,9 @@ class RecordingAsyncRoutes:
     async def start(self, platform: Platform) -> None:
         self.calls.append(("start", platform))
 
+    async def stop(self) -> None:
+        self.calls.append(("stop", None))
+
     async def _answer(self, send: Send, body: dict[str, Any]) -> None:
         await send({"type": "http.response.start", "status": 201, "headers": []})
         await send({"type": "http.response.body", "body": orjson.dumps(body)})
