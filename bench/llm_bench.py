@@ -1,6 +1,6 @@
 """LLM serving speed: Kingpost's llama.cpp engine against llama.cpp's own server, same run.
 
-    python bench/llm_bench.py [--tokens 128] [--streams 8] [--rounds 3] [--against ...]
+    python bench/llm_bench.py [--tokens 128] [--streams 8] [--rounds 3] [--runs 3] [--against ...]
 
 Measures, on the gemma-3-270m GGUF, every contender in every round (the pairs
 compared back to back, the order flipped each round, so that load from other
@@ -12,7 +12,8 @@ processes hits both alike), printing the ratio of medians and of every round:
    llama.cpp's C++ ``llama-server -np N`` (continuous batching; built once by
    ``scripts/build-llama-server.sh``), ``python -m llama_cpp.server`` (with
    ``--interrupt_requests false``, so that its streams run to the end), and
-   ``llama_cpp.Llama`` in process (single stream only);
+   ``llama_cpp.Llama`` in process (single stream only); each round's figure is the
+   median of ``--runs`` interleaved runs of each contender;
 2. constrained decoding: chat tokens/s (per wall-clock and per server CPU second)
    with a JSON schema and with a forced tool call, against free text on the same
    prompt and server, greedy and sampled; and the same on a server set to
@@ -21,9 +22,8 @@ processes hits both alike), printing the ratio of medians and of every round:
 3. the prefix cache: time to first token of chats sharing a ~1,000-token system
    prompt (after one request has filled the cache), cache on against cache off;
 4. what deciding a token costs (sampling and grammar, apart from the decode), in
-   process: free text, a JSON schema on candidates first, and ``grammar_first``.
-
-6. readiness while one client streams ~1,500-token chat prompts back to back: p50 and
+   process: free text, a JSON schema on candidates first, and ``grammar_first``;
+5. readiness while one client streams ~1,500-token chat prompts back to back: p50 and
    p99 of concurrent ``GET /v1/models/model`` against the same server idle, and against
    a server whose decode threads run at its own priority (``compute_nice: 0``).
 
@@ -304,19 +304,29 @@ def decode_section(args: argparse.Namespace, record: Record, kingpost: ServerPro
         for round_number in range(args.rounds):
             # A B, then B A for the streams, then B A, A B next round: each pair of rows
             # compared is measured back to back
+            # Within a round, each contender runs ``--runs`` times, interleaved (A B A ...,
+            # then B A B ...), and the round keeps each one's median: one burst of other
+            # load then moves a round's figures less.
             order = list(contenders.items())
             if round_number % 2:
                 order.reverse()
-            for name, url in order:
-                if url is None:
-                    record(f"{name} tok/s", in_process_rate(llm, tokens))
-                else:
-                    record(f"{name} tok/s", asyncio.run(single_stream(url, tokens)))
-            for name, url in reversed(order):
-                if url is not None:
-                    agg, ttft = asyncio.run(concurrent_streams(url, streams, tokens))
-                    record(f"{name} aggregate tok/s", agg)
-                    record(f"{name} ttft s", ttft)
+            runs: dict[str, list[float]] = {}
+            for run in range(args.runs):
+                for name, url in order if run % 2 == 0 else reversed(order):
+                    rate = (
+                        in_process_rate(llm, tokens)
+                        if url is None
+                        else asyncio.run(single_stream(url, tokens))
+                    )
+                    runs.setdefault(f"{name} tok/s", []).append(rate)
+            for run in range(args.runs):
+                for name, url in reversed(order) if run % 2 == 0 else order:
+                    if url is not None:
+                        agg, ttft = asyncio.run(concurrent_streams(url, streams, tokens))
+                        runs.setdefault(f"{name} aggregate tok/s", []).append(agg)
+                        runs.setdefault(f"{name} ttft s", []).append(ttft)
+            for name, values in runs.items():
+                record(name, statistics.median(values))
             load = os.getloadavg()[0]
             record("load average (1 min)", load)
             print(
@@ -571,6 +581,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--runs", type=int, default=3, help="decode: runs of each contender per round (median)"
+    )
     parser.add_argument(
         "--against",
         default="llama-server,llama_cpp.server,in-process",
