@@ -6,8 +6,10 @@ and a thread of its own writes a snapshot of its registry to
 answers a scrape takes its own numbers live, reads its siblings' snapshots,
 and adds them up: counters and
 histograms are summed, gauges too, except those named in ``GAUGE_MERGE``
-(readiness is the least of the workers', a load time the longest). A
-sibling's numbers are thus at most one flush interval old.
+(readiness is the least of the workers', a load time the longest, and a gauge
+that every worker reads from the same shared store, such as the async queue's
+depth, is the answering worker's own live reading). A sibling's numbers are
+thus at most one flush interval old.
 
     shared = WorkerMetrics(directory, registry)
     shared.start()                  # in each worker, after the fork
@@ -30,7 +32,20 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
 FLUSH_SECONDS = 0.5
-GAUGE_MERGE = {"kingpost_model_ready": min, "kingpost_model_load_seconds": max}
+
+
+def _answering(own: float, _sibling: float) -> float:
+    """The answering worker's value (it comes first in ``merge``)."""
+    return own
+
+
+GAUGE_MERGE = {
+    "kingpost_model_ready": min,
+    "kingpost_model_load_seconds": max,
+    # Read from the queue's store, the same in every worker: summing would count it N times.
+    "kingpost_async_queue_requests": _answering,
+    "kingpost_async_queue_oldest_age_seconds": _answering,
+}
 
 Family = dict[str, Any]
 
