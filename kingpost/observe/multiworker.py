@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ def _answering(own: float, _sibling: float) -> float:
     return own
 
 
-GAUGE_MERGE = {
+GAUGE_MERGE: dict[str, Callable[[float, float], float]] = {
     "kingpost_model_ready": min,
     "kingpost_model_load_seconds": max,
     # Read from the queue's store, the same in every worker: summing would count it N times.
