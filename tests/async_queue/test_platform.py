@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -57,14 +58,20 @@ def test_async_work_wakes_a_deployment_at_zero_replicas(tmp_path: Path) -> None:
         platform.close()
 
 
+def deployed(platform: PlatformProcess, tmp_path: Path, model: str) -> dict[str, Any]:
+    """A new model with a copy of the test model deployed to its production."""
+    platform.admin.create_model(model)
+    directory = model_copy(tmp_path, model)
+    record: dict[str, Any] = platform.admin.deploy(directory, model, environment="production")
+    platform.admin.wait_deployed(record["id"], "production", timeout=60)
+    return record
+
+
 def test_queued_work_resumes_when_the_platform_restarts(tmp_path: Path) -> None:
     home = tmp_path / "home"
     first = PlatformProcess(home).start()
     try:
-        first.admin.create_model("resumed")
-        directory = model_copy(tmp_path, "resumed")
-        record = first.admin.deploy(directory, "resumed", environment="production")
-        first.admin.wait_deployed(record["id"], "production", timeout=60)
+        record = deployed(first, tmp_path, "resumed")
         model_id = first.admin.deployment(record["id"])["model_id"]
         first.kill9()
     finally:
@@ -120,10 +127,7 @@ def test_a_stopped_platform_finishes_short_async_work_and_gives_back_the_rest(
     home = tmp_path / "home"
     platform = PlatformProcess(home).start()
     try:
-        platform.admin.create_model("stopping")
-        directory = model_copy(tmp_path, "stopping")
-        record = platform.admin.deploy(directory, "stopping", environment="production")
-        platform.admin.wait_deployed(record["id"], "production", timeout=60)
+        deployed(platform, tmp_path, "stopping")
         ids = {}
         with httpx.Client(timeout=30) as client:
             for name, seconds in (("short", 1), ("long", 120)):
