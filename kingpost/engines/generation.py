@@ -60,6 +60,10 @@ class SamplingParams:
     call_layout: CallLayout | None = None
     """When set (instead of ``json_schema``), the output is constrained to tool calls
     written in the model's own markers."""
+    grammar_trigger: str | None = None
+    """With ``json_schema`` or ``call_layout``: the output is free until this regular
+    expression matches all of it so far, then constrained from where its first group
+    begins (``tool_choice: auto``, where a reply is text or a call)."""
     skip_special_tokens: bool = True
     """Leave control tokens out of the text; off where a model's call markers are such
     tokens (Mistral's ``[TOOL_CALLS]``)."""

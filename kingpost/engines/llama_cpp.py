@@ -123,6 +123,8 @@ def resolve_model_path(source: str, model_dir: Path | None) -> Path:
 class LlamaCppModel(LLMEndpoints):
     """A config-only Model: chat, completions, responses, messages (and embeddings)."""
 
+    triggered_grammars = True  # llama.cpp's lazy grammars
+
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
         self.settings = parse_engine_config(config)
         super().__init__(config, self.settings.default_top_k, kwargs.get("model_dir"))

@@ -317,7 +317,7 @@ class TokenSampler:
         self.chain = _sampler_chain(vocab, params)
         self.grammar: Any = None
         if grammar is not None:
-            self.grammar = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+            self.grammar = grammar_sampler(vocab, grammar, params.grammar_trigger)
             if not self.grammar:
                 self.close()
                 raise ValueError("llama.cpp could not build the grammar")
@@ -402,6 +402,17 @@ class TokenSampler:
             if sampler:
                 llama_cpp.llama_sampler_free(sampler)
         self.chain = self.grammar = None
+
+
+def grammar_sampler(vocab: Any, grammar: str, trigger: str | None) -> Any:
+    """llama.cpp's grammar sampler; with ``trigger``, one that lets every token through
+    until the output so far matches it, and constrains from its first group on."""
+    if trigger is None:
+        return llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    patterns = (ctypes.c_char_p * 1)(trigger.encode())
+    return llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+        vocab, grammar.encode(), b"root", patterns, 1, None, 0
+    )
 
 
 def candidate_tiers() -> list[Any]:

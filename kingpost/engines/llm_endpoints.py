@@ -95,6 +95,9 @@ class LLMEndpoints(abc.ABC):
     tool_syntax: ToolSyntax | None = None
     """The model's own tool-call format, when its chat template renders tools (then
     ``render_chat_with_tools`` renders them); None: tools are described in the prompt."""
+    triggered_grammars: bool = False
+    """The engine can start a constraint mid-output (``SamplingParams.grammar_trigger``):
+    with ``tool_choice: auto`` a call the model begins is then enforced too."""
 
     def __init__(self, config: dict[str, Any], default_top_k: int, model_dir: Any = None) -> None:
         """What every engine keeps from the constructor keywords Kingpost passes."""
@@ -556,6 +559,10 @@ class LLMEndpoints(abc.ABC):
         max_tokens = min(sampling.max_tokens or self.default_max_tokens or room, room)
         layout = policy.call_layout()
         schema = None if layout is not None else policy.call_schema() or sampling.json_schema
+        trigger = None
+        auto = policy.auto_call() if self.triggered_grammars and schema is None else None
+        if layout is None and auto is not None:
+            trigger, layout, schema = auto.trigger, auto.layout, auto.schema
         self.check_sampling(schema)
         if layout is not None:
             self.check_call_layout(layout)
@@ -564,6 +571,7 @@ class LLMEndpoints(abc.ABC):
             max_tokens=max_tokens,
             json_schema=schema,
             call_layout=layout,
+            grammar_trigger=trigger,
             skip_special_tokens=not (policy.native and policy.may_call),
         )
         operation = "text_completion" if param == "prompt" else "chat"

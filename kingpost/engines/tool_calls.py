@@ -388,6 +388,18 @@ def syntax_for_template(source: str) -> ToolSyntax | None:
 
 
 @dataclass(frozen=True)
+class AutoCall:
+    """A call enforced only once the reply starts one: ``trigger`` (a regular expression,
+    as llama.cpp reads them: with ``^...$`` it must match the whole reply so far and the
+    constraint starts at its first group, else at its first match anywhere), then
+    ``layout`` (the model's markers) or ``schema`` (a prompt-based call's JSON)."""
+
+    trigger: str
+    layout: CallLayout | None = None
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class ToolPolicy:
     """The tools of one request and whether the model may, must or must not call one."""
 
@@ -431,6 +443,26 @@ class ToolPolicy:
         if self.mode != "required" and self.forced is None:
             return None
         return self.syntax.layout(self.offered(), self.parallel)
+
+    def auto_call(self) -> AutoCall | None:
+        """For ``tool_choice: auto``: where a reply's call begins and what it must follow
+        from there, so that a call the model starts is always well formed (its text
+        answers stay free). None where no call may or must be made, or where the call's
+        written form does not begin with what marks it."""
+        if not self.may_call or self.mode == "required" or self.forced is not None:
+            return None
+        if self.syntax is None:
+            options = [_call_schema(tool) for tool in self.offered()]
+            schema = options[0] if len(options) == 1 else {"anyOf": options}
+            return AutoCall(r'^\s*(\{\s*"name"[\s\S]*)$', schema=schema)
+        syntax = self.syntax
+        layout = syntax.layout(self.offered(), self.parallel)
+        starts = [layout.opening] if layout.opening else [o.prefix for o in layout.options]
+        if not all(start.startswith(syntax.trigger) for start in starts):
+            return None
+        marker = re.escape(syntax.trigger)
+        trigger = rf"^\s*({marker}[\s\S]*)$" if syntax.at_start else marker
+        return AutoCall(trigger, layout=layout)
 
     def parse_native(self, text: str, *, cut_off: bool = False) -> tuple[str, list[ParsedToolCall]]:
         """A native reply split into its text and its calls (none: all of it is text);

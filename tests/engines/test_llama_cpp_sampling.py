@@ -15,12 +15,15 @@ np = pytest.importorskip("numpy")
 
 from llama_cpp.llama_grammar import json_schema_to_gbnf  # noqa: E402
 
-from kingpost.engines.llama_cpp import strict_json_strings  # noqa: E402
+from kingpost.engines.generation import SamplingParams  # noqa: E402
+from kingpost.engines.llama_cpp import layout_gbnf, strict_json_strings  # noqa: E402
 from kingpost.engines.llama_cpp_sampling import (  # noqa: E402
     Candidates,
     VocabularyIndex,
+    grammar_sampler,
     utf8_remaining,
 )
+from kingpost.engines.tool_calls import SYNTAXES, AutoCall, ToolPolicy, ToolSpec  # noqa: E402
 
 SCHEMA = {
     "type": "object",
@@ -76,3 +79,70 @@ def test_utf8_remaining_follows_a_character_split_across_tokens() -> None:
     assert utf8_remaining(2, euro[1:2]) == 1
     assert utf8_remaining(1, euro[2:] + b"x") == 0
     assert utf8_remaining(0, b"\x80") < 0  # a continuation byte cannot start a character
+
+
+# ---- tool_choice auto: the call's grammar starts where the reply starts a call ---------
+
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+    "required": ["city", "days"],
+}
+
+
+def _tokens(vocab: Any, text: str) -> list[int]:
+    data = text.encode()
+    buffer = (llama_cpp.llama_token * 256)()
+    count = llama_cpp.llama_tokenize(vocab, data, len(data), buffer, 256, False, True)
+    return list(buffer[:count])
+
+
+def _accepts_after(vocab: Any, auto: AutoCall, grammar: str, text: str, probe: str) -> bool:
+    """Whether the auto-mode sampler, having accepted ``text``, lets ``probe``'s first token
+    through (the real llama.cpp grammar sampler; the tokens are chosen here)."""
+    params = SamplingParams(max_tokens=8, grammar_trigger=auto.trigger)
+    sampler = grammar_sampler(vocab, grammar, params.grammar_trigger)
+    candidates = Candidates(llama_cpp.llama_vocab_n_tokens(vocab))
+    try:
+        for token in _tokens(vocab, text):
+            llama_cpp.llama_sampler_accept(sampler, token)
+        token = _tokens(vocab, probe)[0]
+        return bool(candidates.probe(sampler, np.array([token], dtype=np.int32))[0])
+    finally:
+        llama_cpp.llama_sampler_free(sampler)
+
+
+def test_an_auto_prompt_based_call_is_constrained_once_the_reply_opens_one(vocab: Any) -> None:
+    policy = ToolPolicy([ToolSpec("get_weather", parameters=WEATHER)], mode="auto")
+    auto = policy.auto_call()
+    assert auto is not None and auto.schema is not None and auto.layout is None
+    grammar = strict_json_strings(json_schema_to_gbnf(json.dumps(auto.schema)))
+    call = '{"name": "get_weather", "arguments": {"city": '
+    assert not _accepts_after(vocab, auto, grammar, call, "5")  # city is a string
+    assert _accepts_after(vocab, auto, grammar, call, '"')
+    # A text answer stays free, and so does JSON after text: only a reply that opens
+    # with a call is one.
+    assert _accepts_after(vocab, auto, grammar, "It is sunny, ", "5")
+    assert _accepts_after(vocab, auto, grammar, 'Say {"name": "get_weather", "city": ', "5")
+
+
+def test_an_auto_native_call_is_constrained_from_its_marker_on(vocab: Any) -> None:
+    hermes = next(syntax for syntax in SYNTAXES if syntax.name == "hermes")
+    policy = ToolPolicy([ToolSpec("get_weather", parameters=WEATHER)], syntax=hermes)
+    auto = policy.auto_call()
+    assert auto is not None and auto.layout is not None
+    grammar = strict_json_strings(layout_gbnf(auto.layout))
+    text = 'Let me look that up.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": '
+    assert not _accepts_after(vocab, auto, grammar, text, "5")
+    assert _accepts_after(vocab, auto, grammar, text, '"')
+    assert _accepts_after(vocab, auto, grammar, "Let me look that up: ", "5")
+
+
+def test_required_calls_and_other_engines_get_no_trigger() -> None:
+    tools = [ToolSpec("get_weather", parameters=WEATHER)]
+    assert ToolPolicy(tools, mode="required").auto_call() is None
+    assert ToolPolicy(tools, forced="get_weather").auto_call() is None
+    assert ToolPolicy(tools, mode="none").auto_call() is None
+    firefunction = next(syntax for syntax in SYNTAXES if syntax.name == "firefunction-v2")
+    # its calls open with a space before the marker: the grammar could not start there
+    assert ToolPolicy(tools, syntax=firefunction).auto_call() is None
