@@ -13,7 +13,6 @@ raises a ``kingpost.errors.RequestError`` that the server renders:
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from kingpost.async_queue.models import (
     Status,
     iso_time,
 )
-from kingpost.async_queue.store import AsyncStore, NewRequest, StoredRequest
+from kingpost.async_queue.store import AsyncStore, NewRequest, StoredRequest, new_request_id
 from kingpost.async_queue.webhooks import check_webhook_url
 from kingpost.errors import (
     AsyncRequestNotFoundError,
@@ -115,7 +114,7 @@ class AsyncRoutes:
             check_webhook_url(request.webhook_endpoint, self.allow_link_local)
         now = self.clock()
         retry = request.inference_retry_config
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         target = self.target
         await self._submits.add(
             NewRequest(
