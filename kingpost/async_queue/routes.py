@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from kingpost.async_queue.group_commit import GroupCommit
 from kingpost.async_queue.models import (
     AsyncPredictBody,
     AsyncRequestStatus,
@@ -74,9 +73,6 @@ class AsyncRoutes:
         self.allow_link_local = allow_link_local_webhooks
         self.on_submit = on_submit
         self.clock = clock
-        self._submits: GroupCommit[NewRequest] = GroupCommit(
-            lambda items: store.run(store.submit, items)
-        )
 
     def check_size(self, size: int) -> None:
         if size > self.max_body_bytes:
@@ -116,7 +112,7 @@ class AsyncRoutes:
         retry = request.inference_retry_config
         request_id = new_request_id()
         target = self.target
-        await self._submits.add(
+        await self.store.add(
             NewRequest(
                 id=request_id,
                 queue=target.queue,

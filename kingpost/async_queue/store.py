@@ -38,6 +38,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from kingpost.async_queue.group_commit import GroupCommit
 from kingpost.async_queue.models import TERMINAL, Status, WebhookStatus
 
 T = TypeVar("T")
@@ -489,6 +490,92 @@ class _SQLiteWriter:
         self._raw.close()
 
 
+class _SharedTurn:
+    """SQLite in one process: the hot writes asked for in one turn of the event loop, in
+    one transaction.
+
+    Submissions' inserts (first) and the worker's records and claims (after, so they see
+    the new rows) share one BEGIN ... COMMIT, which writes the pages they both change
+    (the table's newest leaf, the queued index) once. The worker's call joins a write
+    already waiting for submissions; alone, it runs at once. Each caller's future is resolved
+    after the COMMIT, so a submission is durable when it is answered. If the shared
+    transaction fails, each part is run again in a transaction of its own, so that one
+    part's failure reaches only its own callers.
+    """
+
+    def __init__(self, writer: _SQLiteWriter, after: Callable[[], None]) -> None:
+        self.writer = writer
+        self.after = after
+        self._rows: list[dict[str, Any]] = []
+        self._inserted: list[asyncio.Future[None]] = []
+        self._calls: list[tuple[Callable[[_Transaction], Any], asyncio.Future[Any]]] = []
+        self._scheduled = False
+
+    def insert(self, row: dict[str, Any]) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._rows.append(row)
+        self._inserted.append(future)
+        self._schedule(loop)
+        return future
+
+    def call(self, fn: Callable[[_Transaction], T]) -> asyncio.Future[T]:
+        """``fn`` in the write that submissions wait for, or now if none is waiting (a
+        call alone is not held back: the worker's claims would wait for nothing)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if self._scheduled:
+            self._calls.append((fn, future))
+        else:
+            self._alone(fn, [future])
+            self.after()
+        return future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Two turns of the loop later: a request read in this turn reaches its handler
+        # in the next, and joins the write.
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(loop.call_soon, self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        rows, inserted, calls = self._rows, self._inserted, self._calls
+        self._rows, self._inserted, self._calls = [], [], []
+        calls = [(fn, future) for fn, future in calls if not future.cancelled()]
+        try:
+            with self.writer.transaction() as transaction:
+                if rows:
+                    transaction.many("insert", rows)
+                results = [fn(transaction) for fn, _ in calls]
+        except Exception:
+            if rows:
+                self._alone(lambda transaction: transaction.many("insert", rows), inserted)
+            for fn, future in calls:
+                self._alone(fn, [future])
+        else:
+            for future in inserted:
+                if not future.done():
+                    future.set_result(None)
+            for (_, future), result in zip(calls, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        self.after()
+
+    def _alone(self, fn: Callable[[_Transaction], Any], futures: list[asyncio.Future[Any]]) -> None:
+        try:
+            with self.writer.transaction() as transaction:
+                result = fn(transaction)
+        except Exception as exc:
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for future in futures:
+                if not future.done():
+                    future.set_result(result)
+
+
 def default_database_url(name: str, model_dir: Path) -> str:
     """An SQLite file under ``$KINGPOST_STATE_DIR`` (default ``~/.local/state/kingpost``).
 
@@ -514,7 +601,16 @@ class AsyncStore:
             for name in _FORMER_INDEXES:
                 conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
         metadata.create_all(self.engine)
+        # create_all makes a table's indexes only with the table: a table made by an
+        # earlier version gets the indexes it lacks here.
+        for index in sorted(requests.indexes, key=lambda index: str(index.name)):
+            index.create(self.engine, checkfirst=True)
         self._writer = _SQLiteWriter(self.engine, self._statements) if self.is_sqlite else None
+        self._turn = None if self._writer is None else _SharedTurn(self._writer, self._after_write)
+        # PostgreSQL: submissions that arrive while an insert is under way go into the next.
+        self._submits: GroupCommit[NewRequest] = GroupCommit(
+            lambda items: self.run(self.submit, items)
+        )
         # SQLite's calls take tens of microseconds, about what a hop to a thread costs
         # (and on a busy machine a hop waits for the scheduler), so they run in the event
         # loop; only the WAL checkpoint, which syncs the disk, runs in a thread of its own.
@@ -559,9 +655,12 @@ class AsyncStore:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._threads, fn, *args)
         result = fn(*args)
+        self._after_write()
+        return result
+
+    def _after_write(self) -> None:
         if time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS:
             self._start_checkpoint()
-        return result
 
     def _start_checkpoint(self) -> None:
         if self._checkpointing is None or self._checkpointing.done():
@@ -605,6 +704,17 @@ class AsyncStore:
         else:
             with self._writer.transaction() as transaction:
                 transaction.many("insert", rows)
+
+    async def add(self, new: NewRequest) -> None:
+        """Submit one request from async code; returns once its row is committed.
+
+        On SQLite it shares the transaction of this loop turn's other hot writes; on
+        PostgreSQL the submissions that came meanwhile share one insert.
+        """
+        if self._turn is not None:
+            await self._turn.insert(new.row())
+        else:
+            await self._submits.add(new)
 
     def get(self, request_id: str) -> StoredRequest | None:
         with self._read() as conn, conn.begin():
@@ -712,11 +822,48 @@ class AsyncStore:
         filled by the claims.
         """
         with self._hot() as transaction:
-            if outcomes:
-                self._record(transaction, outcomes, now, keep_output)
-            if limit <= 0:
-                return []
-            return self._claim(transaction, queue, owner, limit, now, lease_seconds)
+            return self._exchange(
+                transaction, queue, owner, outcomes, limit, now, lease_seconds, keep_output
+            )
+
+    async def exchange_soon(
+        self,
+        queue: str,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        keep_output: bool = True,
+    ) -> list[Claim]:
+        """``exchange`` from async code: on SQLite in the transaction of this loop turn's
+        other hot writes (the submissions read meanwhile), else in the store's threads."""
+        if self._turn is None:
+            return await self.run(
+                self.exchange, queue, owner, outcomes, limit, now, lease_seconds, keep_output
+            )
+        return await self._turn.call(
+            lambda transaction: self._exchange(
+                transaction, queue, owner, outcomes, limit, now, lease_seconds, keep_output
+            )
+        )
+
+    def _exchange(
+        self,
+        transaction: _Transaction,
+        queue: str,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        keep_output: bool,
+    ) -> list[Claim]:
+        if outcomes:
+            self._record(transaction, outcomes, now, keep_output)
+        if limit <= 0:
+            return []
+        return self._claim(transaction, queue, owner, limit, now, lease_seconds)
 
     def _claim(
         self,
