@@ -13,14 +13,12 @@ raises a ``kingpost.errors.RequestError`` that the server renders:
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from kingpost.async_queue.group_commit import GroupCommit
 from kingpost.async_queue.models import (
     AsyncPredictBody,
     AsyncRequestStatus,
@@ -29,7 +27,7 @@ from kingpost.async_queue.models import (
     Status,
     iso_time,
 )
-from kingpost.async_queue.store import AsyncStore, NewRequest, StoredRequest
+from kingpost.async_queue.store import AsyncStore, NewRequest, StoredRequest, new_request_id
 from kingpost.async_queue.webhooks import check_webhook_url
 from kingpost.errors import (
     AsyncRequestNotFoundError,
@@ -75,9 +73,6 @@ class AsyncRoutes:
         self.allow_link_local = allow_link_local_webhooks
         self.on_submit = on_submit
         self.clock = clock
-        self._submits: GroupCommit[NewRequest] = GroupCommit(
-            lambda items: store.run(store.submit, items)
-        )
 
     def check_size(self, size: int) -> None:
         if size > self.max_body_bytes:
@@ -115,9 +110,9 @@ class AsyncRoutes:
             check_webhook_url(request.webhook_endpoint, self.allow_link_local)
         now = self.clock()
         retry = request.inference_retry_config
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         target = self.target
-        await self._submits.add(
+        await self.store.add(
             NewRequest(
                 id=request_id,
                 queue=target.queue,

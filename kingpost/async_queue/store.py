@@ -38,6 +38,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from kingpost.async_queue.group_commit import GroupCommit
 from kingpost.async_queue.models import TERMINAL, Status, WebhookStatus
 
 T = TypeVar("T")
@@ -75,14 +76,58 @@ requests = sa.Table(
     sa.Column("webhook_owner", sa.String(64)),
     sa.Column("webhook_lease_until", sa.Float()),
     sa.Column("settled_at", sa.Float()),  # terminal and webhook done: retention counts from here
-    sa.Index("kingpost_async_claim", "queue", "status", "priority", "seq"),
-    sa.Index("kingpost_async_expiry", "queue", "status", "expires_at"),
-    sa.Index("kingpost_async_webhooks", "webhook_status", "webhook_next_at"),
-    sa.Index("kingpost_async_settled", "settled_at"),
 )
 c = requests.c
 
+
+def _is(column: Any, value: str) -> Any:
+    """``column = 'value'`` with the value written into the SQL: a query can use a partial
+    index only when its WHERE holds the index's own condition, literally."""
+    return column == sa.literal_column(f"'{value}'")
+
+
+QUEUED = _is(c.status, Status.QUEUED.value)
+RUNNING = _is(c.status, Status.IN_PROGRESS.value)
+_PENDING = _is(c.webhook_status, WebhookStatus.PENDING.value)
+
+
+def _partial_index(name: str, *columns: Any, where: Any) -> sa.Index:
+    return sa.Index(name, *columns, sqlite_where=where, postgresql_where=where)
+
+
+# Partial indexes: a request is in the claim and expiry indexes only while QUEUED, in the
+# lease index only while IN_PROGRESS, in the webhook index only while one is PENDING. A
+# request's life then changes a few small, hot index pages rather than a delete and an
+# insert in every index per status change (the write of each commit, and most of its cost).
+_partial_index("kingpost_async_queued", c.queue, c.priority, c.seq, where=QUEUED)
+_partial_index("kingpost_async_expiring", c.queue, c.expires_at, where=QUEUED)
+_partial_index("kingpost_async_leased", c.queue, c.lease_until, where=RUNNING)
+_partial_index("kingpost_async_webhooks_due", c.queue, c.webhook_next_at, where=_PENDING)
+_partial_index("kingpost_async_settled_at", c.settled_at, where=c.settled_at.isnot(None))
+# What earlier versions indexed instead: dropped when a store opens.
+_FORMER_INDEXES = (
+    "kingpost_async_claim",
+    "kingpost_async_expiry",
+    "kingpost_async_webhooks",
+    "kingpost_async_settled",
+)
+
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.EXPIRED)
+
+
+def new_request_id() -> str:
+    """A UUIDv7 (RFC 9562) as 32 hex digits: milliseconds since the epoch, then 74 random
+    bits. Ids made later sort later, so new requests go to the end of the id index, where
+    its pages are already in memory, rather than to random pages of it."""
+    random = int.from_bytes(os.urandom(10), "big")
+    value = (
+        (time.time_ns() // 1_000_000) << 80
+        | 0x7 << 76  # version
+        | (random >> 62 & 0xFFF) << 64
+        | 0b10 << 62  # variant
+        | random & ((1 << 62) - 1)
+    )
+    return f"{value:032x}"
 
 
 @dataclass(frozen=True)
@@ -208,7 +253,6 @@ class WebhookJob:
 
 
 B = sa.bindparam
-_PENDING = c.webhook_status == WebhookStatus.PENDING
 
 
 def _settled_now() -> Any:
@@ -221,7 +265,7 @@ class _Statements:
 
     def __init__(self, skip_locked: bool) -> None:
         queued = sa.select(c.seq).where(
-            c.queue == B("b_queue"), c.status == Status.QUEUED.value, c.available_at <= B("b_now")
+            c.queue == B("b_queue"), QUEUED, c.available_at <= B("b_now")
         )
         queued = queued.order_by(c.priority, c.seq).limit(B("b_limit"))
         due = sa.select(c.seq).where(
@@ -244,7 +288,7 @@ class _Statements:
             chosen_due = c.seq.in_(due.scalar_subquery())
         self.claim = (
             requests.update()
-            .where(chosen, c.status == Status.QUEUED.value)
+            .where(chosen, QUEUED)
             .values(
                 status=Status.IN_PROGRESS.value,
                 status_at=B("b_now"),
@@ -300,7 +344,7 @@ class _Statements:
             c.id == B("b_id"),
             c.lease_owner == B("b_owner"),
             c.attempts == B("b_attempt"),
-            c.status == Status.IN_PROGRESS.value,
+            RUNNING,
         )
         released: dict[str, Any] = {
             "status_at": B("b_now"),
@@ -446,6 +490,92 @@ class _SQLiteWriter:
         self._raw.close()
 
 
+class _SharedTurn:
+    """SQLite in one process: the hot writes asked for in one turn of the event loop, in
+    one transaction.
+
+    Submissions' inserts (first) and the worker's records and claims (after, so they see
+    the new rows) share one BEGIN ... COMMIT, which writes the pages they both change
+    (the table's newest leaf, the queued index) once. The worker's call joins a write
+    already waiting for submissions; alone, it runs at once. Each caller's future is resolved
+    after the COMMIT, so a submission is durable when it is answered. If the shared
+    transaction fails, each part is run again in a transaction of its own, so that one
+    part's failure reaches only its own callers.
+    """
+
+    def __init__(self, writer: _SQLiteWriter, after: Callable[[], None]) -> None:
+        self.writer = writer
+        self.after = after
+        self._rows: list[dict[str, Any]] = []
+        self._inserted: list[asyncio.Future[None]] = []
+        self._calls: list[tuple[Callable[[_Transaction], Any], asyncio.Future[Any]]] = []
+        self._scheduled = False
+
+    def insert(self, row: dict[str, Any]) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._rows.append(row)
+        self._inserted.append(future)
+        self._schedule(loop)
+        return future
+
+    def call(self, fn: Callable[[_Transaction], T]) -> asyncio.Future[T]:
+        """``fn`` in the write that submissions wait for, or now if none is waiting (a
+        call alone is not held back: the worker's claims would wait for nothing)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if self._scheduled:
+            self._calls.append((fn, future))
+        else:
+            self._alone(fn, [future])
+            self.after()
+        return future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Two turns of the loop later: a request read in this turn reaches its handler
+        # in the next, and joins the write.
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(loop.call_soon, self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        rows, inserted, calls = self._rows, self._inserted, self._calls
+        self._rows, self._inserted, self._calls = [], [], []
+        calls = [(fn, future) for fn, future in calls if not future.cancelled()]
+        try:
+            with self.writer.transaction() as transaction:
+                if rows:
+                    transaction.many("insert", rows)
+                results = [fn(transaction) for fn, _ in calls]
+        except Exception:
+            if rows:
+                self._alone(lambda transaction: transaction.many("insert", rows), inserted)
+            for fn, future in calls:
+                self._alone(fn, [future])
+        else:
+            for future in inserted:
+                if not future.done():
+                    future.set_result(None)
+            for (_, future), result in zip(calls, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        self.after()
+
+    def _alone(self, fn: Callable[[_Transaction], Any], futures: list[asyncio.Future[Any]]) -> None:
+        try:
+            with self.writer.transaction() as transaction:
+                result = fn(transaction)
+        except Exception as exc:
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for future in futures:
+                if not future.done():
+                    future.set_result(result)
+
+
 def default_database_url(name: str, model_dir: Path) -> str:
     """An SQLite file under ``$KINGPOST_STATE_DIR`` (default ``~/.local/state/kingpost``).
 
@@ -467,8 +597,20 @@ class AsyncStore:
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = self._make_engine()
         self._statements = _Statements(skip_locked=not self.is_sqlite)
+        with self.engine.begin() as conn:
+            for name in _FORMER_INDEXES:
+                conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
         metadata.create_all(self.engine)
+        # create_all makes a table's indexes only with the table: a table made by an
+        # earlier version gets the indexes it lacks here.
+        for index in sorted(requests.indexes, key=lambda index: str(index.name)):
+            index.create(self.engine, checkfirst=True)
         self._writer = _SQLiteWriter(self.engine, self._statements) if self.is_sqlite else None
+        self._turn = None if self._writer is None else _SharedTurn(self._writer, self._after_write)
+        # PostgreSQL: submissions that arrive while an insert is under way go into the next.
+        self._submits: GroupCommit[NewRequest] = GroupCommit(
+            lambda items: self.run(self.submit, items)
+        )
         # SQLite's calls take tens of microseconds, about what a hop to a thread costs
         # (and on a busy machine a hop waits for the scheduler), so they run in the event
         # loop; only the WAL checkpoint, which syncs the disk, runs in a thread of its own.
@@ -513,9 +655,12 @@ class AsyncStore:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._threads, fn, *args)
         result = fn(*args)
+        self._after_write()
+        return result
+
+    def _after_write(self) -> None:
         if time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS:
             self._start_checkpoint()
-        return result
 
     def _start_checkpoint(self) -> None:
         if self._checkpointing is None or self._checkpointing.done():
@@ -560,6 +705,17 @@ class AsyncStore:
             with self._writer.transaction() as transaction:
                 transaction.many("insert", rows)
 
+    async def add(self, new: NewRequest) -> None:
+        """Submit one request from async code; returns once its row is committed.
+
+        On SQLite it shares the transaction of this loop turn's other hot writes; on
+        PostgreSQL the submissions that came meanwhile share one insert.
+        """
+        if self._turn is not None:
+            await self._turn.insert(new.row())
+        else:
+            await self._submits.add(new)
+
     def get(self, request_id: str) -> StoredRequest | None:
         with self._read() as conn, conn.begin():
             row = conn.execute(self._statements.get, {"b_id": request_id}).first()
@@ -580,30 +736,32 @@ class AsyncStore:
 
     def counts(self, queue: str) -> tuple[int, int]:
         """(queued, in progress) of one queue."""
-        query = (
-            sa.select(c.status, sa.func.count())
-            .where(c.queue == queue, c.status.in_((Status.QUEUED, Status.IN_PROGRESS)))
-            .group_by(c.status)
+        # One count per status, each answered from its partial index.
+        queued, running = (
+            sa.select(sa.func.count()).where(c.queue == queue, state).scalar_subquery()
+            for state in (QUEUED, RUNNING)
         )
         with self._read() as conn, conn.begin():
-            found = {status: n for status, n in conn.execute(query)}
-        return found.get(Status.QUEUED.value, 0), found.get(Status.IN_PROGRESS.value, 0)
+            row = conn.execute(sa.select(queued, running)).one()
+        return int(row[0]), int(row[1])
 
     def depth(self, queue: str | None = None) -> list[tuple[str, str, str, int, int]]:
         """``(model_id, deployment_id, status, priority, count)`` of waiting and running
         work, of one queue or (None) of all."""
-        query = sa.select(c.model_id, c.deployment_id, c.status, c.priority, sa.func.count())
-        query = query.where(c.status.in_((Status.QUEUED.value, Status.IN_PROGRESS.value)))
-        if queue is not None:
-            query = query.where(c.queue == queue)
-        query = query.group_by(c.model_id, c.deployment_id, c.status, c.priority)
+        parts = []
+        for state in (QUEUED, RUNNING):
+            part = sa.select(c.model_id, c.deployment_id, c.status, c.priority, sa.func.count())
+            part = part.where(state)
+            if queue is not None:
+                part = part.where(c.queue == queue)
+            parts.append(part.group_by(c.model_id, c.deployment_id, c.status, c.priority))
         with self._read() as conn, conn.begin():
-            return [tuple(row) for row in conn.execute(query)]
+            return [tuple(row) for row in conn.execute(sa.union_all(*parts))]
 
     def oldest_queued(self, queue: str | None = None) -> list[tuple[str, str, float]]:
         """``(model_id, deployment_id, created_at)`` of the oldest QUEUED request per queue."""
         query = sa.select(c.model_id, c.deployment_id, sa.func.min(c.created_at))
-        query = query.where(c.status == Status.QUEUED.value)
+        query = query.where(QUEUED)
         if queue is not None:
             query = query.where(c.queue == queue)
         query = query.group_by(c.model_id, c.deployment_id)
@@ -612,11 +770,8 @@ class AsyncStore:
 
     def unfinished_queues(self) -> list[str]:
         """The queues with work a worker must still do: to run, or a webhook to deliver."""
-        unfinished = sa.or_(
-            c.status.in_((Status.QUEUED.value, Status.IN_PROGRESS.value)),
-            sa.and_(_PENDING, c.status.in_([s.value for s in FINISHED])),
-        )
-        query = sa.select(c.queue).where(unfinished).distinct()
+        to_deliver = sa.and_(_PENDING, c.status.in_([s.value for s in FINISHED]))
+        query = sa.union(*(sa.select(c.queue).where(w) for w in (QUEUED, RUNNING, to_deliver)))
         with self._read() as conn, conn.begin():
             return sorted(conn.execute(query).scalars())
 
@@ -627,12 +782,12 @@ class AsyncStore:
             if status != Status.QUEUED:
                 return None if status is None else Status(status)
             webhook = sa.case(
-                (c.webhook_status == WebhookStatus.PENDING, WebhookStatus.CANCELED.value),
+                (_PENDING, WebhookStatus.CANCELED.value),
                 else_=c.webhook_status,
             )
             conn.execute(
                 requests.update()
-                .where(c.id == request_id, c.status == Status.QUEUED)
+                .where(c.id == request_id, QUEUED)
                 .values(
                     status=Status.CANCELED.value,
                     webhook_status=webhook,
@@ -667,11 +822,48 @@ class AsyncStore:
         filled by the claims.
         """
         with self._hot() as transaction:
-            if outcomes:
-                self._record(transaction, outcomes, now, keep_output)
-            if limit <= 0:
-                return []
-            return self._claim(transaction, queue, owner, limit, now, lease_seconds)
+            return self._exchange(
+                transaction, queue, owner, outcomes, limit, now, lease_seconds, keep_output
+            )
+
+    async def exchange_soon(
+        self,
+        queue: str,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        keep_output: bool = True,
+    ) -> list[Claim]:
+        """``exchange`` from async code: on SQLite in the transaction of this loop turn's
+        other hot writes (the submissions read meanwhile), else in the store's threads."""
+        if self._turn is None:
+            return await self.run(
+                self.exchange, queue, owner, outcomes, limit, now, lease_seconds, keep_output
+            )
+        return await self._turn.call(
+            lambda transaction: self._exchange(
+                transaction, queue, owner, outcomes, limit, now, lease_seconds, keep_output
+            )
+        )
+
+    def _exchange(
+        self,
+        transaction: _Transaction,
+        queue: str,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        keep_output: bool,
+    ) -> list[Claim]:
+        if outcomes:
+            self._record(transaction, outcomes, now, keep_output)
+        if limit <= 0:
+            return []
+        return self._claim(transaction, queue, owner, limit, now, lease_seconds)
 
     def _claim(
         self,
@@ -721,7 +913,7 @@ class AsyncStore:
             return set()
         query = (
             requests.update()
-            .where(c.id.in_(ids), c.lease_owner == owner, c.status == Status.IN_PROGRESS)
+            .where(c.id.in_(ids), c.lease_owner == owner, RUNNING)
             .values(lease_until=now + lease_seconds)
             .returning(c.id)
         )
@@ -782,7 +974,7 @@ class AsyncStore:
             c.id == claim.id,
             c.lease_owner == claim.owner,
             c.attempts == claim.attempt,
-            c.status == Status.IN_PROGRESS,
+            RUNNING,
         )
 
     def give_back(self, claims: Sequence[Claim], now: float) -> int:
@@ -806,9 +998,8 @@ class AsyncStore:
 
         A lost attempt counts, so a request that kills its worker each time ends.
         """
-        lost = sa.and_(c.queue == queue, c.status == Status.IN_PROGRESS, c.lease_until < now)
+        lost = sa.and_(c.queue == queue, RUNNING, c.lease_until < now)
         error = orjson.dumps([{"code": "WORKER_LOST", "message": message}]).decode()
-        webhook_pending = c.webhook_status == WebhookStatus.PENDING
         with self.engine.begin() as conn:
             failed = conn.execute(
                 requests.update()
@@ -820,7 +1011,7 @@ class AsyncStore:
                     lease_owner=None,
                     lease_until=None,
                     webhook_next_at=now,
-                    settled_at=sa.case((webhook_pending, None), else_=now),
+                    settled_at=sa.case((_PENDING, None), else_=now),
                 )
             ).rowcount
             requeued = conn.execute(
@@ -838,7 +1029,6 @@ class AsyncStore:
 
     def expire_due(self, queue: str, now: float) -> int:
         """QUEUED requests never started whose time in the queue ran out become EXPIRED."""
-        webhook_pending = c.webhook_status == WebhookStatus.PENDING
         error = orjson.dumps(
             [{"code": "EXPIRED_IN_QUEUE", "message": "max_time_in_queue_seconds passed"}]
         ).decode()
@@ -846,7 +1036,7 @@ class AsyncStore:
             requests.update()
             .where(
                 c.queue == queue,
-                c.status == Status.QUEUED,
+                QUEUED,
                 c.attempts == 0,
                 c.expires_at <= now,
             )
@@ -855,7 +1045,7 @@ class AsyncStore:
                 status_at=now,
                 errors=error,
                 webhook_next_at=now,
-                settled_at=sa.case((webhook_pending, None), else_=now),
+                settled_at=sa.case((_PENDING, None), else_=now),
             )
         )
         with self.engine.begin() as conn:
@@ -932,7 +1122,7 @@ class AsyncStore:
             c.id == job.id,
             c.webhook_owner == job.owner,
             c.webhook_attempts == job.attempt,
-            c.webhook_status == WebhookStatus.PENDING,
+            _PENDING,
         )
 
     def webhook_done(self, job: WebhookJob, delivered: bool, now: float, keep_output: bool) -> bool:

@@ -140,6 +140,10 @@ class AsyncWorker:
         self._recording = 0  # outcomes in the round trip under way
         self._ready: deque[Claim] = deque()  # claimed ahead, not started yet
         self._run_seconds = 0.0  # how long an attempt takes (moving average)
+        # Submissions wake the claim loop only while it waits for new work: while it waits
+        # for a slot (or the admission), a new request changes nothing for it.
+        self._submissions = 0
+        self._awaiting_work = False
 
     # -- control -------------------------------------------------------------
 
@@ -154,7 +158,9 @@ class AsyncWorker:
 
     def wake(self) -> None:
         """New work may be waiting (a request was submitted)."""
-        self._work.set()
+        self._submissions += 1
+        if self._awaiting_work:
+            self._work.set()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let running requests finish within ``grace``, give back the rest."""
@@ -232,12 +238,12 @@ class AsyncWorker:
                 continue
             want = 0 if self._stopping else max(0, free + self._lookahead() - len(ready))
             self._work.clear()
+            submissions = self._submissions
             finished, self._finished = self._finished, []
             self._recording = len(finished)
             try:
                 async with self._request_rows:
-                    claims = await store.run(
-                        store.exchange,
+                    claims = await store.exchange_soon(
                         settings.queue,
                         self.owner,
                         [outcome for outcome, _ in finished],
@@ -263,8 +269,14 @@ class AsyncWorker:
             self._failed_turns = 0
             _resolve(finished, None)
             ready.extend(claims)
-            if not claims and not self._finished and not ready and free > 0:
-                await _wait(self._work, settings.poll_interval)
+            idle = not claims and not self._finished and not ready and free > 0
+            # Nothing waiting: until a submission (unless one came during the claim).
+            if idle and self._submissions == submissions:
+                self._awaiting_work = True
+                try:
+                    await _wait(self._work, settings.poll_interval)
+                finally:
+                    self._awaiting_work = False
 
     async def _wait_for_change(self, timeout: float | None = None) -> None:
         """Until a running request ends, the admission changes, or the timeout passes."""

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import re
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kingpost.async_queue.models import Status, WebhookStatus
-from kingpost.async_queue.store import AsyncStore, NewRequest
+from kingpost.async_queue.store import AsyncStore, NewRequest, Outcome, new_request_id
 
 LEASE = 10.0
 
@@ -182,3 +189,141 @@ def test_purge_deletes_settled_requests_past_retention(store: AsyncStore, queue:
     assert store.purge(queue, 202.0) == 1
     assert store.get(done.id) is None
     assert store.get(waiting.id) is not None
+
+
+FORMER_INDEXES = {
+    "kingpost_async_claim": "queue, status, priority, seq",
+    "kingpost_async_expiry": "queue, status, expires_at",
+    "kingpost_async_webhooks": "webhook_status, webhook_next_at",
+    "kingpost_async_settled": "settled_at",
+}
+PARTIAL_INDEXES = {
+    "kingpost_async_queued",
+    "kingpost_async_expiring",
+    "kingpost_async_leased",
+    "kingpost_async_webhooks_due",
+    "kingpost_async_settled_at",
+}
+
+
+def _indexes(path: Path) -> dict[str, str | None]:
+    """The named (not automatic) indexes of the SQLite file, with their SQL."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        ).fetchall()
+    return dict(rows)
+
+
+def test_a_database_with_the_former_indexes_opens_keeps_its_rows_and_gets_the_partial_ones(
+    tmp_path: Path, queue: str
+) -> None:
+    path = tmp_path / "former.db"
+    first = AsyncStore(f"sqlite:///{path}")
+    items = [new(queue, 2, 100), new(queue, 0, 101), new(queue, 1, 102), new(queue, 0, 103)]
+    first.submit(items)
+    first.close()
+    # The file as the previous schema left it: its four full indexes, none of the partial.
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        for name in PARTIAL_INDEXES:
+            db.execute(f"DROP INDEX {name}")
+        for name, columns in FORMER_INDEXES.items():
+            db.execute(f"CREATE INDEX {name} ON kingpost_async_requests ({columns})")
+        db.commit()
+    assert set(_indexes(path)) == set(FORMER_INDEXES)
+
+    store = AsyncStore(f"sqlite:///{path}")
+    try:
+        indexes = _indexes(path)
+        assert set(indexes) == PARTIAL_INDEXES
+        assert all(" WHERE " in (sql or "").upper() for sql in indexes.values())
+        assert store.counts(queue) == (4, 0)
+        claimed = [claim.id for claim in store.claim(queue, "w", 10, 200.0, LEASE)]
+        assert claimed == [items[1].id, items[3].id, items[2].id, items[0].id]
+        assert store.counts(queue) == (0, 4)
+    finally:
+        store.close()
+
+
+def test_request_ids_are_uuid7_hex_that_sort_by_creation_time() -> None:
+    ids = []
+    for _ in range(5):
+        ids.append(new_request_id())
+        deadline = time.monotonic() + 1.0
+        stamp = time.time_ns() // 1_000_000
+        while time.time_ns() // 1_000_000 == stamp and time.monotonic() < deadline:
+            pass  # the next id in the next millisecond
+    for request_id in ids:
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+        parsed = uuid.UUID(hex=request_id)
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    # The first 48 bits are the creation time in milliseconds since the epoch.
+    millis = int(ids[-1][:12], 16)
+    assert abs(millis - time.time_ns() // 1_000_000) < 60_000
+    many = [new_request_id() for _ in range(1000)]
+    assert len(set(many)) == len(many)
+    assert [int(i[:12], 16) for i in many] == sorted(int(i[:12], 16) for i in many)
+
+
+@pytest.fixture
+def counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[AsyncStore, list[int]]]:
+    """A SQLite store, and how many hot write transactions it has begun."""
+    store = AsyncStore(f"sqlite:///{tmp_path / 'turn.db'}")
+    writer = store._writer
+    assert writer is not None
+    begun = [0]
+    transaction = writer.transaction
+
+    @contextlib.contextmanager
+    def counting() -> Iterator[Any]:
+        begun[0] += 1
+        with transaction() as inner:
+            yield inner
+
+    monkeypatch.setattr(writer, "transaction", counting)
+    yield store, begun
+    store.close()
+
+
+async def test_one_loop_turn_s_submissions_and_claims_share_one_transaction(
+    counted: tuple[AsyncStore, list[int]], queue: str
+) -> None:
+    store, begun = counted
+    first, second = new(queue, priority=1), new(queue, priority=0)
+    _, _, claims = await asyncio.gather(
+        store.add(first),
+        store.add(second),
+        store.exchange_soon(queue, "w", [], 10, 200.0, LEASE),
+    )
+    assert begun[0] == 1
+    # The inserts come first in the transaction: the claim sees them, best first.
+    assert [claim.id for claim in claims] == [second.id, first.id]
+
+    outcome = Outcome(claims[0], "succeeded", output=b"{}")
+    assert await store.exchange_soon(queue, "w", [outcome], 10, 201.0, LEASE) == []
+    assert begun[0] == 2  # alone, at once
+    assert store.get(second.id).status is Status.SUCCEEDED  # type: ignore[union-attr]
+
+
+async def test_a_failing_part_of_a_shared_transaction_fails_only_its_own_callers(
+    counted: tuple[AsyncStore, list[int]], queue: str
+) -> None:
+    store, _ = counted
+    kept = new(queue)
+    await store.add(kept)
+    duplicate, other = new(queue), new(queue)
+    duplicate = dataclasses.replace(duplicate, id=kept.id)
+    results = await asyncio.gather(
+        store.add(duplicate),
+        store.exchange_soon(queue, "w", [], 10, 200.0, LEASE),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], sqlite3.IntegrityError)
+    assert [claim.id for claim in results[1]] == [kept.id]  # type: ignore[union-attr]
+    await store.add(other)
+    assert store.counts(queue) == (1, 1)
