@@ -815,55 +815,32 @@ class AsyncStore:
         now: float,
         lease_seconds: float,
         keep_output: bool = True,
+        transaction: _Transaction | None = None,
     ) -> list[Claim]:
-        """Record finished attempts and lease up to ``limit`` new ones, in one transaction.
+        """Record finished attempts and lease up to ``limit`` new ones, in one transaction
+        (``transaction``, or one of its own).
 
         The worker's one round trip per turn: slots freed by the outcomes are
         filled by the claims.
         """
-        with self._hot() as transaction:
-            return self._exchange(
-                transaction, queue, owner, outcomes, limit, now, lease_seconds, keep_output
-            )
-
-    async def exchange_soon(
-        self,
-        queue: str,
-        owner: str,
-        outcomes: Sequence[Outcome],
-        limit: int,
-        now: float,
-        lease_seconds: float,
-        keep_output: bool = True,
-    ) -> list[Claim]:
-        """``exchange`` from async code: on SQLite in the transaction of this loop turn's
-        other hot writes (the submissions read meanwhile), else in the store's threads."""
-        if self._turn is None:
-            return await self.run(
-                self.exchange, queue, owner, outcomes, limit, now, lease_seconds, keep_output
-            )
-        return await self._turn.call(
-            lambda transaction: self._exchange(
-                transaction, queue, owner, outcomes, limit, now, lease_seconds, keep_output
-            )
-        )
-
-    def _exchange(
-        self,
-        transaction: _Transaction,
-        queue: str,
-        owner: str,
-        outcomes: Sequence[Outcome],
-        limit: int,
-        now: float,
-        lease_seconds: float,
-        keep_output: bool,
-    ) -> list[Claim]:
+        if transaction is None:
+            with self._hot() as transaction:
+                return self.exchange(
+                    queue, owner, outcomes, limit, now, lease_seconds, keep_output, transaction
+                )
         if outcomes:
             self._record(transaction, outcomes, now, keep_output)
         if limit <= 0:
             return []
         return self._claim(transaction, queue, owner, limit, now, lease_seconds)
+
+    async def exchange_soon(self, *args: Any) -> list[Claim]:
+        """``exchange(*args)`` from async code: on SQLite in the transaction of this loop
+        turn's other hot writes (the submissions read meanwhile), else in the store's
+        threads."""
+        if self._turn is None:
+            return await self.run(self.exchange, *args)
+        return await self._turn.call(lambda hot: self.exchange(*args, transaction=hot))
 
     def _claim(
         self,
