@@ -840,7 +840,8 @@ class AsyncStore:
         threads."""
         if self._turn is None:
             return await self.run(self.exchange, *args)
-        return await self._turn.call(lambda hot: self.exchange(*args, transaction=hot))
+        exchange: Any = self.exchange  # ``args`` are exchange's own, less the transaction
+        return await self._turn.call(lambda hot: exchange(*args, transaction=hot))
 
     def _claim(
         self,
