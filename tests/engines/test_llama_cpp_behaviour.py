@@ -52,16 +52,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def claude(server: ServerProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url(""), api_key="unused", max_retries=0)
-
-
 def ask(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 

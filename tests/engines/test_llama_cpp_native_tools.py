@@ -105,16 +105,6 @@ def server(tools_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def claude(server: ServerProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url(""), api_key="unused", max_retries=0)
-
-
 def ask(text: str) -> list[Any]:
     return [{"role": "user", "content": text}]
 

@@ -9,7 +9,6 @@ tool_choice and parallel_tool_calls switches are checked end to end with no weig
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,8 @@ import openai
 import pytest
 
 from kingpost.testing import ServerProcess
-from tests.conftest import MODELS, ROOT
+from tests.conftest import MODELS
+from tests.engines.conftest import serve_from_checkout
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOLS: Any = [
@@ -39,23 +39,8 @@ SCRIPT = (
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    path = os.environ.get("PYTHONPATH")
-    env = {
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT),
-        "KINGPOST_STATE_DIR": str(tmp_path_factory.mktemp("state")),
-    }
-    with ServerProcess(MODELS / "scripted_native_tools", env=env) as server:
+    with serve_from_checkout(MODELS / "scripted_native_tools", tmp_path_factory) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def claude(server: ServerProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url(""), api_key="unused", max_retries=0)
 
 
 def user(text: str) -> list[Any]:

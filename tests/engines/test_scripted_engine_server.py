@@ -8,7 +8,6 @@ no model weights.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,8 @@ import openai
 import pytest
 
 from kingpost.testing import ServerProcess
-from tests.conftest import MODELS, ROOT
+from tests.conftest import MODELS
+from tests.engines.conftest import serve_from_checkout
 
 CALL = '{"name": "get_weather", |"arguments": {"city": |"Paris"}}'
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -27,23 +27,8 @@ WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "requir
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    path = os.environ.get("PYTHONPATH")
-    env = {
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT),
-        "KINGPOST_STATE_DIR": str(tmp_path_factory.mktemp("state")),
-    }
-    with ServerProcess(MODELS / "scripted_llm", env=env) as server:
+    with serve_from_checkout(MODELS / "scripted_llm", tmp_path_factory) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def claude(server: ServerProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url(""), api_key="unused", max_retries=0)
 
 
 @pytest.fixture(scope="module")

@@ -35,11 +35,6 @@ def server() -> Iterator[ServerProcess]:
         yield server
 
 
-@pytest.fixture
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
-
-
 def test_metrics_count_the_batches(server: ServerProcess, client: openai.OpenAI) -> None:
     client.embeddings.create(model="all-MiniLM-L6-v2", input=["a", "b"])
     text = httpx.get(server.url("/metrics")).text

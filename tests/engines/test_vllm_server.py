@@ -71,11 +71,6 @@ def server() -> Iterator[ServerProcess]:
     process.stop(grace=60)
 
 
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
-
-
 def ask(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
