@@ -73,16 +73,12 @@ class ProcessReplica(ReplicaStatus):
     def __init__(
         self, spec: ReplicaSpec, options: ProcessOptions, on_change: Callable[[Replica], None]
     ) -> None:
-        self.spec = spec
+        super().__init__(spec, on_change)
         self.options = options
-        self.on_change = on_change
         self.name = f"{spec.deployment_id}/{next(_names)}"
-        self.in_flight = 0
         self.restarts = 0
         self.port = 0
         self.pid: int | None = None
-        self._state = ReplicaState.STARTING
-        self._error: str | None = None
         self._upstream: UpstreamPool | None = None
         self._child: ChildProcess | None = None
         self._task: asyncio.Task[None] | None = None

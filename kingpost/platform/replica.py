@@ -55,12 +55,15 @@ class ReplicaSpec:
 
 
 class ReplicaStatus:
-    """The ``state`` and ``error`` members of a replica, and the one way to change state
-    (which tells the pool through ``on_change``); each replica kind builds on it."""
+    """What every replica kind keeps (its spec, ``in_flight``, ``state`` and ``error``),
+    and the one way to change state (which tells the pool through ``on_change``)."""
 
-    on_change: Callable[[Any], None]
-    _state: ReplicaState = ReplicaState.STARTING
-    _error: str | None = None
+    def __init__(self, spec: ReplicaSpec, on_change: Callable[[Any], None]) -> None:
+        self.spec = spec
+        self.on_change = on_change
+        self.in_flight = 0
+        self._state = ReplicaState.STARTING
+        self._error: str | None = None
 
     @property
     def state(self) -> ReplicaState:

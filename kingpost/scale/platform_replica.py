@@ -126,17 +126,13 @@ class RayReplica(ReplicaStatus):
     def __init__(
         self, spec: ReplicaSpec, factory: RayReplicaFactory, on_change: Callable[[Replica], None]
     ) -> None:
-        self.spec = spec
+        super().__init__(spec, on_change)
         self.factory = factory
-        self.on_change = on_change
         self.app_name = application_name(spec)
         self.name = f"{spec.deployment_id}/ray:{self.app_name}"
-        self.in_flight = 0
         self.settings = Autoscaling()
         self.application: ModelApplication | None = None
         self.front: RayFrontApp | None = None
-        self._state = ReplicaState.STARTING
-        self._error: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._updates = asyncio.Lock()
 
