@@ -127,6 +127,24 @@ class PlatformProcess:
         )
 
 
+POSTGRES_SERVER = os.environ.get("KINGPOST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+def postgres_database(name: str) -> str:
+    """The URL of database ``name`` on the test PostgreSQL server, made if missing; the
+    test is skipped where no server answers."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {POSTGRES_SERVER} (.ci/run starts one): {exc}")
+    with admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if exists.fetchone() is None:
+            admin.execute(f"CREATE DATABASE {name}")
+    return f"{POSTGRES_SERVER}/{name}"
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
     """Poll ``check`` until it returns something truthy; AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout

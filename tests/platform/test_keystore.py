@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,22 +14,11 @@ from kingpost.auth import AuthenticationError, KeySpec, UnknownKeyError, verify_
 from kingpost.platform.keystore import PlatformKeyStore, keys_table
 from kingpost.platform.settings import PlatformOptions
 from kingpost.platform.store import StateStore
-
-DATABASE = "kingpost_keys_test"
-SERVER = os.environ.get("KINGPOST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+from tests.platform.conftest import postgres_database
 
 
 def postgresql_url() -> str:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(f"{SERVER}/postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {SERVER} (.ci/run starts one): {exc}")
-    with admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-        if exists.fetchone() is None:
-            admin.execute(f"CREATE DATABASE {DATABASE}")
-    url = PlatformOptions(state_url=f"{SERVER}/{DATABASE}").database_url
+    url = PlatformOptions(state_url=postgres_database("kingpost_keys_test")).database_url
     engine = sa.create_engine(url)
     keys_table.drop(engine, checkfirst=True)  # a clean table for this run
     engine.dispose()

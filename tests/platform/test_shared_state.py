@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,24 +10,12 @@ import pytest
 
 from kingpost.platform.settings import PlatformOptions
 from kingpost.platform.store import StateStore, metadata
-from tests.platform.conftest import PlatformProcess, model_copy, wait_for
-
-DATABASE = "kingpost_platform_test"
-SERVER = os.environ.get("KINGPOST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+from tests.platform.conftest import PlatformProcess, model_copy, postgres_database, wait_for
 
 
 @pytest.fixture(scope="module")
 def state_url() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(f"{SERVER}/postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {SERVER} (.ci/run starts one): {exc}")
-    with admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-        if exists.fetchone() is None:
-            admin.execute(f"CREATE DATABASE {DATABASE}")
-    url = f"{SERVER}/{DATABASE}"
+    url = postgres_database("kingpost_platform_test")
     store = StateStore(PlatformOptions(state_url=url).database_url)
     metadata.drop_all(store.engine)  # a clean state for this run
     store.close()
