@@ -71,6 +71,13 @@ class ClusterOwner:
         self.process.stdin.close()  # the owner calls ray.shutdown()
         self.process.wait(60)
 
+    def check_server_leaves(self, server: ServerProcess) -> None:
+        """A joined server's clean stop removes its application and leaves the cluster up."""
+        assert self.apps() == ["kingpost"]
+        assert server.stop(grace=60) == 0
+        assert self.apps() == []
+        assert self.process.poll() is None
+
 
 @pytest.fixture(scope="session")
 def owner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterOwner]:

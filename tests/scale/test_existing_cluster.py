@@ -48,10 +48,7 @@ def test_the_model_serves_from_the_existing_cluster(server: ServerProcess) -> No
 def test_stopping_removes_the_application_and_leaves_the_cluster(
     owner: ClusterOwner, server: ServerProcess
 ) -> None:
-    assert owner.apps() == ["kingpost"]
-    assert server.stop(grace=60) == 0
-    assert owner.apps() == []
-    assert owner.process.poll() is None
+    owner.check_server_leaves(server)
 
 
 def test_a_model_that_fails_to_load_exits_with_code_3(owner: ClusterOwner) -> None:

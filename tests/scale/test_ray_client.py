@@ -51,7 +51,4 @@ def test_a_websocket_is_refused_with_1011(server: ServerProcess) -> None:
 def test_stopping_removes_the_application_and_leaves_the_cluster(
     owner: ClusterOwner, server: ServerProcess
 ) -> None:
-    assert owner.apps() == ["kingpost"]
-    assert server.stop(grace=60) == 0
-    assert owner.apps() == []
-    assert owner.process.poll() is None
+    owner.check_server_leaves(server)
