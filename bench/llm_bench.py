@@ -25,10 +25,13 @@ processes hits both alike), printing the ratio of medians and of every round:
    process: free text, a JSON schema on candidates first, and ``grammar_first``;
 5. readiness while one client streams ~1,500-token chat prompts back to back: p50 and
    p99 of concurrent ``GET /v1/models/model`` against the same server idle, and against
-   a server whose decode threads run at its own priority (``compute_nice: 0``).
+   a server whose decode threads run at its own priority (``compute_nice: 0``);
+6. a streamed forced tool call: when its name and its first piece of arguments reach
+   the client, against when the whole call has (the time a client waited for the name
+   when calls were sent whole at the end), and how many pieces the arguments came in.
 
 ``--sections decode,constrained,prefix,sampling`` picks which to run (``readiness``
-too, run only when named).
+and ``toolstream`` too, run only when named).
 
 Prints medians and the ratios. Needs the llama extra: pip install 'kingpost[llama]'.
 """
@@ -370,6 +373,51 @@ def constrained_section(args: argparse.Namespace, record: Record, kingpost: Serv
             before.stop()
 
 
+async def streamed_call(url: str, tokens: int, seed: int) -> tuple[float, float, float, int]:
+    """One streamed forced tool call: seconds to its name, to its first arguments piece
+    and to its end, and the number of arguments pieces."""
+    body = {
+        "messages": [{"role": "user", "content": "Tell me a long story about a fox."}],
+        "tools": [STORY_TOOL],
+        "tool_choice": "required",
+        "max_tokens": tokens,
+        "temperature": 0.8,
+        "seed": seed,
+        "stream": True,
+    }
+    named = argued = 0.0
+    pieces = 0
+    start = time.perf_counter()
+    async with (
+        httpx.AsyncClient(timeout=600) as client,
+        client.stream("POST", url, json=body) as response,
+    ):
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            for call in choices[0].get("delta", {}).get("tool_calls") or []:
+                function = call.get("function") or {}
+                if function.get("name") and not named:
+                    named = time.perf_counter() - start
+                if function.get("arguments"):
+                    pieces += 1
+                    argued = argued or time.perf_counter() - start
+    return named, argued, time.perf_counter() - start, pieces
+
+
+def toolstream_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
+    url = kingpost.url("/v1/chat/completions")
+    asyncio.run(streamed_call(url, 8, 0))  # warm-up
+    for round_number in range(args.rounds):
+        named, argued, whole, pieces = asyncio.run(streamed_call(url, args.tokens, round_number))
+        record("tool call: name s", named)
+        record("tool call: first arguments piece s", argued)
+        record("tool call: whole call s", whole)
+        record("tool call: arguments pieces", pieces)
+
+
 def sampling_section(args: argparse.Namespace, record: Record) -> None:
     """Milliseconds per token spent deciding it (sampling and grammar), apart from the
     decode, in process: free text, a JSON schema checked on candidates first, and the
@@ -592,7 +640,7 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         default="decode,constrained,prefix,sampling",
-        help="comma-separated: decode, constrained, prefix, sampling, readiness",
+        help="comma-separated: decode, constrained, prefix, sampling, readiness, toolstream",
     )
     parser.add_argument("--readiness-seconds", type=float, default=20.0)
     parser.add_argument(
@@ -608,13 +656,15 @@ def main() -> None:
     def record(name: str, value: float) -> None:
         results.setdefault(name, []).append(value)
 
-    if sections & {"decode", "constrained"}:
+    if sections & {"decode", "constrained", "toolstream"}:
         kingpost = ServerProcess(EXAMPLE, startup_timeout=300).start()
         try:
             if "decode" in sections:
                 decode_section(args, record, kingpost)
             if "constrained" in sections:
                 constrained_section(args, record, kingpost)
+            if "toolstream" in sections:
+                toolstream_section(args, record, kingpost)
         finally:
             kingpost.stop()
     if "prefix" in sections:
@@ -663,6 +713,15 @@ def main() -> None:
                     f"(free text {free:.2f}); tokens/s vs free text {here:.2f}x at this "
                     f"run's decode ({decode:.1f} ms), {quiet:.2f}x at {QUIET_DECODE_MS} ms"
                 )
+    if "toolstream" in sections:
+        whole = results["tool call: whole call s"]
+        for part in ("name", "first arguments piece"):
+            shares = [a / b for a, b in zip(results[f"tool call: {part} s"], whole, strict=True)]
+            print(
+                f"streamed tool call: {part} reaches the client at "
+                f"{statistics.median(shares):.2f}x of the whole call's time "
+                f"(rounds: {' '.join(f'{v:.2f}' for v in shares)}; sent whole: 1.00x)"
+            )
     if "prefix" in sections:
         speedup = (
             median["shared prompt ttft s, cache off"] / median["shared prompt ttft s, cache on"]

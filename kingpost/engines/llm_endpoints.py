@@ -47,6 +47,7 @@ from kingpost.engines.llm_replies import (
 )
 from kingpost.engines.response_store import ResponseStore
 from kingpost.engines.stored_responses import StoredResponses
+from kingpost.engines.tool_call_stream import CallArguments, CallOpened
 from kingpost.engines.tool_calls import ToolPolicy, ToolSyntax
 from kingpost.protocols import (
     ChatCompletionRequest,
@@ -198,14 +199,18 @@ class LLMEndpoints(abc.ABC):
         )
         yield stream.role()
         async for event in read_reply(self.generate, plan):
-            if isinstance(event, ReplyDelta):
+            if isinstance(event, CallOpened):
+                yield stream.tool_call_opened(event.index, new_id("call_"), event.name)
+            elif isinstance(event, CallArguments):
+                yield stream.tool_call_arguments(event.index, event.delta)
+            elif isinstance(event, ReplyDelta):
                 yield stream.text(event.text, event.logprobs if body.logprobs else None)
-                continue
-            if event.text:
-                yield stream.text(event.text, event.logprobs if body.logprobs else None)
-            for index, call in enumerate(event.calls):
-                yield stream.tool_call(index, new_id("call_"), call.name, call.arguments_json)
-            yield stream.finish(_finish_reason(event), _usage([event], plan.prompt_tokens))
+            else:
+                if event.text:
+                    yield stream.text(event.text, event.logprobs if body.logprobs else None)
+                for index, call in enumerate(event.calls[event.streamed :], event.streamed):
+                    yield stream.tool_call(index, new_id("call_"), call.name, call.arguments_json)
+                yield stream.finish(_finish_reason(event), _usage([event], plan.prompt_tokens))
 
     # ---- OpenAI completions -------------------------------------------------------
 
@@ -259,6 +264,8 @@ class LLMEndpoints(abc.ABC):
         if body.echo and isinstance(prompt, str):
             yield stream.text(prompt)
         async for event in read_reply(self.generate, plan):
+            if isinstance(event, CallOpened | CallArguments):
+                continue  # a completion has no tools
             logprobs = event.logprobs if body.logprobs is not None else None
             if event.text:
                 yield stream.text(event.text, logprobs)
@@ -380,10 +387,18 @@ class LLMEndpoints(abc.ABC):
     ) -> AsyncGenerator[str, None]:
         yield stream.created()
         async for event in read_reply(self.generate, plan):
-            if event.text:
+            if isinstance(event, CallOpened):
+                yield stream.function_call_opened(event.name)
+            elif isinstance(event, CallArguments):
+                yield stream.function_call_arguments(event.delta)
+            elif event.text:
                 yield stream.text(event.text)
             if isinstance(event, ReplyEnd):
-                for call in event.calls:
+                if event.streamed:
+                    yield stream.function_call_closed(
+                        complete=not event.calls[event.streamed - 1].truncated
+                    )
+                for call in event.calls[event.streamed :]:
                     yield stream.function_call(
                         call.name, call.arguments_json, complete=not call.truncated
                     )
@@ -434,10 +449,14 @@ class LLMEndpoints(abc.ABC):
         stream = MessageStream(model, input_tokens=plan.prompt_tokens)
         yield stream.start()
         async for event in read_reply(self.generate, plan):
-            if event.text:
+            if isinstance(event, CallOpened):
+                yield stream.tool_use_opened(event.name)
+            elif isinstance(event, CallArguments):
+                yield stream.tool_use_input(event.delta)
+            elif event.text:
                 yield stream.text(event.text)
             if isinstance(event, ReplyEnd):
-                for call in event.calls:
+                for call in event.calls[event.streamed :]:
                     yield stream.tool_use(call.name, call.arguments)
                 stop_reason, stop_sequence = _anthropic_stop(event)
                 yield stream.finish(

@@ -20,6 +20,7 @@ from kingpost.engines.generation import (
     GenerationRequest,
     StopMatcher,
 )
+from kingpost.engines.tool_call_stream import CallArguments, CallEvent, CallOpened, CallStreamer
 from kingpost.engines.tool_calls import ParsedToolCall, ToolPolicy
 from kingpost.observe.generations import GenerationWatch
 from kingpost.protocols import TokenLogprob
@@ -62,6 +63,8 @@ class ReplyEnd:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     """Logprobs of the tokens behind ``text``."""
     all_logprobs: list[TokenLogprob] = field(default_factory=list)
+    streamed: int = 0
+    """How many of ``calls`` (the first ones) were already sent as call events."""
 
     @property
     def truncated(self) -> bool:
@@ -69,11 +72,25 @@ class ReplyEnd:
         return any(call.truncated for call in self.calls)
 
 
-class ToolCallReader:
+class _CallEvents:
+    """The calls a reader has seen begin and grow, for a stream to send as they come."""
+
+    def __init__(self, policy: ToolPolicy) -> None:
+        self.streamer = CallStreamer(policy)
+        self._events: list[CallEvent] = []
+
+    def take_events(self) -> list[CallEvent]:
+        """The call events since the last call."""
+        events, self._events = self._events, []
+        return events
+
+
+class ToolCallReader(_CallEvents):
     """Decides, from the first visible characters, whether a reply is a tool call.
 
-    A reply that may be a call (it opens with ``{``) is held back until it ends;
-    any other reply is passed through as it streams.
+    A reply that may be a call (it opens with ``{``) is held back as text; a call's name
+    and arguments are reported as they come (:meth:`take_events`). Any other reply is
+    passed through as it streams.
     """
 
     def __init__(self, policy: ToolPolicy) -> None:
@@ -81,17 +98,22 @@ class ToolCallReader:
         self._decided = not policy.may_call
         self._holding = False
         self._held = ""
+        _CallEvents.__init__(self, policy)
 
     def feed(self, text: str) -> str:
         if self._decided and not self._holding:
             return text
         self._held += text
-        if not self._decided and self._held.strip():
+        if not self._decided:
+            if not self._held.strip():
+                return ""
             self._decided = True
             self._holding = self._held.lstrip().startswith(("{", "```"))
             if not self._holding:
                 text, self._held = self._held, ""
                 return text
+            text = self._held
+        self._events += self.streamer.feed(text)
         return ""
 
     def finish(self, *, cut_off: bool = False) -> tuple[str, list[ParsedToolCall]]:
@@ -106,15 +128,17 @@ class ToolCallReader:
             call = self.policy.parse_truncated(held)
         elif call is None and cut_off and self.policy.call_schema() is not None:
             call = self.policy.parse_truncated(held)  # a required call cut before its first "{"
-        return ("", [call]) if call is not None else (held, [])
+        calls = self.streamer.reconcile([call] if call is not None else [])
+        return ("", calls) if calls else (held, [])
 
 
-class NativeCallReader:
+class NativeCallReader(_CallEvents):
     """Reads a reply in the model's own call markers (``policy.syntax``).
 
     Text streams until the calls' trigger appears (text that could be the start of
-    it is held back meanwhile); from the trigger on, the rest is held and read as
-    calls at the end (text again if it does not parse).
+    it is held back meanwhile); from the trigger on, the rest is held, its calls
+    reported as they come (:meth:`take_events`) and read whole at the end (text again
+    if it does not parse and nothing of it was reported).
     """
 
     def __init__(self, policy: ToolPolicy) -> None:
@@ -125,17 +149,20 @@ class NativeCallReader:
         self._text = ""  # the reply so far
         self._sent = 0  # how much of it has been emitted
         self._calls_at = -1
+        _CallEvents.__init__(self, policy)
 
     def feed(self, text: str) -> str:
         if not self._active:
             return text
         self._text += text
         if self._calls_at >= 0:
+            self._events += self.streamer.feed(text)
             return ""
         syntax = self.syntax
         at = syntax.find(self._text)
         if at >= 0:
             self._calls_at = at
+            self._events += self.streamer.feed(self._text[at:])
             return self._release(at)
         if syntax.at_start:
             if self._text.strip() and not syntax.may_begin(self._text):
@@ -147,6 +174,7 @@ class NativeCallReader:
     def finish(self, *, cut_off: bool = False) -> tuple[str, list[ParsedToolCall]]:
         if self._calls_at >= 0:
             _, calls = self.policy.parse_native(self._text, cut_off=cut_off)
+            calls = self.streamer.reconcile(calls)
             if calls:
                 return "", calls
         return self._release(len(self._text)), []
@@ -168,6 +196,8 @@ async def collect_reply(generate: Generate, plan: GenerationPlan) -> ReplyEnd:
     """Run a plan to the end; the ReplyEnd's text is the whole reply."""
     text: list[str] = []
     async for event in read_reply(generate, plan):
+        if isinstance(event, CallOpened | CallArguments):
+            continue
         text.append(event.text)
         if isinstance(event, ReplyEnd):
             event.text = "".join(text)
@@ -177,8 +207,10 @@ async def collect_reply(generate: Generate, plan: GenerationPlan) -> ReplyEnd:
 
 async def read_reply(
     generate: Generate, plan: GenerationPlan
-) -> AsyncIterator[ReplyDelta | ReplyEnd]:
-    """Text deltas (stop sequences cut, possible tool calls held back), then one ReplyEnd."""
+) -> AsyncIterator[ReplyDelta | CallEvent | ReplyEnd]:
+    """Text deltas (stop sequences cut, possible tool calls held back), the calls' names
+    and arguments as they are written (:class:`CallOpened`, :class:`CallArguments`), then
+    one ReplyEnd."""
     matcher = StopMatcher(plan.request.stop)
     reader: ToolCallReader | NativeCallReader = (
         NativeCallReader(plan.policy) if plan.policy.native else ToolCallReader(plan.policy)
@@ -205,6 +237,8 @@ async def read_reply(
                 if text:
                     yield ReplyDelta(text, logprobs)
                     logprobs = []
+                for call_event in reader.take_events():
+                    yield call_event
                 if matcher.matched is not None:
                     break  # leaving the block closes the token stream, which stops the engine
         if outcome is None or matcher.matched is not None:
@@ -220,6 +254,8 @@ async def read_reply(
             if tail:
                 yield ReplyDelta(tail, logprobs)
                 logprobs = []
+            for call_event in reader.take_events():
+                yield call_event
         # Reported before the last yield: a reader may stop reading at the ReplyEnd.
         watch.finish(
             first_token_at, outcome.prompt_tokens, outcome.completion_tokens, outcome.reason
@@ -228,7 +264,8 @@ async def read_reply(
         policy = plan.policy
         if not calls and (policy.call_schema() or policy.call_layout()) is not None:
             text = ""  # a required call that never got its name: nothing of it is shown
-        yield ReplyEnd(outcome, calls, text, logprobs, all_logprobs)
+        streamed = len(reader.streamer.calls) if calls else 0
+        yield ReplyEnd(outcome, calls, text, logprobs, all_logprobs, streamed)
     finally:
         if not watch.finished:  # stopped: the client left, or the engine failed
             watch.finish(first_token_at, plan.prompt_tokens, produced, "abort")

@@ -234,16 +234,24 @@ class MessageStream:
 
     def tool_use(self, name: str, input: dict[str, Any], tool_use_id: str | None = None) -> str:
         """One complete tool_use block: start, its input as one input_json_delta, stop."""
+        return (
+            self.tool_use_opened(name, tool_use_id)
+            + self.tool_use_input(orjson.dumps(input).decode())
+            + self._close_block()
+        )
+
+    def tool_use_opened(self, name: str, tool_use_id: str | None = None) -> str:
+        """A tool_use block whose input is still to come (closing the open block)."""
         block = ToolUseBlock(name=name, input={})
         if tool_use_id:
             block.id = tool_use_id
-        events = self._close_block() + self._open_block(block, "tool_use")
-        events += self._event(
-            "content_block_delta",
-            index=self._index,
-            delta={"type": "input_json_delta", "partial_json": orjson.dumps(input).decode()},
-        )
-        return events + self._close_block()
+        return self._close_block() + self._open_block(block, "tool_use")
+
+    def tool_use_input(self, partial_json: str) -> str:
+        """More of the open tool_use block's input, as JSON text."""
+        assert self._open == "tool_use", "no tool_use block is open"
+        delta = {"type": "input_json_delta", "partial_json": partial_json}
+        return self._event("content_block_delta", index=self._index, delta=delta)
 
     def finish(
         self,

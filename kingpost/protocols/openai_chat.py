@@ -285,6 +285,15 @@ class ChatCompletionStream:
         )
         return sse_event(self.chunk(ChoiceDelta(tool_calls=[call])))
 
+    def tool_call_opened(self, index: int, call_id: str, name: str) -> str:
+        """The first chunk of a call whose arguments are still to come."""
+        return self.tool_call(index, call_id, name, "")
+
+    def tool_call_arguments(self, index: int, delta: str) -> str:
+        """More of call ``index``'s arguments (the chunk names only the index)."""
+        call = ChunkToolCall(index=index, function=ChunkFunctionCall(arguments=delta))
+        return sse_event(self.chunk(ChoiceDelta(tool_calls=[call])))
+
     def finish(self, finish_reason: FinishReason, usage: Usage | None = None) -> str:
         """The closing chunks: finish_reason, then usage if asked for, then ``[DONE]``."""
         events = sse_event(self.chunk(ChoiceDelta(), finish_reason=finish_reason))

@@ -299,6 +299,7 @@ class ResponseStream:
         self.response.status = "in_progress"
         self._sequence = 0
         self._message: OutputMessage | None = None
+        self._call: OutputFunctionCall | None = None
 
     def _event(self, kind: str, **fields: Any) -> str:
         payload = {"type": kind, "sequence_number": self._sequence, **fields}
@@ -318,7 +319,7 @@ class ResponseStream:
         """A piece of output text, opening the message item on first use."""
         events = ""
         if self._message is None:
-            events += self._open_message()
+            events += self.function_call_closed() + self._open_message()
         assert self._message is not None
         self._message.content[0].text += delta
         return events + self._event(
@@ -333,31 +334,55 @@ class ResponseStream:
     def function_call(
         self, name: str, arguments: str, call_id: str | None = None, *, complete: bool = True
     ) -> str:
-        """One function call item (closing any open message first); ``complete=False``
+        """One whole function call item (closing any open message first); ``complete=False``
         for a call cut off by the token limit (its status is then ``incomplete``)."""
-        events = self._close_message("completed")
+        return (
+            self.function_call_opened(name, call_id)
+            + self.function_call_arguments(arguments)
+            + self.function_call_closed(complete=complete)
+        )
+
+    def function_call_opened(self, name: str, call_id: str | None = None) -> str:
+        """A function call item whose arguments are still to come (closing any open item)."""
+        events = self._close_message("completed") + self.function_call_closed()
         call = OutputFunctionCall(name=name, arguments="", status="in_progress")
         if call_id:
             call.call_id = call_id
-        index = len(self.response.output)
         events += self._event(
-            "response.output_item.added", output_index=index, item=call.model_dump(mode="json")
+            "response.output_item.added",
+            output_index=len(self.response.output),
+            item=call.model_dump(mode="json"),
         )
         self.response.output.append(call)
-        events += self._event(
+        self._call = call
+        return events
+
+    def function_call_arguments(self, delta: str) -> str:
+        """More of the open function call's arguments."""
+        call = self._call
+        assert call is not None, "no function call is open"
+        call.arguments += delta
+        return self._event(
             "response.function_call_arguments.delta",
             item_id=call.id,
-            output_index=index,
-            delta=arguments,
+            output_index=self.response.output.index(call),
+            delta=delta,
         )
-        call.arguments = arguments
+
+    def function_call_closed(self, *, complete: bool = True) -> str:
+        """The open function call's end, if one is open (``complete=False``: its arguments
+        were cut off)."""
+        call, self._call = self._call, None
+        if call is None:
+            return ""
+        index = self.response.output.index(call)
         call.status = "completed" if complete else "incomplete"
-        events += self._event(
+        events = self._event(
             "response.function_call_arguments.done",
             item_id=call.id,
             output_index=index,
-            name=name,
-            arguments=arguments,
+            name=call.name,
+            arguments=call.arguments,
         )
         return events + self._event(
             "response.output_item.done", output_index=index, item=call.model_dump(mode="json")
@@ -366,7 +391,8 @@ class ResponseStream:
     def finish(self, usage: ResponseUsage | None = None, *, incomplete: bool = False) -> str:
         """Close the open item and end with response.completed or response.incomplete."""
         # an empty answer is still one (empty) message, as the API reports it
-        events = "" if self.response.output else self._open_message()
+        events = self.function_call_closed(complete=not incomplete)
+        events += "" if self.response.output else self._open_message()
         events += self._close_message("incomplete" if incomplete else "completed")
         self.response.usage = usage
         if incomplete:

@@ -187,9 +187,11 @@ def test_a_required_call_streams_through_the_openai_sdk(client: openai.OpenAI) -
     )
     chunks = [chunk for chunk in stream if chunk.choices]
     calls = [call for chunk in chunks for call in chunk.choices[0].delta.tool_calls or []]
-    assert len(calls) == 1 and calls[0].function is not None
+    assert {call.index for call in calls} == {0} and calls[0].function is not None
     assert calls[0].function.name in ("get_weather", "get_time")
-    assert isinstance(json.loads(calls[0].function.arguments or ""), dict)
+    assert [call.id is not None for call in calls] == [True] + [False] * (len(calls) - 1)
+    arguments = "".join(call.function.arguments or "" for call in calls if call.function)
+    assert isinstance(json.loads(arguments), dict)
     assert not "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 

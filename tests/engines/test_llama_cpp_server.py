@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -398,21 +399,29 @@ def test_openai_chat_tool_call_round_trip(client: openai.OpenAI) -> None:
 
 
 def test_openai_streamed_tool_call(client: openai.OpenAI) -> None:
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_TOOL}}]
-    chunks = list(
-        client.chat.completions.create(
-            model="gemma-270m",
-            messages=ask("Weather in Rome?"),
-            tools=tools,
-            tool_choice={"type": "function", "function": {"name": "get_weather"}},
-            max_tokens=40,
-            temperature=0,
-            stream=True,
-        )
-    )
+    """The name comes in the first chunk and the arguments token by token, adding up to
+    what the same request gives unstreamed."""
+    tools: Any = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_TOOL}}
+    ]
+    request: Any = {
+        "model": "gemma-270m",
+        "messages": ask("Weather in Rome?"),
+        "tools": tools,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "max_tokens": 40,
+        "temperature": 0,
+    }
+    chunks = list(client.chat.completions.create(**request, stream=True))
     calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
-    assert calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    assert calls[0].function.name == "get_weather" and calls[0].id  # type: ignore[union-attr]
+    assert all(call.index == 0 and not call.id for call in calls[1:])
+    pieces = [call.function.arguments for call in calls if call.function]
+    assert len([piece for piece in pieces if piece]) > 2
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    whole = client.chat.completions.create(**request)
+    (call,) = whole.choices[0].message.tool_calls or []
+    assert json.loads("".join(p or "" for p in pieces)) == json.loads(call.function.arguments)  # type: ignore[union-attr]
 
 
 def test_responses_function_call_round_trip(client: openai.OpenAI) -> None:

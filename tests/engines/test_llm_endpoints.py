@@ -174,7 +174,9 @@ async def test_a_streamed_chat_reports_usage_when_asked(engine: ScriptedEngine) 
     assert chat_deltas(events) == ["one", " two"]
 
 
-async def test_a_tool_call_is_held_back_then_sent_whole(engine: ScriptedEngine) -> None:
+async def test_a_streamed_tool_call_is_never_text_and_its_arguments_come_as_written(
+    engine: ScriptedEngine,
+) -> None:
     events = await call(engine, "chat_completions", tools_chat(*CALL, stream=True))
     assert chat_deltas(events) == []  # no piece of the call leaked out as text
     calls = [
@@ -184,10 +186,15 @@ async def test_a_tool_call_is_held_back_then_sent_whole(engine: ScriptedEngine) 
         for choice in data["choices"]
         for call in choice["delta"].get("tool_calls") or []
     ]
-    assert len(calls) == 1
-    assert calls[0]["function"]["name"] == "get_weather"
-    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
-    assert calls[0]["id"].startswith("call_")
+    opening, *rest = calls
+    assert opening["id"].startswith("call_")
+    assert (opening["index"], opening["type"]) == (0, "function")
+    assert opening["function"] == {"name": "get_weather", "arguments": ""}
+    # later chunks carry only the index and the next piece, as OpenAI's do
+    assert all(set(piece) == {"index", "function"} for piece in rest)
+    assert all(set(piece["function"]) == {"arguments"} for piece in rest)
+    arguments = "".join(piece["function"]["arguments"] for piece in rest)
+    assert json.loads(arguments) == {"city": "Paris"}
     assert finish_reasons(events) == ["tool_calls"]
 
 

@@ -66,10 +66,12 @@ def test_streamed_parallel_calls_follow_the_streamed_text(client: openai.OpenAI)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
     calls = [call for chunk in chunks for call in chunk.choices[0].delta.tool_calls or []]
     assert text.strip() == "Checking."
-    assert [(call.index, call.function.name) for call in calls if call.function] == [
-        (0, "get_weather"),
-        (1, "get_time"),
-    ]
+    named = [(call.index, call.function.name) for call in calls if call.function and call.id]
+    assert named == [(0, "get_weather"), (1, "get_time")]
+    arguments = ["", ""]
+    for call in calls:
+        arguments[call.index] += call.function.arguments or ""  # type: ignore[union-attr]
+    assert [json.loads(part) for part in arguments] == [{"city": "Paris"}, {}]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 

@@ -7,7 +7,6 @@ no model weights.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -63,18 +62,61 @@ def test_a_streamed_chat_completion_accumulates_and_reports_usage(client: openai
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
 
 
-def test_a_streamed_tool_call_reaches_the_sdk_whole(client: openai.OpenAI) -> None:
+def test_a_streamed_tool_call_sends_its_name_first_then_its_arguments_as_written(
+    client: openai.OpenAI,
+) -> None:
     tool: Any = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
     stream = client.chat.completions.create(
         model="scripted", messages=user(CALL), tools=[tool], stream=True
     )
     chunks = [chunk for chunk in stream if chunk.choices]
     calls = [call for c in chunks for call in c.choices[0].delta.tool_calls or []]
-    assert [call.function.name for call in calls if call.function] == ["get_weather"]
-    assert calls[0].function is not None
-    assert json.loads(calls[0].function.arguments or "") == {"city": "Paris"}
+    assert [call.index for call in calls] == [0, 0, 0]
+    assert calls[0].id and calls[0].function and calls[0].function.name == "get_weather"
+    assert [call.function.arguments for call in calls if call.function] == [
+        "",
+        '{"city": ',
+        '"Paris"}',
+    ]
+    assert all(call.id is None for call in calls[1:])
     assert all(not c.choices[0].delta.content for c in chunks)
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_the_sdk_stream_helper_sees_the_arguments_grow(client: openai.OpenAI) -> None:
+    """``client.chat.completions.stream`` (the SDK's own accumulator) reports each
+    arguments piece with the arguments so far, then the whole call."""
+    tool: Any = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
+    with client.chat.completions.stream(
+        model="scripted", messages=user(CALL), tools=[tool]
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_completion()
+    growing = [e.arguments for e in events if e.type == "tool_calls.function.arguments.delta"]
+    assert growing == ["", '{"city": ', '{"city": "Paris"}']  # the first: the name's chunk
+    (done,) = [e for e in events if e.type == "tool_calls.function.arguments.done"]
+    assert (done.name, done.arguments) == ("get_weather", '{"city": "Paris"}')
+    (call,) = final.choices[0].message.tool_calls or []
+    assert call.function.arguments == '{"city": "Paris"}'  # type: ignore[union-attr]
+
+
+def test_a_streamed_response_sends_function_call_arguments_as_written(
+    client: openai.OpenAI,
+) -> None:
+    tool: Any = {"type": "function", "name": "get_weather", "parameters": WEATHER}
+    with client.responses.stream(model="scripted", input=CALL, tools=[tool]) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [event.type for event in events]
+    assert kinds.count("response.output_item.added") == 1
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert deltas == ['{"city": ', '"Paris"}']
+    (call,) = final.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert (call.arguments, call.status) == ('{"city": "Paris"}', "completed")
+    stored = client.responses.retrieve(final.id)
+    assert stored.output[0].type == "function_call"
+    assert stored.output[0].arguments == '{"city": "Paris"}'
 
 
 def test_n_choices_each_get_their_own_seed(client: openai.OpenAI) -> None:
@@ -128,12 +170,19 @@ def test_a_message_names_its_stop_sequence(claude: anthropic.Anthropic) -> None:
     assert (reply.stop_reason, reply.stop_sequence) == ("stop_sequence", "STOP")
 
 
-def test_a_streamed_tool_use_accumulates_in_the_sdk(claude: anthropic.Anthropic) -> None:
+def test_a_streamed_tool_use_sends_its_input_as_written(claude: anthropic.Anthropic) -> None:
     tool: Any = {"name": "get_weather", "input_schema": WEATHER}
     with claude.messages.stream(
         model="scripted", max_tokens=50, messages=user(CALL), tools=[tool]
     ) as stream:
+        events = list(stream)
         final = stream.get_final_message()
+    pieces = [
+        event.delta.partial_json
+        for event in events
+        if event.type == "content_block_delta" and event.delta.type == "input_json_delta"
+    ]
+    assert pieces == ['{"city": ', '"Paris"}']
     (block,) = final.content
     assert block.type == "tool_use"
     assert (block.name, block.input) == ("get_weather", {"city": "Paris"})
