@@ -47,9 +47,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -215,6 +217,15 @@ async def chat_first_token(url: str, question: str) -> float:
         "stream": True,
     }
     start = time.perf_counter()
+    async with aclosing(chat_deltas(url, body)) as deltas:
+        async for delta in deltas:
+            if delta.get("content"):
+                break
+    return time.perf_counter() - start
+
+
+async def chat_deltas(url: str, body: dict[str, object]) -> AsyncIterator[dict[str, Any]]:
+    """The first choice's delta of each chunk of a streamed chat, as it arrives."""
     async with (
         httpx.AsyncClient(timeout=600) as client,
         client.stream("POST", url, json=body) as response,
@@ -224,9 +235,7 @@ async def chat_first_token(url: str, question: str) -> float:
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             choices = json.loads(line[6:]).get("choices") or [{}]
-            if (choices[0].get("delta") or {}).get("content"):
-                break
-    return time.perf_counter() - start
+            yield choices[0].get("delta") or {}
 
 
 def served_copy(**engine: object) -> ServerProcess:
@@ -388,22 +397,14 @@ async def streamed_call(url: str, tokens: int, seed: int) -> tuple[float, float,
     named = argued = 0.0
     pieces = 0
     start = time.perf_counter()
-    async with (
-        httpx.AsyncClient(timeout=600) as client,
-        client.stream("POST", url, json=body) as response,
-    ):
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            choices = json.loads(line[6:]).get("choices") or [{}]
-            for call in choices[0].get("delta", {}).get("tool_calls") or []:
-                function = call.get("function") or {}
-                if function.get("name") and not named:
-                    named = time.perf_counter() - start
-                if function.get("arguments"):
-                    pieces += 1
-                    argued = argued or time.perf_counter() - start
+    async for delta in chat_deltas(url, body):
+        for call in delta.get("tool_calls") or []:
+            function = call.get("function") or {}
+            if function.get("name") and not named:
+                named = time.perf_counter() - start
+            if function.get("arguments"):
+                pieces += 1
+                argued = argued or time.perf_counter() - start
     return named, argued, time.perf_counter() - start, pieces
 
 

@@ -20,7 +20,13 @@ import json
 import re
 from dataclasses import dataclass
 
-from kingpost.engines.tool_calls import ParsedToolCall, ToolPolicy, ToolSyntax, complete_json_prefix
+from kingpost.engines.tool_calls import (
+    ParsedToolCall,
+    ToolPolicy,
+    ToolSyntax,
+    complete_json_prefix,
+    skip_markers,
+)
 
 HEAD_LIMIT = 512
 """How far past the last call a head may still be forming before streaming stops."""
@@ -165,21 +171,9 @@ class CallStreamer:
     def _skip(self, at: int) -> int:
         """Past whitespace and what may stand between calls: markers, separators, the end
         of the last call's object and the brackets of a list of calls."""
-        text, syntax = self._text, self._syntax
-        if syntax is None:
-            markers: tuple[str, ...] = ()
-        else:
-            markers = syntax.fillers if syntax.at_start else (syntax.trigger, *syntax.fillers)
-            markers = (*markers, ",", ";", "[", "]", "}")
-        while True:
-            while at < len(text) and text[at].isspace():
-                at += 1
-            for marker in markers:
-                if marker and text.startswith(marker, at):
-                    at += len(marker)
-                    break
-            else:
-                return at
+        syntax = self._syntax
+        markers = () if syntax is None else (*syntax.between_calls(), "[", "]", "}")
+        return skip_markers(self._text, at, markers)
 
 
 def _head_pattern(syntax: ToolSyntax | None) -> re.Pattern[str]:

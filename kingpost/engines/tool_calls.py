@@ -203,22 +203,31 @@ class ToolSyntax:
     def _skip(self, text: str, at: int) -> int:
         """Past whitespace, the trigger (a marker, unless the call's JSON opens with it),
         fillers and separators."""
+        return skip_markers(text, at, self.between_calls())
+
+    def between_calls(self) -> tuple[str, ...]:
+        """What may stand before and between calls: the trigger (unless the call's JSON
+        opens with it), fillers and separators."""
         markers = self.fillers if self.at_start else (self.trigger, *self.fillers)
-        markers = (*markers, ",", ";")
-        while True:
-            at = self._skip_space(text, at)
-            for marker in markers:
-                if marker and text.startswith(marker, at):
-                    at += len(marker)
-                    break
-            else:
-                return at
+        return (*markers, ",", ";")
 
     @staticmethod
     def _skip_space(text: str, at: int) -> int:
         while at < len(text) and text[at].isspace():
             at += 1
         return at
+
+
+def skip_markers(text: str, at: int, markers: tuple[str, ...]) -> int:
+    """Where ``text`` goes on after whitespace and any of ``markers`` from ``at``."""
+    while True:
+        at = ToolSyntax._skip_space(text, at)
+        for marker in markers:
+            if marker and text.startswith(marker, at):
+                at += len(marker)
+                break
+        else:
+            return at
 
 
 def _header(pattern: str) -> re.Pattern[str]:
