@@ -251,10 +251,18 @@ class LoadLoop:
             return list(self.outcomes)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    server: ServerProcess | None = None,
+) -> None:
+    """Poll ``condition`` until it holds; AssertionError naming ``what`` (with the end of
+    ``server``'s log, when given) if it has not within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s")
+    log = f"\nthe server's log ends:\n{server.logs()[-6000:]}" if server is not None else ""
+    raise AssertionError(f"{what}: not within {timeout} s{log}")
