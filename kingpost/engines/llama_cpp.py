@@ -86,10 +86,18 @@ class LlamaCppConfig(BaseModel):
     prefix_cache: bool = True
     """Keep each finished sequence's KV cache in its slot, so that a later prompt
     sharing its start (a system prompt, a growing chat) decodes only the rest."""
-    compute_nice: int = Field(10, ge=0, le=19)
+    compute_nice: int = Field(0, ge=0, le=19)
     """How much lower than the server's own threads the decode threads run (a nice
-    value, Linux): while a long prompt keeps every core busy, the event loop still
-    answers readiness and streams at once. 0 runs them alike."""
+    value, Linux): while a long prompt keeps every core busy, the event loop answers
+    readiness and streams sooner. Only for a machine the server has to itself: the
+    decode threads then also lose to every other busy process, and since each step
+    waits for all of them, one neighbour's busy loop slows decoding dozens of times
+    (not twice). 0, the default, runs them at the server's priority."""
+    adaptive_threads: bool = True
+    """Decode with fewer threads while other processes take cores (measured as the CPU
+    time the decode steps got against their wall time), and with all of them again once
+    the cores are free: llama.cpp's threads wait for each other after every operation, so
+    one thread short of a core slows all of them. CPU-only models (``gpu_layers: 0``)."""
     verbose: bool = False
 
 
@@ -195,6 +203,7 @@ class LlamaCppModel(LLMEndpoints):
             prefix_cache=settings.prefix_cache,
             grammar_first=settings.grammar_first,
             compute_nice=settings.compute_nice,
+            adaptive_threads=settings.adaptive_threads and settings.gpu_layers == 0,
         )
         self._scheduler.start()
         if settings.embeddings:

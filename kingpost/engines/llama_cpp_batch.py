@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from kingpost.engines.llama_cpp_sampling import (
     candidate_tiers,
     free_samplers,
 )
+from kingpost.engines.llama_cpp_threads import ThreadGovernor
 from kingpost.observe.metrics import GENERATIONS
 from kingpost.protocols import TokenLogprob, TopLogprob
 
@@ -233,9 +235,12 @@ class BatchScheduler:
         prefix_cache: bool = True,
         grammar_first: bool = False,
         compute_nice: int = 0,
+        adaptive_threads: bool = True,
     ) -> None:
         self._ctx = context
         self._compute_nice = compute_nice
+        full = llama_cpp.llama_n_threads(context)
+        self._threads = ThreadGovernor(full) if adaptive_threads else None
         self._grammar_first = grammar_first
         self._vocab = vocab
         self._memory = llama_cpp.llama_get_memory(context)
@@ -294,7 +299,12 @@ class BatchScheduler:
             "prefix_cache_hits_total": self._slots.hits,
             "prefix_cache_hit_rate": self._slots.hits / max(self._slots.lookups, 1),
             "prefix_cache_reused_tokens_total": self._slots.reused_tokens,
+            "decode_threads": self._threads.threads if self._threads else self._full_threads(),
+            "decode_thread_fallbacks_total": self._threads.fallbacks if self._threads else 0,
         }
+
+    def _full_threads(self) -> int:
+        return int(llama_cpp.llama_n_threads(self._ctx))
 
     def cancel(self, sequence: Sequence) -> None:
         """Stop a sequence; its KV cache is freed before the next decode."""
@@ -414,9 +424,16 @@ class BatchScheduler:
                 ready.append(sequence)
         batch.n_tokens = rows
         GENERATIONS.observe_batch(placed)  # sequences in this step (kingpost_batch_size)
+        started, cpu = time.perf_counter(), time.process_time()
         status = llama_cpp.llama_decode(self._ctx, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
+        if self._threads is not None:
+            now = time.perf_counter()
+            threads = self._threads.observe(now - started, time.process_time() - cpu, now)
+            if threads is not None:
+                llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
+                logger.debug("llama.cpp decodes with %d threads now", threads)
         for sequence in ready:
             self._sample(sequence)
 

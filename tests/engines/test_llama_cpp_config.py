@@ -69,9 +69,9 @@ def test_serving_a_missing_gguf_exits_with_the_path_in_the_log(
     assert str(tmp_path / "weights" / "missing.gguf") in str(caught.value)
 
 
-def test_decode_threads_run_below_the_server_s_own_priority_by_default() -> None:
-    assert parse_engine_config(config()).compute_nice == 10
-    assert parse_engine_config(config(compute_nice=0)).compute_nice == 0
+def test_decode_threads_run_at_the_server_s_own_priority_unless_asked() -> None:
+    assert parse_engine_config(config()).compute_nice == 0
+    assert parse_engine_config(config(compute_nice=10)).compute_nice == 10
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
