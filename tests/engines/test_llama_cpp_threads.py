@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import pytest
+
 from kingpost.engines.llama_cpp_threads import (
     FIRST_RETRY_S,
     LAST_RETRY_S,
     WINDOW_S,
     ThreadGovernor,
+    available_cores,
 )
 
 STEP = 0.01
@@ -88,3 +95,20 @@ def test_many_threads_keep_as_many_as_the_cores_they_got() -> None:
 def test_one_thread_has_nothing_to_give_up() -> None:
     clock = Clock(ThreadGovernor(1))
     assert clock.steps(10, cores=0.3) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_the_thread_count_follows_the_cores_the_process_may_use() -> None:
+    """A process held to one core (a cpuset, ``taskset``) decodes with one thread, not
+    with as many as the machine has."""
+    script = (
+        "import os\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "from kingpost.engines.llama_cpp_threads import available_cores\n"
+        "print(available_cores())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "1"
+    assert available_cores() == len(os.sched_getaffinity(0))
