@@ -239,8 +239,8 @@ class BatchScheduler:
     ) -> None:
         self._ctx = context
         self._compute_nice = compute_nice
-        full = llama_cpp.llama_n_threads(context)
-        self._threads = ThreadGovernor(full) if adaptive_threads else None
+        self._full_threads = int(llama_cpp.llama_n_threads(context))
+        self._threads = ThreadGovernor(self._full_threads) if adaptive_threads else None
         self._grammar_first = grammar_first
         self._vocab = vocab
         self._memory = llama_cpp.llama_get_memory(context)
@@ -299,12 +299,9 @@ class BatchScheduler:
             "prefix_cache_hits_total": self._slots.hits,
             "prefix_cache_hit_rate": self._slots.hits / max(self._slots.lookups, 1),
             "prefix_cache_reused_tokens_total": self._slots.reused_tokens,
-            "decode_threads": self._threads.threads if self._threads else self._full_threads(),
+            "decode_threads": self._threads.threads if self._threads else self._full_threads,
             "decode_thread_fallbacks_total": self._threads.fallbacks if self._threads else 0,
         }
-
-    def _full_threads(self) -> int:
-        return int(llama_cpp.llama_n_threads(self._ctx))
 
     def cancel(self, sequence: Sequence) -> None:
         """Stop a sequence; its KV cache is freed before the next decode."""

@@ -98,7 +98,7 @@ class ToolCallReader(_CallEvents):
         self._decided = not policy.may_call
         self._holding = False
         self._held = ""
-        _CallEvents.__init__(self, policy)
+        super().__init__(policy)
 
     def feed(self, text: str) -> str:
         if self._decided and not self._holding:
@@ -149,7 +149,7 @@ class NativeCallReader(_CallEvents):
         self._text = ""  # the reply so far
         self._sent = 0  # how much of it has been emitted
         self._calls_at = -1
-        _CallEvents.__init__(self, policy)
+        super().__init__(policy)
 
     def feed(self, text: str) -> str:
         if not self._active:

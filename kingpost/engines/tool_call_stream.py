@@ -25,6 +25,7 @@ from kingpost.engines.tool_calls import (
     ToolPolicy,
     ToolSyntax,
     complete_json_prefix,
+    json_string,
     skip_markers,
 )
 
@@ -122,7 +123,9 @@ class CallStreamer:
         if match is None:
             self._stopped = len(self._text) - at > HEAD_LIMIT
             return False
-        name = _name(match["name"], quoted=self._syntax is None or self._syntax.header is None)
+        written = match["name"]
+        quoted = self._syntax is None or self._syntax.header is None
+        name = json_string(written) if quoted else written.strip()
         if name not in self._names:
             self._stopped = True
             return False
@@ -186,21 +189,11 @@ def _head_pattern(syntax: ToolSyntax | None) -> re.Pattern[str]:
         )
     if syntax.header is not None:
         return re.compile(syntax.header.pattern + opens)
-    name = _NAME
     if syntax.keyed_by_name:
-        return re.compile(rf"\{{\s*{name}\s*:{opens}")
+        return re.compile(rf"\{{\s*{_NAME}\s*:{opens}")
     name_keys = "|".join(re.escape(key) for key in {syntax.name_key, "name"})
     argument_keys = "|".join(re.escape(key) for key in {syntax.arguments_key, "arguments"})
     call_id = r'(?:"(?:tool_call_id|id)"\s*:\s*(?:"[^"]*"|\d+)\s*,\s*)?'
     return re.compile(
-        rf'\{{\s*{call_id}"(?:{name_keys})"\s*:\s*{name}\s*,\s*"(?:{argument_keys})"\s*:{opens}'
+        rf'\{{\s*{call_id}"(?:{name_keys})"\s*:\s*{_NAME}\s*,\s*"(?:{argument_keys})"\s*:{opens}'
     )
-
-
-def _name(written: str, *, quoted: bool) -> str | None:
-    if not quoted:
-        return written.strip()
-    try:
-        return str(json.loads(f'"{written}"'))
-    except ValueError:
-        return None

@@ -553,7 +553,7 @@ class ToolPolicy:
         match = _CALL_OPENING.match(body)
         if match is None:
             return None
-        name = _json_string(match.group(1))
+        name = json_string(match.group(1))
         names = [tool.name for tool in self.offered()]
         if match.group(2) != '"':  # the name itself was cut off
             names = [known for known in names if name is not None and known.startswith(name)]
@@ -575,7 +575,8 @@ _CALL_OPENING = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)("?)')
 _ARGUMENTS_OPENING = re.compile(r'\s*,\s*"arguments"\s*:\s*')
 
 
-def _json_string(body: str) -> str | None:
+def json_string(body: str) -> str | None:
+    """The text of a JSON string written without its quotes (escapes decoded), or None."""
     try:
         return str(json.loads(f'"{body}"'))
     except ValueError:

@@ -300,6 +300,7 @@ class ResponseStream:
         self._sequence = 0
         self._message: OutputMessage | None = None
         self._call: OutputFunctionCall | None = None
+        self._call_index = 0  # the open call's place in the output
 
     def _event(self, kind: str, **fields: Any) -> str:
         payload = {"type": kind, "sequence_number": self._sequence, **fields}
@@ -348,13 +349,13 @@ class ResponseStream:
         call = OutputFunctionCall(name=name, arguments="", status="in_progress")
         if call_id:
             call.call_id = call_id
+        self._call, self._call_index = call, len(self.response.output)
         events += self._event(
             "response.output_item.added",
-            output_index=len(self.response.output),
+            output_index=self._call_index,
             item=call.model_dump(mode="json"),
         )
         self.response.output.append(call)
-        self._call = call
         return events
 
     def function_call_arguments(self, delta: str) -> str:
@@ -365,7 +366,7 @@ class ResponseStream:
         return self._event(
             "response.function_call_arguments.delta",
             item_id=call.id,
-            output_index=self.response.output.index(call),
+            output_index=self._call_index,
             delta=delta,
         )
 
@@ -375,7 +376,7 @@ class ResponseStream:
         call, self._call = self._call, None
         if call is None:
             return ""
-        index = self.response.output.index(call)
+        index = self._call_index
         call.status = "completed" if complete else "incomplete"
         events = self._event(
             "response.function_call_arguments.done",
